@@ -1,0 +1,96 @@
+# ctpipe — `make all` runs the DAG that pipeline.toml declares for $(PROFILE).
+#
+# Make decides *when to ask* a node (its ref is older than its inputs, its settings stamp or its
+# binary); the stage's content key decides *whether to work* (a known key is a cache hit in
+# milliseconds). The per-profile rules come from `plan`, which writes artifacts/plans/<profile>.mk.
+#
+#   make all                     every node of the profile, then a status table
+#   make fetch-data              every node of one stage (SOURCE= / METHOD= narrows it)
+#   make fetch-data.toy          one node
+#   make -n all                  show the plan;   make -j2 all   run independent nodes in parallel
+#   make test | bench | status | gc | clean | clobber | help
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules --no-builtin-variables
+.DEFAULT_GOAL := all
+
+ROOT      := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+PROFILE   ?= default
+PIPELINE  ?= $(ROOT)/pipeline.toml
+ARTIFACTS ?= $(ROOT)/artifacts
+DATA      ?= $(ROOT)/data
+CARGO     ?= cargo
+BIN       ?= $(ROOT)/target/release
+# BUILD=0: use the binaries in $(BIN) as they are (the end-to-end tests do).
+BUILD     ?= 1
+
+STAGE_BINS := fetch-data
+TOOL_BINS  := artifacts plan bench
+BINARIES   := $(addprefix $(BIN)/,$(STAGE_BINS) $(TOOL_BINS))
+STORE      := --artifacts $(ARTIFACTS)
+
+.PHONY: all build test bench status gc clean clobber help
+
+ifeq ($(BUILD),1)
+SOURCES := $(shell find $(ROOT)/stages -name '*.rs' -o -name Cargo.toml) $(ROOT)/Cargo.toml $(wildcard $(ROOT)/Cargo.lock)
+# One cargo invocation builds every binary; cargo's own lock keeps parallel recipes safe.
+$(BINARIES): $(BIN)/%: $(SOURCES)
+	$(CARGO) build --release --bins --manifest-path $(ROOT)/Cargo.toml
+	@touch $@
+endif
+
+build: $(BINARIES)
+
+# A stage node: run its binary, log to artifacts/logs/<profile>/<node>.log. The binary writes
+# the node's ref (the target) only after publishing or finding its artifact.
+define run_node
+@mkdir -p $(ARTIFACTS)/logs/$(PROFILE)
+$(BIN)/$(1) --pipeline $(PIPELINE) --profile $(PROFILE) --node $(2) $(STORE) --data-dir $(DATA) 2>&1 | tee $(ARTIFACTS)/logs/$(PROFILE)/$(2).log
+endef
+
+# The generated rules are needed by every goal except these.
+NO_PLAN_GOALS := build test bench clean clobber help
+ifneq ($(if $(MAKECMDGOALS),$(filter-out $(NO_PLAN_GOALS),$(MAKECMDGOALS)),all),)
+PLAN_MK := $(ARTIFACTS)/plans/$(PROFILE).mk
+$(PLAN_MK): $(PIPELINE) $(BIN)/plan
+	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) make
+include $(PLAN_MK)
+endif
+
+all: $(PLAN_REFS)
+	@echo "all $(words $(PLAN_NODES)) nodes of profile $(PROFILE) are up to date"
+	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) status
+
+status: $(BIN)/plan
+	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) status
+
+test:
+	$(CARGO) build --release --bins --manifest-path $(ROOT)/Cargo.toml
+	$(CARGO) test --release --workspace --manifest-path $(ROOT)/Cargo.toml
+
+bench: $(BIN)/bench
+	$(BIN)/bench
+
+# Dry run by default; `make gc DELETE=1` removes what no ref reaches.
+gc: $(BIN)/artifacts
+	$(BIN)/artifacts $(STORE) gc $(if $(DELETE),--delete)
+
+# Build products and generated plans only; artifacts and downloads are never touched.
+clean:
+	$(CARGO) clean --manifest-path $(ROOT)/Cargo.toml
+	rm -rf $(ARTIFACTS)/plans
+
+# Everything generated: build products, every artifact, every download.
+clobber: clean
+	find $(ARTIFACTS) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	find $(DATA) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+
+help:
+	@sed -n '2,13p' $(ROOT)/Makefile | sed 's/^# \{0,1\}//'
+	@echo
+	@echo "Variables: PROFILE=$(PROFILE) PIPELINE=$(PIPELINE)"
+	@echo "           ARTIFACTS=$(ARTIFACTS) DATA=$(DATA) BIN=$(BIN)"
+	@echo "Profiles:"
+	@if [ -x $(BIN)/plan ]; then $(BIN)/plan --pipeline $(PIPELINE) profiles; else grep -E '^\[[A-Za-z0-9_-]+\]' $(PIPELINE); fi

@@ -1,0 +1,244 @@
+//! Reading and writing dataset splits as Parquet.
+//!
+//! Columns: `image` (FixedSizeBinary(H·W·C), uint8 HWC) or `x` (FixedSizeList<Float32, dim>),
+//! and `label` (Int32). zstd level 3; dictionary encoding and statistics are off for the sample
+//! column (raw pixels gain nothing from them); row groups of about 4 MiB so a reader can stream
+//! a split one group at a time. The key-value metadata `ctpipe.dataset` holds [`DatasetInfo`]
+//! as JSON and `ctpipe.split` the split name.
+
+use super::schema::{DatasetInfo, SampleKind, Samples, Split};
+use crate::error::{bad_input, TagContext};
+use anyhow::{Context, Result};
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, FixedSizeListArray, Float32Array, Int32Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const META_DATASET: &str = "ctpipe.dataset";
+const META_SPLIT: &str = "ctpipe.split";
+const ROW_GROUP_BYTES: usize = 4 << 20;
+
+fn arrow_schema(kind: SampleKind) -> Arc<Schema> {
+    let sample = match kind {
+        SampleKind::Images { .. } => Field::new("image", DataType::FixedSizeBinary(kind.sample_len() as i32), false),
+        SampleKind::Points { dim } => Field::new(
+            "x",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32),
+            false,
+        ),
+    };
+    Arc::new(Schema::new(vec![sample, Field::new("label", DataType::Int32, false)]))
+}
+
+fn sample_column(kind: SampleKind) -> &'static str {
+    match kind {
+        SampleKind::Images { .. } => "image",
+        SampleKind::Points { .. } => "x",
+    }
+}
+
+/// Rows per row group: about 4 MiB of samples, at least 256 rows.
+pub fn rows_per_group(kind: SampleKind) -> usize {
+    let row_bytes = kind.sample_len() * if matches!(kind, SampleKind::Points { .. }) { 4 } else { 1 };
+    (ROW_GROUP_BYTES / row_bytes.max(1)).clamp(256, 1 << 16)
+}
+
+/// Writes one split, batch by batch.
+pub struct SplitWriter {
+    path: PathBuf,
+    info: DatasetInfo,
+    writer: ArrowWriter<File>,
+    schema: Arc<Schema>,
+    rows: usize,
+}
+
+impl SplitWriter {
+    pub fn create(path: &Path, info: &DatasetInfo, split: &str) -> Result<SplitWriter> {
+        let schema = arrow_schema(info.kind);
+        let col = ColumnPath::from(sample_column(info.kind));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_max_row_group_row_count(Some(rows_per_group(info.kind)))
+            .set_column_dictionary_enabled(col.clone(), false)
+            .set_column_statistics_enabled(col, EnabledStatistics::None)
+            .set_created_by(format!("ctpipe {}", env!("CARGO_PKG_VERSION")))
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(META_DATASET.to_string(), serde_json::to_string(info)?),
+                KeyValue::new(META_SPLIT.to_string(), split.to_string()),
+            ]))
+            .build();
+        let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        Ok(SplitWriter { path: path.to_path_buf(), info: info.clone(), writer, schema, rows: 0 })
+    }
+
+    /// Append rows (samples must match the dataset kind).
+    pub fn write(&mut self, batch: &Split) -> Result<()> {
+        batch.check(&self.info, &self.path.display().to_string())?;
+        if batch.rows() == 0 {
+            return Ok(());
+        }
+        let labels: ArrayRef = Arc::new(Int32Array::from(batch.labels.clone()));
+        let samples: ArrayRef = match (&batch.samples, self.info.kind) {
+            (Samples::Images(px), kind) => Arc::new(FixedSizeBinaryArray::try_new(
+                kind.sample_len() as i32,
+                px.clone().into(),
+                None,
+            )?),
+            (Samples::Points(xs), SampleKind::Points { dim }) => Arc::new(FixedSizeListArray::try_new(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                dim as i32,
+                Arc::new(Float32Array::from(xs.clone())),
+                None,
+            )?),
+            _ => unreachable!("checked above"),
+        };
+        let rb = RecordBatch::try_new(self.schema.clone(), vec![samples, labels])?;
+        self.writer.write(&rb)?;
+        self.rows += batch.rows();
+        Ok(())
+    }
+
+    /// Close the file; returns the number of rows written.
+    pub fn finish(self) -> Result<usize> {
+        self.writer.close().with_context(|| format!("{}: cannot finish Parquet file", self.path.display()))?;
+        Ok(self.rows)
+    }
+}
+
+/// Write a whole split in one call.
+pub fn write_split(path: &Path, info: &DatasetInfo, split_name: &str, split: &Split) -> Result<usize> {
+    let mut w = SplitWriter::create(path, info, split_name)?;
+    let per_group = rows_per_group(info.kind);
+    let len = info.kind.sample_len();
+    for start in (0..split.rows()).step_by(per_group) {
+        let end = (start + per_group).min(split.rows());
+        let samples = match &split.samples {
+            Samples::Images(px) => Samples::Images(px[start * len..end * len].to_vec()),
+            Samples::Points(xs) => Samples::Points(xs[start * len..end * len].to_vec()),
+        };
+        w.write(&Split { samples, labels: split.labels[start..end].to_vec() })?;
+    }
+    w.finish()
+}
+
+/// The dataset description stored in a split file.
+pub fn read_info(path: &Path) -> Result<DatasetInfo> {
+    let file = File::open(path).bad_input_ctx(|| format!("{}: cannot open", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).bad_input_ctx(|| format!("{}: not a Parquet file", path.display()))?;
+    info_from_metadata(path, builder.metadata().file_metadata().key_value_metadata())
+}
+
+fn info_from_metadata(path: &Path, kv: Option<&Vec<KeyValue>>) -> Result<DatasetInfo> {
+    let text = kv
+        .and_then(|kv| kv.iter().find(|e| e.key == META_DATASET))
+        .and_then(|e| e.value.clone())
+        .ok_or_else(|| bad_input(format!("{}: no `{META_DATASET}` metadata (not a ctpipe dataset split)", path.display())))?;
+    serde_json::from_str(&text).bad_input_ctx(|| format!("{}: bad `{META_DATASET}` metadata", path.display()))
+}
+
+/// Read a whole split into memory, checking it against its own description.
+pub fn read_split(path: &Path) -> Result<(DatasetInfo, Split)> {
+    let file = File::open(path).bad_input_ctx(|| format!("{}: cannot open", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).bad_input_ctx(|| format!("{}: not a Parquet file", path.display()))?;
+    let info = info_from_metadata(path, builder.metadata().file_metadata().key_value_metadata())?;
+    let rows = builder.metadata().file_metadata().num_rows() as usize;
+    let reader = builder.with_batch_size(rows_per_group(info.kind)).build()?;
+    let len = info.kind.sample_len();
+    let mut labels = Vec::with_capacity(rows);
+    let mut samples = match info.kind {
+        SampleKind::Images { .. } => Samples::Images(Vec::with_capacity(rows * len)),
+        SampleKind::Points { .. } => Samples::Points(Vec::with_capacity(rows * len)),
+    };
+    let where_ = |what: &str| bad_input(format!("{}: {what}", path.display()));
+    for rb in reader {
+        let rb = rb.bad_input_ctx(|| format!("{}: unreadable row group", path.display()))?;
+        let label_col = rb
+            .column_by_name("label")
+            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+            .ok_or_else(|| where_("missing Int32 column `label`"))?;
+        labels.extend(label_col.values().iter().copied());
+        match &mut samples {
+            Samples::Images(px) => {
+                let col = rb
+                    .column_by_name("image")
+                    .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+                    .ok_or_else(|| where_("missing FixedSizeBinary column `image`"))?;
+                if col.value_length() as usize != len {
+                    return Err(where_(&format!("image rows of {} bytes, expected {len}", col.value_length())));
+                }
+                px.extend_from_slice(col.value_data());
+            }
+            Samples::Points(xs) => {
+                let col = rb
+                    .column_by_name("x")
+                    .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+                    .ok_or_else(|| where_("missing FixedSizeList column `x`"))?;
+                let values = col
+                    .values()
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .ok_or_else(|| where_("column `x` must hold Float32"))?;
+                let start = col.offset() * len;
+                xs.extend_from_slice(&values.values()[start..start + col.len() * len]);
+            }
+        }
+    }
+    let split = Split { samples, labels };
+    split.check(&info, &path.display().to_string()).map_err(|e| bad_input(e.to_string()))?;
+    Ok((info, split))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_and_points_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = DatasetInfo {
+            name: "t".into(),
+            kind: SampleKind::Images { height: 2, width: 3, channels: 1 },
+            class_names: vec!["a".into(), "b".into()],
+        };
+        let split = Split { samples: Samples::Images((0..600).map(|i| (i % 251) as u8).collect()), labels: (0..100).map(|i| i % 2).collect() };
+        let p = dir.path().join("train.parquet");
+        assert_eq!(write_split(&p, &info, "train", &split).unwrap(), 100);
+        assert_eq!(read_split(&p).unwrap(), (info.clone(), split));
+        assert_eq!(read_info(&p).unwrap(), info);
+
+        let info = DatasetInfo { name: "p".into(), kind: SampleKind::Points { dim: 2 }, class_names: vec!["m".into()] };
+        let split = Split { samples: Samples::Points((0..2000).map(|i| i as f32 * 0.5).collect()), labels: vec![0; 1000] };
+        let p = dir.path().join("test.parquet");
+        write_split(&p, &info, "test", &split).unwrap();
+        assert_eq!(read_split(&p).unwrap().1, split);
+    }
+
+    #[test]
+    fn same_content_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = DatasetInfo { name: "p".into(), kind: SampleKind::Points { dim: 2 }, class_names: vec!["m".into()] };
+        let split = Split { samples: Samples::Points(vec![0.25; 20]), labels: vec![0; 10] };
+        let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+        write_split(&a, &info, "train", &split).unwrap();
+        write_split(&b, &info, "train", &split).unwrap();
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    }
+
+    #[test]
+    fn non_dataset_parquet_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.parquet");
+        std::fs::write(&p, b"PAR1 not really").unwrap();
+        let e = read_split(&p).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), 3);
+        assert!(crate::error::one_line(&e).contains("x.parquet"));
+    }
+}

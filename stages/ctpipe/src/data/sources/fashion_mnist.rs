@@ -1,0 +1,116 @@
+//! Fashion-MNIST from its IDX files: Debian's `dataset-fashion-mnist` package (installed, or
+//! fetched with `apt-get download` and unpacked with `dpkg-deb -x` into the data directory; no
+//! root needed), or any directory holding the four files.
+
+use super::idx::read_idx;
+use crate::data::schema::{Dataset, DatasetInfo, SampleKind, Samples, Split};
+use crate::error::{bad_input, TagContext};
+use anyhow::Result;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const CLASS_NAMES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+/// The four files, (images, labels) for train then test.
+pub const FILES: [(&str, &str); 2] = [
+    ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+];
+
+const PACKAGE: &str = "dataset-fashion-mnist";
+const INSTALLED: &str = "/usr/share/datasets/fashion-mnist";
+
+fn has_files(dir: &Path) -> bool {
+    FILES.iter().all(|(i, l)| dir.join(i).is_file() && dir.join(l).is_file())
+}
+
+/// The directory holding the IDX files: the installed package, an earlier unpack under
+/// `data_dir`, or a fresh `apt-get download` + `dpkg-deb -x` into `data_dir/fashion-mnist`.
+pub fn locate_debian(data_dir: &Path) -> Result<PathBuf> {
+    let installed = PathBuf::from(INSTALLED);
+    if has_files(&installed) {
+        return Ok(installed);
+    }
+    let root = data_dir.join("fashion-mnist");
+    let unpacked = root.join(INSTALLED.trim_start_matches('/'));
+    if has_files(&unpacked) {
+        return Ok(unpacked);
+    }
+    std::fs::create_dir_all(&root).bad_input_ctx(|| format!("{}: cannot create", root.display()))?;
+    eprintln!("fetch-data: downloading Debian package {PACKAGE} into {}", root.display());
+    // apt-get writes its progress to stdout, which is ours for results: send it to stderr.
+    let to_stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
+    let status = Command::new("apt-get")
+        .args(["download", PACKAGE])
+        .current_dir(&root)
+        .stdout(Stdio::from(to_stderr))
+        .status()
+        .bad_input_ctx(|| "cannot run apt-get (needed to fetch Fashion-MNIST; or set from = \"<dir with the IDX files>\")".into())?;
+    if !status.success() {
+        return Err(bad_input(format!("`apt-get download {PACKAGE}` failed ({status}); set from = \"<dir with the IDX files>\" instead")));
+    }
+    let deb = std::fs::read_dir(&root)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb") && p.to_string_lossy().contains(PACKAGE))
+        .ok_or_else(|| bad_input(format!("{}: apt-get left no {PACKAGE} .deb", root.display())))?;
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .status()
+        .bad_input_ctx(|| "cannot run dpkg-deb".into())?;
+    if !status.success() || !has_files(&unpacked) {
+        return Err(bad_input(format!("{}: unpacking did not give the IDX files in {}", deb.display(), unpacked.display())));
+    }
+    Ok(unpacked)
+}
+
+/// The four IDX files of a directory, or an error naming the missing one.
+pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (i, l) in FILES {
+        for f in [i, l] {
+            let p = dir.join(f);
+            if !p.is_file() {
+                return Err(bad_input(format!("{}: missing (Fashion-MNIST needs {})", p.display(), FILES.map(|(a, b)| format!("{a}, {b}")).join(", "))));
+            }
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+fn split(images: &Path, labels: &Path) -> Result<Split> {
+    let img = read_idx(images)?;
+    let lab = read_idx(labels)?;
+    if img.dims.len() != 3 || img.dims[1] != 28 || img.dims[2] != 28 {
+        return Err(bad_input(format!("{}: expected N×28×28 images, header says {:?}", images.display(), img.dims)));
+    }
+    if lab.dims.len() != 1 || lab.dims[0] != img.dims[0] {
+        return Err(bad_input(format!(
+            "{}: {:?} labels for {} images in {}",
+            labels.display(),
+            lab.dims,
+            img.dims[0],
+            images.display()
+        )));
+    }
+    if let Some(bad) = lab.data.iter().find(|&&l| l as usize >= CLASS_NAMES.len()) {
+        return Err(bad_input(format!("{}: label {bad} outside 0..10", labels.display())));
+    }
+    Ok(Split { samples: Samples::Images(img.data), labels: lab.data.iter().map(|&l| l as i32).collect() })
+}
+
+/// Load the dataset from a directory holding the four IDX files.
+pub fn load(dir: &Path) -> Result<Dataset> {
+    let files = files_in(dir)?;
+    let info = DatasetInfo {
+        name: "fashion-mnist".into(),
+        kind: SampleKind::Images { height: 28, width: 28, channels: 1 },
+        class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+    };
+    Ok(Dataset { train: split(&files[0], &files[1])?, test: split(&files[2], &files[3])?, info })
+}

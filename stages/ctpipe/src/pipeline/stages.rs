@@ -1,0 +1,50 @@
+//! The registry of stages: their names and the input roles a node of each may name.
+//!
+//! `plan` reads it to turn a profile into a DAG without loading any stage binary, and each stage
+//! binary reads its own entry to know which fields of its node table are inputs (node ids whose
+//! artifact keys enter its key) rather than settings. A stage appears here once it exists.
+
+/// How many artifacts an input role takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    One,
+    Optional,
+    Many,
+}
+
+/// One input role of a stage, e.g. `train-ct`'s `data`.
+#[derive(Debug, Clone, Copy)]
+pub struct InputRole {
+    pub name: &'static str,
+    pub arity: Arity,
+    /// The stages whose artifacts this role accepts.
+    pub from: &'static [&'static str],
+}
+
+/// A stage as the pipeline sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct StageSpec {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub inputs: &'static [InputRole],
+    /// A config field whose value groups nodes for `make <stage> <FIELD>=<value>`
+    /// (e.g. `method` for `make train-ct METHOD=sct`).
+    pub group_by: Option<&'static str>,
+}
+
+pub const STAGES: &[StageSpec] = &[StageSpec {
+    name: "fetch-data",
+    about: "import a dataset (toy 2-D, Fashion-MNIST, Hub, folder, Parquet) as a Parquet artifact",
+    inputs: &[],
+    group_by: Some("source"),
+}];
+
+/// The registry entry of a stage.
+pub fn stage_spec(name: &str) -> Option<&'static StageSpec> {
+    STAGES.iter().find(|s| s.name == name)
+}
+
+/// The names of all stages, for error messages.
+pub fn stage_names() -> String {
+    STAGES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,84 @@
+//! Progress for long work: a bar on a terminal, plain log lines elsewhere (CI, SLURM logs).
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+/// How often plain progress lines are written when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Progress {
+    label: String,
+    total: u64,
+    pos: u64,
+    bar: Option<ProgressBar>,
+    started: Instant,
+    last_log: Instant,
+    message: String,
+}
+
+impl Progress {
+    pub fn new(label: &str, total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(label.to_string());
+            bar
+        });
+        let now = Instant::now();
+        Progress { label: label.to_string(), total, pos: 0, bar, started: now, last_log: now, message: String::new() }
+    }
+
+    pub fn set_message(&mut self, msg: impl Into<String>) {
+        self.message = msg.into();
+        if let Some(b) = &self.bar {
+            b.set_message(self.message.clone());
+        }
+    }
+
+    pub fn inc(&mut self, n: u64) {
+        self.set_position(self.pos + n);
+    }
+
+    pub fn set_position(&mut self, pos: u64) {
+        self.pos = pos;
+        match &self.bar {
+            Some(b) => b.set_position(pos),
+            None if self.last_log.elapsed() >= LOG_EVERY => {
+                self.last_log = Instant::now();
+                self.log_line();
+            }
+            None => {}
+        }
+    }
+
+    fn log_line(&self) {
+        let pct = if self.total > 0 { 100.0 * self.pos as f64 / self.total as f64 } else { 100.0 };
+        eprintln!(
+            "{}: {}/{} ({pct:.0}%) {:.1}s {}",
+            self.label,
+            self.pos,
+            self.total,
+            self.started.elapsed().as_secs_f64(),
+            self.message
+        );
+    }
+
+    /// Write a plain line without breaking the bar.
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(self) {
+        match &self.bar {
+            Some(b) => b.finish_and_clear(),
+            None => self.log_line(),
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The stage contract, in one place (see `shared/design/architecture.md`):
+//!
+//! 1. parse the common flags; resolve the config as *defaults < node table < `--set`*;
+//! 2. resolve input artifacts (from the node's input refs or `--input`) and open them;
+//! 3. key = blake3(stage, version, canonical config, input keys, external fingerprints);
+//! 4. if the artifact exists: print `cached <stage> <key>`, rewrite the ref, exit 0;
+//! 5. otherwise run the stage into a staging directory (working files, such as checkpoints,
+//!    live in `.work/<stage>/<key>/` so a restart resumes), publish atomically, write the ref.
+//!
+//! Exit codes: 0 done or cached; 2 usage/config error; 3 bad input; 75 checkpointed on a
+//! signal (run again to resume); 1 internal failure. Errors print as one line.
+
+use crate::config::{self, Describe};
+use crate::error::{bad_input, exit_code_of, one_line, usage};
+use crate::pipeline::stages::{stage_spec, Arity, StageSpec};
+use crate::pipeline::Pipeline;
+use crate::store::{artifact_key, Artifact, Draft, InputRecord, Key, Store, Verify};
+use anyhow::{Context, Result};
+use clap::{Args, Command, FromArgMatches};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// A stage binary's library half. `main.rs` is `stage::main::<MyStage>()`.
+pub trait Stage {
+    /// The stage name; also its directory in the store and its entry in the registry.
+    const NAME: &'static str;
+    /// Bump when the same config and inputs would now give a different artifact.
+    const VERSION: u32;
+    /// The config, declared with [`crate::config_struct!`].
+    type Config: Describe + Serialize + DeserializeOwned + Default + Clone;
+
+    /// Check values that serde cannot (ranges, names); return a usage error naming the field.
+    fn validate(_config: &Self::Config) -> Result<()> {
+        Ok(())
+    }
+
+    /// Fingerprints of inputs from outside the store (source files, a Hub commit); they enter
+    /// the key, so a changed source gives a new artifact.
+    fn external_inputs(_config: &Self::Config, _env: &Env) -> Result<BTreeMap<String, String>> {
+        Ok(BTreeMap::new())
+    }
+
+    /// Do the work: write files into `ctx.out_dir()`, return the metrics summary.
+    fn run(config: &Self::Config, ctx: &mut Ctx) -> Result<Value>;
+}
+
+/// Flags every stage takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Pipeline file that declares the profiles
+    #[arg(long, env = "CTPIPE_PIPELINE", default_value = "pipeline.toml")]
+    pub pipeline: PathBuf,
+    /// Profile in the pipeline file
+    #[arg(long, env = "CTPIPE_PROFILE", default_value = "default")]
+    pub profile: String,
+    /// Node of the profile to run (`<stage>.<name>`); without it the config is the defaults
+    /// plus --set, and inputs come from --input
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Override a config field (repeatable), e.g. --set lr=2e-4 --set dataset=moons
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub set: Vec<String>,
+    /// Use this artifact for an input role (repeatable): a key, a unique key prefix,
+    /// `stage/key` or a ref file
+    #[arg(long = "input", value_name = "ROLE=ARTIFACT")]
+    pub input: Vec<String>,
+    /// Artifact store root
+    #[arg(long, env = "CTPIPE_ARTIFACTS", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+    /// Directory for raw downloads (IDX files, .deb packages)
+    #[arg(long, env = "CTPIPE_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Also write a ref file at this path after success
+    #[arg(long, value_name = "PATH")]
+    pub write_ref: Option<PathBuf>,
+    /// Re-hash every input file before use (default: check sizes only)
+    #[arg(long)]
+    pub verify: bool,
+    /// Print the effective config, inputs and key as JSON, and stop
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What a stage can see besides its config before the key is known.
+pub struct Env {
+    pub store: Store,
+    pub data_dir: PathBuf,
+}
+
+/// What a running stage is given.
+pub struct Ctx {
+    pub env: Env,
+    pub key: Key,
+    inputs: BTreeMap<String, Vec<Artifact>>,
+    out_dir: PathBuf,
+    work_dir: PathBuf,
+}
+
+impl Ctx {
+    /// Where the artifact's files go.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// The run's private working directory (created on first use); it survives an
+    /// interrupted run, so checkpoints written here are found by the restart.
+    pub fn work_dir(&self) -> Result<&Path> {
+        std::fs::create_dir_all(&self.work_dir).with_context(|| format!("{}: cannot create", self.work_dir.display()))?;
+        Ok(&self.work_dir)
+    }
+
+    /// The artifact of a single-valued input role.
+    pub fn input(&self, role: &str) -> Result<&Artifact> {
+        self.inputs
+            .get(role)
+            .and_then(|v| v.first())
+            .ok_or_else(|| usage(format!("input `{role}` is required")))
+    }
+
+    /// The artifact of an optional role, if given.
+    pub fn optional_input(&self, role: &str) -> Option<&Artifact> {
+        self.inputs.get(role).and_then(|v| v.first())
+    }
+
+    /// The artifacts of a many-valued role, in the order given.
+    pub fn inputs(&self, role: &str) -> &[Artifact] {
+        self.inputs.get(role).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// Entry point of every stage binary.
+pub fn main<S: Stage>() -> ExitCode {
+    let spec = stage_spec(S::NAME).unwrap_or_else(|| panic!("stage {} is missing from the registry", S::NAME));
+    let cmd = Command::new(S::NAME)
+        .about(spec.about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .after_long_help(config::help_text::<S::Config>());
+    let cmd = CommonArgs::augment_args(cmd);
+    let matches = cmd.get_matches();
+    let args = match CommonArgs::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    match run::<S>(spec, &args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}: {}", S::NAME, one_line(&e));
+            ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
+/// The resolved config and inputs of one invocation, before any work.
+struct Resolved<C> {
+    config: C,
+    config_json: Value,
+    inputs: BTreeMap<String, Vec<Artifact>>,
+    node: Option<String>,
+}
+
+fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Result<Resolved<S::Config>> {
+    let (mut table, mut input_specs, origin) = match &args.node {
+        Some(node_id) => {
+            let pipeline = Pipeline::load(&args.pipeline)?;
+            let profile = pipeline.profile(&args.profile)?;
+            let node = profile.node(node_id)?;
+            if node.stage.name != S::NAME {
+                return Err(usage(format!("node `{node_id}` belongs to stage {}, not {}", node.stage.name, S::NAME)));
+            }
+            let specs: BTreeMap<String, Vec<InputSpec>> = node
+                .inputs
+                .iter()
+                .map(|(role, ids)| (role.clone(), ids.iter().map(|id| InputSpec::Node(id.clone())).collect()))
+                .collect();
+            let origin = format!("{} [{}.{}]", args.pipeline.display(), args.profile, node_id);
+            (node.settings.clone(), specs, origin)
+        }
+        None => (toml::Table::new(), BTreeMap::new(), "config".to_string()),
+    };
+    config::apply_overrides(&mut table, &args.set)?;
+    let origin = if args.set.is_empty() { origin } else { format!("{origin} with --set") };
+    let config: S::Config = config::from_table(table, &origin)?;
+    S::validate(&config)?;
+
+    // --input replaces what the node table says for that role.
+    let mut overridden = BTreeMap::<String, Vec<InputSpec>>::new();
+    for item in &args.input {
+        let (role, what) = item
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--input {item}: expected ROLE=ARTIFACT")))?;
+        if !spec.inputs.iter().any(|r| r.name == role) {
+            let roles = spec.inputs.iter().map(|r| r.name).collect::<Vec<_>>().join(", ");
+            return Err(usage(format!("--input {item}: {} has no input role `{role}` (roles: {roles})", S::NAME)));
+        }
+        overridden.entry(role.to_string()).or_default().push(InputSpec::Artifact(what.to_string()));
+    }
+    input_specs.extend(overridden);
+
+    let mut inputs = BTreeMap::new();
+    for role in spec.inputs {
+        let specs = input_specs.remove(role.name).unwrap_or_default();
+        match (role.arity, specs.len()) {
+            (Arity::One, 0) => return Err(usage(format!("input `{}` is required (--input {}=ARTIFACT)", role.name, role.name))),
+            (Arity::One | Arity::Optional, n) if n > 1 => {
+                return Err(usage(format!("input `{}` takes one artifact, got {n}", role.name)))
+            }
+            _ => {}
+        }
+        let mut arts = Vec::new();
+        for s in specs {
+            let (stage, key) = s.locate(store, &args.profile)?;
+            if !role.from.contains(&stage.as_str()) {
+                return Err(bad_input(format!(
+                    "input `{}` must be a {} artifact, got {stage}/{}",
+                    role.name,
+                    role.from.join(" or "),
+                    key.short()
+                )));
+            }
+            let verify = if args.verify { Verify::Hashes } else { Verify::Sizes };
+            arts.push(store.open(&stage, &key, verify)?);
+        }
+        if !arts.is_empty() {
+            inputs.insert(role.name.to_string(), arts);
+        }
+    }
+    let config_json = config::to_json(&config)?;
+    Ok(Resolved { config, config_json, inputs, node: args.node.clone() })
+}
+
+/// How an input was named: by a node of the profile (through its ref) or directly.
+enum InputSpec {
+    Node(String),
+    Artifact(String),
+}
+
+impl InputSpec {
+    fn locate(&self, store: &Store, profile: &str) -> Result<(String, Key)> {
+        match self {
+            InputSpec::Node(id) => {
+                let r = store.read_ref(profile, id)?.ok_or_else(|| {
+                    bad_input(format!(
+                        "input node `{id}` has not been run in profile {profile} (no {}): run `make {id}` first",
+                        store.ref_path(profile, id).display()
+                    ))
+                })?;
+                Ok((r.stage, r.key))
+            }
+            InputSpec::Artifact(what) => store.resolve(what),
+        }
+    }
+}
+
+/// Keys by role for hashing (`role` or `role[i]` for many-valued roles) and manifest records.
+fn input_records(inputs: &BTreeMap<String, Vec<Artifact>>) -> (BTreeMap<String, Key>, BTreeMap<String, InputRecord>) {
+    let mut keys = BTreeMap::new();
+    let mut records = BTreeMap::new();
+    for (role, arts) in inputs {
+        for (i, a) in arts.iter().enumerate() {
+            let name = if arts.len() == 1 { role.clone() } else { format!("{role}[{i}]") };
+            keys.insert(name.clone(), a.key().clone());
+            records.insert(name, InputRecord { stage: a.stage().to_string(), key: a.key().clone() });
+        }
+    }
+    (keys, records)
+}
+
+fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs) -> Result<()> {
+    let started = Instant::now();
+    let store = Store::new(&args.artifacts);
+    let resolved = resolve::<S>(spec, args, &store)?;
+    let env = Env { store: store.clone(), data_dir: args.data_dir.clone() };
+    let external = S::external_inputs(&resolved.config, &env)?;
+    let (input_keys, input_records) = input_records(&resolved.inputs);
+    let key = artifact_key(S::NAME, S::VERSION, &resolved.config_json, &input_keys, &external)?;
+
+    if args.dry_run {
+        let doc = json!({
+            "stage": S::NAME, "version": S::VERSION, "key": key, "cached": store.contains(S::NAME, &key),
+            "config": resolved.config_json, "inputs": input_records, "external": external,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+
+    let cached = |store: &Store| -> Result<bool> {
+        if !store.contains(S::NAME, &key) {
+            return Ok(false);
+        }
+        store.open(S::NAME, &key, Verify::Sizes)?;
+        write_refs(store, args, S::NAME, resolved.node.as_deref(), &key)?;
+        println!("cached {} {key}", S::NAME);
+        Ok(true)
+    };
+    if cached(&store)? {
+        return Ok(());
+    }
+    // Another process may be producing the same key (two make invocations, a requeued job
+    // overlapping its predecessor): wait for it, then it is most likely a cache hit.
+    let _lock = RunLock::acquire(&store, S::NAME, &key)?;
+    if cached(&store)? {
+        return Ok(());
+    }
+    let staging = store.begin(S::NAME, &key)?;
+    let mut ctx = Ctx {
+        env,
+        key: key.clone(),
+        inputs: resolved.inputs,
+        out_dir: staging.path().to_path_buf(),
+        work_dir: store.work_dir(S::NAME, &key),
+    };
+    let metrics = S::run(&resolved.config, &mut ctx)?;
+    let draft = Draft {
+        stage: S::NAME.to_string(),
+        version: S::VERSION,
+        key: key.clone(),
+        inputs: input_records,
+        external,
+        config: resolved.config_json,
+        metrics,
+    };
+    let art = staging.commit(draft)?;
+    // The checkpoints of a finished run are of no further use.
+    let _ = std::fs::remove_dir_all(&ctx.work_dir);
+    write_refs(&store, args, S::NAME, resolved.node.as_deref(), &key)?;
+    println!("done {} {key} ({:.1}s) {}", S::NAME, started.elapsed().as_secs_f64(), art.dir.display());
+    Ok(())
+}
+
+fn write_refs(store: &Store, args: &CommonArgs, stage: &str, node: Option<&str>, key: &Key) -> Result<()> {
+    if let Some(node) = node {
+        store.write_ref(&args.profile, node, stage, key)?;
+    }
+    if let Some(path) = &args.write_ref {
+        crate::store::write_ref_file(path, stage, key)?;
+    }
+    Ok(())
+}
+
+/// An exclusive lock on a run's key, so two processes never work in one working directory
+/// (a requeued SLURM job overlapping its predecessor, two `make` invocations). Released when
+/// the process exits, however it exits.
+struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    fn acquire(store: &Store, stage: &str, key: &Key) -> Result<RunLock> {
+        let dir = store.root().join(".work").join(stage);
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        let path = dir.join(format!("{key}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open lock", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = file.as_raw_fd();
+            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                eprintln!("{stage}: waiting for another process producing {} ({})", key.short(), path.display());
+                if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+                    return Err(std::io::Error::last_os_error()).with_context(|| format!("{}: cannot lock", path.display()));
+                }
+            }
+        }
+        Ok(RunLock { _file: file })
+    }
+}

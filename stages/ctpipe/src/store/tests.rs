@@ -1,0 +1,131 @@
+use super::*;
+use crate::error::{exit_code_of, one_line};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::fs;
+
+fn draft(stage: &str, key: &Key, inputs: &[(&str, &str, &Key)]) -> Draft {
+    Draft {
+        stage: stage.into(),
+        version: 1,
+        key: key.clone(),
+        inputs: inputs
+            .iter()
+            .map(|(role, st, k)| (role.to_string(), InputRecord { stage: st.to_string(), key: (*k).clone() }))
+            .collect(),
+        external: BTreeMap::new(),
+        config: json!({"n": 1}),
+        metrics: json!({"rows": 3}),
+    }
+}
+
+fn key_of(n: u64) -> Key {
+    artifact_key("fetch-data", 1, &json!({ "n": n }), &BTreeMap::new(), &BTreeMap::new()).unwrap()
+}
+
+fn publish(store: &Store, stage: &str, key: &Key, inputs: &[(&str, &str, &Key)]) -> Artifact {
+    let s = store.begin(stage, key).unwrap();
+    fs::write(s.path().join("a.bin"), b"hello").unwrap();
+    fs::create_dir(s.path().join("sub")).unwrap();
+    fs::write(s.path().join("sub/b.txt"), b"world!").unwrap();
+    s.commit(draft(stage, key, inputs)).unwrap()
+}
+
+#[test]
+fn publish_then_open_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let k = key_of(1);
+    let art = publish(&store, "fetch-data", &k, &[]);
+    assert_eq!(art.dir, dir.path().join("fetch-data").join(k.as_str()));
+    let paths: Vec<_> = art.manifest.files.iter().map(|f| (f.path.as_str(), f.size)).collect();
+    assert_eq!(paths, vec![("a.bin", 5), ("sub/b.txt", 6)]);
+    assert_eq!(art.manifest.files[0].blake3, blake3::hash(b"hello").to_hex().to_string());
+    let again = store.open("fetch-data", &k, Verify::Hashes).unwrap();
+    assert_eq!(again.manifest, art.manifest);
+    assert_eq!(store.list().unwrap(), vec![("fetch-data".to_string(), k.clone())]);
+    assert_eq!(store.resolve(&k.as_str()[..8]).unwrap(), ("fetch-data".to_string(), k.clone()));
+    assert_eq!(store.resolve(&format!("fetch-data/{}", &k.as_str()[..6])).unwrap().1, k);
+    // No staging leftovers.
+    let names: Vec<_> = fs::read_dir(dir.path().join("fetch-data")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names.len(), 1);
+}
+
+#[test]
+fn dropped_staging_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    {
+        let s = store.begin("fetch-data", &key_of(2)).unwrap();
+        fs::write(s.path().join("x"), b"partial").unwrap();
+    }
+    assert!(fs::read_dir(dir.path().join("fetch-data")).unwrap().next().is_none());
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn corruption_is_detected_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let k = key_of(3);
+    let art = publish(&store, "fetch-data", &k, &[]);
+    // Same size, different bytes: only re-hashing sees it.
+    fs::write(art.dir.join("a.bin"), b"jello").unwrap();
+    store.open("fetch-data", &k, Verify::Sizes).unwrap();
+    let e = store.open("fetch-data", &k, Verify::Hashes).unwrap_err();
+    assert_eq!(exit_code_of(&e), 3);
+    let msg = one_line(&e);
+    assert!(msg.contains("a.bin") && msg.contains("blake3") && msg.contains("corrupt"), "{msg}");
+    // Truncation: the cheap check sees it.
+    fs::write(art.dir.join("sub/b.txt"), b"wor").unwrap();
+    let msg = one_line(&store.open("fetch-data", &k, Verify::Sizes).unwrap_err());
+    assert!(msg.contains("sub/b.txt") && msg.contains("size 3") && msg.contains("records 6"), "{msg}");
+    // A missing file, a broken manifest.
+    fs::remove_file(art.dir.join("a.bin")).unwrap();
+    assert!(one_line(&store.open("fetch-data", &k, Verify::Sizes).unwrap_err()).contains("missing"));
+    fs::write(art.dir.join("manifest.json"), b"{not json").unwrap();
+    assert!(one_line(&store.open("fetch-data", &k, Verify::Sizes).unwrap_err()).contains("invalid manifest"));
+}
+
+#[test]
+fn refs_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let k = key_of(4);
+    assert!(store.read_ref("default", "fetch-data.toy").unwrap().is_none());
+    store.write_ref("default", "fetch-data.toy", "fetch-data", &k).unwrap();
+    let r = store.read_ref("default", "fetch-data.toy").unwrap().unwrap();
+    assert_eq!((r.stage.as_str(), &r.key), ("fetch-data", &k));
+    assert_eq!(store.list_refs().unwrap().len(), 1);
+    let path = store.ref_path("default", "fetch-data.toy");
+    assert_eq!(fs::read_to_string(&path).unwrap(), format!("fetch-data/{k}\n"));
+    fs::write(&path, "garbage").unwrap();
+    assert_eq!(exit_code_of(&store.read_ref("default", "fetch-data.toy").unwrap_err()), 3);
+}
+
+#[test]
+fn gc_keeps_what_refs_reach_through_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let (d1, d2) = (key_of(10), key_of(11));
+    publish(&store, "fetch-data", &d1, &[]);
+    publish(&store, "fetch-data", &d2, &[]);
+    let t = artifact_key("train-ct", 1, &json!({}), &BTreeMap::from([("data".into(), d1.clone())]), &BTreeMap::new()).unwrap();
+    publish(&store, "train-ct", &t, &[("data", "fetch-data", &d1)]);
+    store.write_ref("default", "train-ct.x", "train-ct", &t).unwrap();
+    // A crash leftover whose process is gone, and a finished run's work dir.
+    fs::create_dir_all(dir.path().join("fetch-data/.tmp-abc-999999999-1")).unwrap();
+    fs::create_dir_all(store.work_dir("train-ct", &t)).unwrap();
+    let unfinished = key_of(12);
+    fs::create_dir_all(store.work_dir("train-ct", &unfinished)).unwrap();
+
+    let plan = store.gc_plan().unwrap();
+    let doomed: Vec<_> = plan.artifacts.iter().map(|(s, k, _)| (s.as_str(), k)).collect();
+    assert_eq!(doomed, vec![("fetch-data", &d2)], "d1 is reached through train-ct's input");
+    assert_eq!(plan.leftovers.len(), 2);
+    assert!(!plan.leftovers.iter().any(|(p, _)| p.ends_with(unfinished.as_str())), "interrupted runs are kept");
+    store.gc_execute(&plan).unwrap();
+    assert_eq!(store.list().unwrap().len(), 2);
+    assert!(store.work_dir("train-ct", &unfinished).is_dir());
+    assert!(store.gc_plan().unwrap().is_empty());
+}

@@ -1,0 +1,125 @@
+//! artifacts: look into the store. `ls`, `show KEY|REF`, `verify [KEY|--all]`, `gc [--delete]`.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use ctpipe::error::{bad_input, exit_code_of, one_line};
+use ctpipe::store::{Store, Verify};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "artifacts", version, about = "Inspect, verify and garbage-collect the ctpipe artifact store")]
+struct Cli {
+    /// Artifact store root
+    #[arg(long, env = "CTPIPE_ARTIFACTS", default_value = "artifacts", global = true)]
+    artifacts: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List artifacts: stage, key, creation time, size, and the refs that point to each
+    Ls,
+    /// Print an artifact's manifest (KEY, unique key prefix, stage/KEY, or a .ref file)
+    Show { artifact: String },
+    /// Re-hash an artifact's files against its manifest (or every artifact with --all)
+    Verify {
+        artifact: Option<String>,
+        #[arg(long, conflicts_with = "artifact")]
+        all: bool,
+    },
+    /// List what no ref reaches (dry run); --delete removes it
+    Gc {
+        #[arg(long)]
+        delete: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: artifacts: {}", one_line(&e));
+            ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let store = Store::new(&cli.artifacts);
+    match cli.command {
+        Cmd::Ls => {
+            let mut refs: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+            for r in store.list_refs()? {
+                refs.entry((r.stage, r.key.to_string())).or_default().push(format!("{}/{}", r.profile, r.node));
+            }
+            println!("{:<14} {:<14} {:<21} {:>10}  refs", "stage", "key", "created", "size");
+            for (stage, key) in store.list()? {
+                let (created, size) = match store.open(&stage, &key, Verify::Sizes) {
+                    Ok(a) => (a.manifest.created.clone(), human(a.manifest.files.iter().map(|f| f.size).sum())),
+                    Err(_) => ("(damaged)".to_string(), "-".to_string()),
+                };
+                let by = refs.get(&(stage.clone(), key.to_string())).map(|v| v.join(" ")).unwrap_or_default();
+                println!("{stage:<14} {:<14} {created:<21} {size:>10}  {by}", key.short());
+            }
+        }
+        Cmd::Show { artifact } => {
+            let (stage, key) = store.resolve(&artifact)?;
+            let art = store.open(&stage, &key, Verify::Sizes)?;
+            println!("# {}", art.dir.display());
+            print!("{}", art.manifest.to_json()?);
+        }
+        Cmd::Verify { artifact, all } => {
+            let targets = match (artifact, all) {
+                (Some(a), _) => vec![store.resolve(&a)?],
+                (None, true) => store.list()?,
+                (None, false) => return Err(ctpipe::error::usage("verify: give an artifact or --all")),
+            };
+            let mut bad = 0;
+            for (stage, key) in &targets {
+                match store.open(stage, key, Verify::Hashes) {
+                    Ok(_) => println!("ok {stage}/{key}"),
+                    Err(e) => {
+                        bad += 1;
+                        println!("FAILED {stage}/{key}: {}", one_line(&e));
+                    }
+                }
+            }
+            if bad > 0 {
+                return Err(bad_input(format!("{bad} of {} artifacts failed verification", targets.len())));
+            }
+        }
+        Cmd::Gc { delete } => {
+            let plan = store.gc_plan()?;
+            for (stage, key, size) in &plan.artifacts {
+                println!("unreferenced {stage}/{key} {}", human(*size));
+            }
+            for (path, size) in &plan.leftovers {
+                println!("leftover {} {}", path.display(), human(*size));
+            }
+            if plan.is_empty() {
+                println!("nothing to collect");
+            } else if delete {
+                store.gc_execute(&plan)?;
+                println!("removed {}", human(plan.total_bytes()));
+            } else {
+                println!("would free {} (dry run; --delete removes)", human(plan.total_bytes()));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,79 @@
+//! plan: turn a profile of pipeline.toml into make rules, and report on its nodes.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use ctpipe::error::{exit_code_of, one_line};
+use ctpipe::pipeline::{plan, Pipeline};
+use ctpipe::store::{Store, Verify};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "plan", version, about = "Expand a pipeline.toml profile into make rules; show node status")]
+struct Cli {
+    /// Pipeline file
+    #[arg(long, env = "CTPIPE_PIPELINE", default_value = "pipeline.toml", global = true)]
+    pipeline: PathBuf,
+    /// Profile
+    #[arg(long, env = "CTPIPE_PROFILE", default_value = "default", global = true)]
+    profile: String,
+    /// Artifact store root
+    #[arg(long, env = "CTPIPE_ARTIFACTS", default_value = "artifacts", global = true)]
+    artifacts: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write plans/<profile>/<node>.json stamps (only where changed) and plans/<profile>.mk
+    Make,
+    /// One line per node: its stage, inputs, and the artifact its ref points to
+    Status,
+    /// The profiles of the pipeline file
+    Profiles,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: plan: {}", one_line(&e));
+            ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let pipeline = Pipeline::load(&cli.pipeline)?;
+    match cli.command {
+        Cmd::Make => {
+            let profile = pipeline.profile(&cli.profile)?;
+            let path = plan::write_make_plan(&pipeline, profile, &cli.artifacts)?;
+            eprintln!("plan: {} nodes of profile {} -> {}", profile.nodes.len(), profile.name, path.display());
+        }
+        Cmd::Status => {
+            let profile = pipeline.profile(&cli.profile)?;
+            let store = Store::new(&cli.artifacts);
+            println!("profile {}: {}", profile.name, profile.about);
+            for node in profile.topo_order() {
+                let state = match store.read_ref(&profile.name, &node.id)? {
+                    None => "not run".to_string(),
+                    Some(r) => match store.open(&r.stage, &r.key, Verify::Sizes) {
+                        Ok(a) => format!("ok       {}  created {}", r.key.short(), a.manifest.created),
+                        Err(e) => format!("DAMAGED  {}  {}", r.key.short(), one_line(&e)),
+                    },
+                };
+                let deps: Vec<&str> = node.dependencies().into_iter().collect();
+                let deps = if deps.is_empty() { String::new() } else { format!(" <- {}", deps.join(", ")) };
+                println!("  {:<28} {state}{deps}", node.id);
+            }
+        }
+        Cmd::Profiles => {
+            for (name, p) in &pipeline.profiles {
+                println!("{name:<12} {:>3} nodes  {}", p.nodes.len(), p.about);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Helpers shared by ctpipe's binary-level tests: a sandbox directory with its own artifact
+//! store, and a way to run the built stage binaries in it.
+//!
+//! Stage crates use it as a dev-dependency for their `tests/cli.rs`; the end-to-end tests of
+//! this crate (`e2e.rs`, `faults.rs`) drive `make` on tiny profiles.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary directory holding an artifact store, a data directory and a pipeline file.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        self.path().join("artifacts")
+    }
+
+    /// A command for a binary, run inside the sandbox with its store and data directory.
+    pub fn cmd(&self, exe: impl AsRef<Path>) -> Command {
+        let mut c = Command::new(exe.as_ref());
+        c.current_dir(self.path())
+            .env("CTPIPE_ARTIFACTS", self.artifacts())
+            .env("CTPIPE_DATA", self.path().join("data"))
+            .env("CTPIPE_PIPELINE", self.path().join("pipeline.toml"))
+            .env_remove("CTPIPE_PROFILE")
+            .env_remove("CTPIPE_FAILPOINT");
+        c
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Run and capture; the result's text for assertions.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out: Output = cmd.output().expect("spawn");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Run {
+    /// Panic with the whole output unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// The key printed on a `done <stage> <key>` or `cached <stage> <key>` line.
+    pub fn key(&self) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                match (w.next(), w.next(), w.next()) {
+                    (Some("done" | "cached"), Some(_), Some(k)) => Some(k.to_string()),
+                    _ => None,
+                }
+            })
+            .unwrap_or_else(|| panic!("no done/cached line in:\n{}", self.stdout))
+    }
+
+    /// The error line, which must be exactly one line.
+    pub fn one_error_line(&self) -> &str {
+        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "want one error line, stderr:\n{}", self.stderr);
+        assert!(!self.stderr.contains("panicked"), "panic in:\n{}", self.stderr);
+        errors[0]
+    }
+}
+
+/// Where the workspace's release binaries are (`CTPIPE_BIN`, else `<workspace>/target/release`).
+pub fn release_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CTPIPE_BIN") {
+        return PathBuf::from(dir);
+    }
+    workspace_root().join("target").join("release")
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// A release binary of the workspace, which `make test` builds before running the tests.
+pub fn release_bin(name: &str) -> PathBuf {
+    let p = release_bin_dir().join(name);
+    assert!(p.is_file(), "{} is missing: run `make test`, which builds the release binaries first", p.display());
+    p
+}
