@@ -86,6 +86,17 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
     failure_of(err).map(Failure::exit_code).unwrap_or(1)
 }
 
+/// End a binary: success, or `error: <tool>: <one line>` on stderr and the failure's exit code.
+pub fn exit_code(tool: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {tool}: {}", one_line(&e));
+            std::process::ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
 /// The whole chain on one line, outermost first (`a: b: c`), with no line breaks inside.
 pub fn one_line(err: &anyhow::Error) -> String {
     format!("{err:#}").replace('\n', " ")

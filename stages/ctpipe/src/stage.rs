@@ -11,7 +11,7 @@
 //! signal (run again to resume); 1 internal failure. Errors print as one line.
 
 use crate::config::{self, Describe};
-use crate::error::{bad_input, exit_code_of, one_line, usage};
+use crate::error::{bad_input, usage};
 use crate::pipeline::stages::{stage_spec, Arity, StageSpec};
 use crate::pipeline::Pipeline;
 use crate::store::{artifact_key, Artifact, Draft, InputRecord, Key, Store, Verify};
@@ -145,13 +145,7 @@ pub fn main<S: Stage>() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    match run::<S>(spec, &args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}: {}", S::NAME, one_line(&e));
-            ExitCode::from(exit_code_of(&e))
-        }
-    }
+    crate::error::exit_code(S::NAME, run::<S>(spec, &args))
 }
 
 /// The resolved config and inputs of one invocation, before any work.

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use ctpipe::error::{bad_input, exit_code_of, one_line};
+use ctpipe::error::{bad_input, one_line};
 use ctpipe::store::{Store, Verify};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,14 +38,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: artifacts: {}", one_line(&e));
-            ExitCode::from(exit_code_of(&e))
-        }
-    }
+    ctpipe::error::exit_code("artifacts", run(Cli::parse()))
 }
 
 fn human(bytes: u64) -> String {
@@ -59,7 +52,7 @@ fn human(bytes: u64) -> String {
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[u]) }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli) -> Result<()> {
     let store = Store::new(&cli.artifacts);
     match cli.command {
         Cmd::Ls => {
@@ -121,5 +114,5 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use ctpipe::error::{exit_code_of, one_line};
+use ctpipe::error::one_line;
 use ctpipe::pipeline::{plan, Pipeline};
 use ctpipe::store::{Store, Verify};
 use std::path::PathBuf;
@@ -35,13 +35,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: plan: {}", one_line(&e));
-            ExitCode::from(exit_code_of(&e))
-        }
-    }
+    ctpipe::error::exit_code("plan", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<()> {
