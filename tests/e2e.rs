@@ -31,6 +31,8 @@ fn tiny() -> Sandbox {
     sb
 }
 
+const ALL: [&str; 5] = ["fetch-data.a", "fetch-data.b", "train-ct.ect", "train-ct.edm", "train-ct.ict"];
+
 /// The nodes whose stage binary ran in this make invocation (the recipe lines make echoes).
 fn ran(r: &Run) -> Vec<String> {
     let mut v: Vec<String> = r
@@ -48,19 +50,19 @@ fn ran(r: &Run) -> Vec<String> {
 fn all_twice_second_does_no_stage_work() {
     let sb = tiny();
     let first = make(&sb, &["all"]).expect_code(0);
-    assert_eq!(ran(&first), ["fetch-data.a", "fetch-data.b"]);
-    assert_eq!(first.stdout.lines().filter(|l| l.starts_with("done fetch-data ")).count(), 2, "{}", first.stdout);
-    for node in ["fetch-data.a", "fetch-data.b"] {
+    assert_eq!(ran(&first), ALL);
+    assert_eq!(first.stdout.lines().filter(|l| l.starts_with("done ")).count(), ALL.len(), "{}", first.stdout);
+    for node in ALL {
         let r = std::fs::read_to_string(sb.artifacts().join(format!("refs/tiny/{node}.ref"))).unwrap();
-        assert!(r.starts_with("fetch-data/"), "{r}");
+        assert!(r.starts_with(&format!("{}/", node.split('.').next().unwrap())), "{r}");
         assert!(sb.artifacts().join(format!("logs/tiny/{node}.log")).is_file());
     }
     let t = Instant::now();
     let second = make(&sb, &["all"]).expect_code(0);
     let secs = t.elapsed().as_secs_f64();
     assert!(ran(&second).is_empty(), "second run ran {:?}", ran(&second));
-    assert!(second.stdout.contains("all 2 nodes of profile tiny are up to date"), "{}", second.stdout);
-    assert_eq!(second.stdout.matches(" ok ").count(), 2, "{}", second.stdout);
+    assert!(second.stdout.contains(&format!("all {} nodes of profile tiny are up to date", ALL.len())), "{}", second.stdout);
+    assert_eq!(second.stdout.matches(" ok ").count(), ALL.len(), "{}", second.stdout);
     eprintln!("second `make all`: {secs:.3} s");
 }
 
@@ -68,7 +70,7 @@ fn all_twice_second_does_no_stage_work() {
 fn dry_run_shows_the_plan_and_runs_nothing() {
     let sb = tiny();
     let r = make(&sb, &["-n", "all"]).expect_code(0);
-    assert_eq!(ran(&r), ["fetch-data.a", "fetch-data.b"]);
+    assert_eq!(ran(&r), ALL);
     assert!(!sb.artifacts().join("refs").exists(), "make -n ran a stage");
     assert!(ctpipe::store::Store::new(sb.artifacts()).list().unwrap().is_empty());
 }
@@ -83,13 +85,22 @@ fn editing_one_node_reruns_only_that_node() {
     assert_ne!(reordered, text);
     sb.write("pipeline.toml", &reordered);
     assert!(ran(&make(&sb, &["all"]).expect_code(0)).is_empty());
-    // A real change to node a reruns a alone, with a new key.
-    let before = std::fs::read_to_string(sb.artifacts().join("refs/tiny/fetch-data.a.ref")).unwrap();
-    sb.write("pipeline.toml", &reordered.replacen("n = 500", "n = 600", 1));
+    // A hyper-parameter of one method reruns that method and what reads it: EDM's step count
+    // reruns EDM and the ECT tuned from it, not iCT, not the datasets.
+    let ref_of = |node: &str| std::fs::read_to_string(sb.artifacts().join(format!("refs/tiny/{node}.ref"))).unwrap();
+    let (edm0, ect0, ict0) = (ref_of("train-ct.edm"), ref_of("train-ct.ect"), ref_of("train-ct.ict"));
+    let edited = reordered.replacen("method = \"edm\"\nnetwork = \"mlp-small\"\nsteps = 20", "method = \"edm\"\nnetwork = \"mlp-small\"\nsteps = 25", 1);
+    assert_ne!(edited, reordered);
+    sb.write("pipeline.toml", &edited);
     let r = make(&sb, &["all"]).expect_code(0);
-    assert_eq!(ran(&r), ["fetch-data.a"]);
-    let after = std::fs::read_to_string(sb.artifacts().join("refs/tiny/fetch-data.a.ref")).unwrap();
-    assert_ne!(before, after);
+    assert_eq!(ran(&r), ["train-ct.ect", "train-ct.edm"]);
+    assert_ne!(ref_of("train-ct.edm"), edm0);
+    assert_ne!(ref_of("train-ct.ect"), ect0, "a new init gives ECT a new key");
+    assert_eq!(ref_of("train-ct.ict"), ict0);
+    // A change to a dataset reruns it and the iCT trained on it.
+    sb.write("pipeline.toml", &edited.replacen("dataset = \"moons\"\nn = 500", "dataset = \"moons\"\nn = 600", 1).replacen("n = 500\ndataset = \"moons\"", "n = 600\ndataset = \"moons\"", 1));
+    let r = make(&sb, &["all"]).expect_code(0);
+    assert_eq!(ran(&r), ["fetch-data.b", "train-ct.ict"]);
     assert!(ran(&make(&sb, &["all"]).expect_code(0)).is_empty());
 }
 
@@ -102,9 +113,9 @@ fn parallel_make_and_stage_targets() {
     }
     sb.write("pipeline.toml", &text);
     let r = make(&sb, &["-j2", "all"]).expect_code(0);
-    assert_eq!(ran(&r).len(), 5);
+    assert_eq!(ran(&r).len(), ALL.len() + 3);
     let store = ctpipe::store::Store::new(sb.artifacts());
-    assert_eq!(store.list().unwrap().len(), 5);
+    assert_eq!(store.list().unwrap().len(), ALL.len() + 3);
     for (stage, key) in store.list().unwrap() {
         store.open(&stage, &key, ctpipe::store::Verify::Hashes).unwrap();
     }
@@ -115,6 +126,8 @@ fn parallel_make_and_stage_targets() {
     let sb = tiny();
     assert_eq!(ran(&make(&sb, &["fetch-data.b"]).expect_code(0)), ["fetch-data.b"]);
     assert_eq!(ran(&make(&sb, &["fetch-data", "SOURCE=toy2d"]).expect_code(0)), ["fetch-data.a"]);
+    // make train-ct METHOD=ect: that method's node and, first, what it needs.
+    assert_eq!(ran(&make(&sb, &["train-ct", "METHOD=ect"]).expect_code(0)), ["train-ct.ect", "train-ct.edm"]);
     let r = make(&sb, &["fetch-data", "SOURCE=hub"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("no fetch-data node has source = hub"), "{}", r.stderr);
@@ -142,7 +155,79 @@ fn clean_never_touches_artifacts() {
     // CARGO=true: the cargo clean of the real workspace is not this test's business.
     make(&sb, &["clean", "CARGO=true"]).expect_code(0);
     let store = ctpipe::store::Store::new(sb.artifacts());
-    assert_eq!(store.list().unwrap().len(), 2);
+    assert_eq!(store.list().unwrap().len(), ALL.len());
     assert!(!sb.artifacts().join("plans").exists());
     assert!(sb.artifacts().join("refs/tiny/fetch-data.a.ref").is_file());
+}
+
+/// `plan sbatch`: scripts that bash accepts, submitted in dependency order; a job signalled
+/// before its time limit checkpoints, requeues itself, and the requeued run resumes.
+#[test]
+fn slurm_scripts_chain_jobs_and_requeue_on_signal() {
+    let sb = tiny();
+    let mut text = std::fs::read_to_string(sb.path().join("pipeline.toml")).unwrap();
+    text = text.replace("[tiny]\n", "[tiny]\nslurm = { time = \"01:00:00\", cpus-per-task = 2 }\n");
+    // A longer ECT run, so that the signal lands mid-training.
+    text = text.replace(
+        "method = \"ect\"\nnetwork = \"mlp-small\"\nsteps = 20",
+        "method = \"ect\"\nnetwork = \"mlp-small\"\nsteps = 4000\nslurm = { gres = \"gpu:1\" }",
+    );
+    sb.write("pipeline.toml", &text);
+    let plan = ctpipe_e2e::release_bin("plan");
+    run(sb.cmd(&plan).args(["--profile", "tiny", "sbatch", "--out"]).arg(sb.path().join("slurm")).arg("--bin").arg(release_bin_dir())).expect_code(0);
+    let dir = sb.path().join("slurm/tiny");
+    let ect = std::fs::read_to_string(dir.join("train-ct.ect.sbatch")).unwrap();
+    for line in ["#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "#SBATCH --time=01:00:00", "#SBATCH --cpus-per-task=2", "#SBATCH --gres=gpu:1", "--node 'train-ct.ect'"] {
+        assert!(ect.contains(line), "missing `{line}` in\n{ect}");
+    }
+    for f in std::fs::read_dir(&dir).unwrap().flatten() {
+        run(Command::new("bash").arg("-n").arg(f.path())).expect_code(0);
+    }
+    // Fake sbatch/scontrol: record calls, hand out job ids.
+    let fake = sb.path().join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let log = sb.path().join("calls.log");
+    let sbatch = format!("#!/bin/bash\necho \"sbatch $*\" >> {0}\nn=$(wc -l < {0})\necho $((1000 + n))\n", log.display());
+    let scontrol = format!("#!/bin/bash\necho \"scontrol $*\" >> {}\n", log.display());
+    for (name, body) in [("sbatch", sbatch), ("scontrol", scontrol)] {
+        std::fs::write(fake.join(name), body).unwrap();
+        run(Command::new("chmod").arg("+x").arg(fake.join(name))).expect_code(0);
+    }
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+    run(Command::new(dir.join("submit.sh")).env("PATH", &path)).expect_code(0);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let line_of = |node: &str| calls.lines().position(|l| l.ends_with(&format!("{node}.sbatch"))).unwrap_or_else(|| panic!("{node} not submitted:\n{calls}"));
+    assert!(line_of("fetch-data.a") < line_of("train-ct.edm") && line_of("train-ct.edm") < line_of("train-ct.ect"));
+    let ect_call = calls.lines().find(|l| l.ends_with("train-ct.ect.sbatch")).unwrap();
+    let (a, edm) = (1001 + line_of("fetch-data.a"), 1001 + line_of("train-ct.edm"));
+    assert!(ect_call.contains(&format!("--dependency=afterok:{a}:{edm}")) || ect_call.contains(&format!("--dependency=afterok:{edm}:{a}")), "{ect_call}");
+
+    // Run the EDM job's script to completion, then the ECT job's, signalled mid-way.
+    for node in ["fetch-data.a", "train-ct.edm"] {
+        run(Command::new("bash").arg(dir.join(format!("{node}.sbatch"))).env("PATH", &path).env("SLURM_JOB_ID", "7")).expect_code(0);
+    }
+    let work = sb.artifacts().join(".work/train-ct");
+    let mut job = Command::new("bash")
+        .arg(dir.join("train-ct.ect.sbatch"))
+        .env("PATH", &path)
+        .env("SLURM_JOB_ID", "42")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let started = || std::fs::read_dir(&work).map(|d| d.flatten().any(|e| e.path().join("metrics.jsonl").exists())).unwrap_or(false);
+    while !started() {
+        assert!(t.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe { libc::kill(job.id() as i32, libc::SIGUSR1) };
+    let status = job.wait().unwrap();
+    assert_eq!(status.code(), Some(75));
+    assert!(std::fs::read_to_string(&log).unwrap().contains("scontrol requeue 42"));
+    let again = run(Command::new("bash").arg(dir.join("train-ct.ect.sbatch")).env("PATH", &path).env("SLURM_JOB_ID", "42")).expect_code(0);
+    assert!(again.stderr.contains("resuming from"), "{}", again.stderr);
+    assert!(again.stdout.contains("done train-ct "), "{}", again.stdout);
+    assert!(sb.artifacts().join("refs/tiny/train-ct.ect.ref").is_file());
 }

@@ -116,3 +116,23 @@ pub fn release_bin(name: &str) -> PathBuf {
     assert!(p.is_file(), "{} is missing: run `make test`, which builds the release binaries first", p.display());
     p
 }
+
+/// Publish a two-Gaussians toy dataset into the sandbox's store, as `fetch-data` would, and
+/// return its key (same `n` → same key, in any sandbox).
+pub fn publish_toy(sb: &Sandbox, n: u64) -> ctpipe::store::Key {
+    use ctpipe::data::sources::FetchConfig;
+    use ctpipe::store::{artifact_key, Draft, Store};
+    use std::collections::BTreeMap;
+    let store = Store::new(sb.artifacts());
+    let cfg = FetchConfig { dataset: Some("two-gaussians".into()), n: Some(n), n_test: Some(1000), ..FetchConfig::default() };
+    let config = serde_json::to_value(&cfg).expect("config json");
+    let key = artifact_key("fetch-data", 1, &config, &BTreeMap::new(), &BTreeMap::new()).expect("key");
+    if store.contains("fetch-data", &key) {
+        return key;
+    }
+    let staging = store.begin("fetch-data", &key).expect("staging");
+    let metrics = ctpipe::data::write_dataset(staging.path(), &cfg.fetch(sb.path()).expect("toy data")).expect("write");
+    let draft = Draft { stage: "fetch-data".into(), version: 1, key: key.clone(), inputs: BTreeMap::new(), external: BTreeMap::new(), config, metrics };
+    staging.commit(draft).expect("publish");
+    key
+}

@@ -32,6 +32,9 @@ pub trait Stage {
     const VERSION: u32;
     /// The config, declared with [`crate::config_struct!`].
     type Config: Describe + Serialize + DeserializeOwned + Default + Clone;
+    /// Whether SIGTERM/SIGUSR1/SIGINT should set `ctx.stop` (the stage checkpoints and exits
+    /// 75) instead of ending the process.
+    const HANDLES_SIGNALS: bool = false;
 
     /// Check values that serde cannot (ranges, names); return a usage error naming the field.
     fn validate(_config: &Self::Config) -> Result<()> {
@@ -83,6 +86,10 @@ pub struct CommonArgs {
     /// Print the effective config, inputs and key as JSON, and stop
     #[arg(long)]
     pub dry_run: bool,
+    /// Compute device: cpu, cuda, cuda:N, or auto (CUDA when built with it and present).
+    /// Not part of the artifact key.
+    #[arg(long, env = "CTPIPE_DEVICE", default_value = "auto")]
+    pub device: String,
 }
 
 /// What a stage can see besides its config before the key is known.
@@ -95,6 +102,9 @@ pub struct Env {
 pub struct Ctx {
     pub env: Env,
     pub key: Key,
+    /// Set when a stop was requested by a signal (stages with `HANDLES_SIGNALS`).
+    pub stop: crate::train::signals::StopFlag,
+    pub device: candle_core::Device,
     inputs: BTreeMap<String, Vec<Artifact>>,
     out_dir: PathBuf,
     work_dir: PathBuf,
@@ -132,8 +142,33 @@ impl Ctx {
     }
 }
 
+/// candle (0.11.1) sizes every matrix product's thread pool from `RAYON_NUM_THREADS`, and when
+/// that is unset it asks the OS for the CPU count on every call — reading /proc and /sys files,
+/// about twenty opens per training step of a small model. Set it once, before any work.
+pub fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        // SAFETY: called at the start of `main`, before this process starts any thread.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+}
+
+/// Keep freed memory in the heap instead of returning it to the OS. Training allocates and frees
+/// tensors of tens of megabytes every step; by default glibc serves those with fresh `mmap`s
+/// whose pages the kernel must zero on first touch (measured: a quarter of a CPU step of the
+/// `tiny` U-Net in `clear_page`, and the step 36 % faster with this setting).
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Entry point of every stage binary.
 pub fn main<S: Stage>() -> ExitCode {
+    pin_thread_count();
+    tune_allocator();
     let spec = stage_spec(S::NAME).unwrap_or_else(|| panic!("stage {} is missing from the registry", S::NAME));
     let cmd = Command::new(S::NAME)
         .about(spec.about)
@@ -299,10 +334,18 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs) -> Result<()> {
     if cached(&store)? {
         return Ok(());
     }
+    let stop = if S::HANDLES_SIGNALS {
+        crate::train::signals::StopFlag::install().context("installing signal handlers")?
+    } else {
+        Default::default()
+    };
+    let device = crate::device::select(&args.device)?;
     let staging = store.begin(S::NAME, &key)?;
     let mut ctx = Ctx {
         env,
         key: key.clone(),
+        stop,
+        device,
         inputs: resolved.inputs,
         out_dir: staging.path().to_path_buf(),
         work_dir: store.work_dir(S::NAME, &key),

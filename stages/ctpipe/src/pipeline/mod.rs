@@ -17,6 +17,7 @@
 //! dangling or mistyped inputs, cycles — each a one-line error naming file and node.
 
 pub mod plan;
+pub mod slurm;
 pub mod stages;
 
 use crate::error::{usage, TagContext};
@@ -36,6 +37,8 @@ pub struct Pipeline {
 pub struct Profile {
     pub name: String,
     pub about: String,
+    /// `#SBATCH` options for every node (`[<profile>.slurm]`).
+    pub slurm: toml::Table,
     /// Nodes by id.
     pub nodes: BTreeMap<String, Node>,
 }
@@ -49,6 +52,8 @@ pub struct Node {
     pub settings: toml::Table,
     /// Input role → node ids, in the order written.
     pub inputs: BTreeMap<String, Vec<String>>,
+    /// `#SBATCH` options of this node (its `slurm` table); not a setting, not in any key.
+    pub slurm: toml::Table,
 }
 
 impl Node {
@@ -151,8 +156,13 @@ impl Profile {
 
 fn parse_profile(file: &str, pname: &str, ptable: &toml::Table, registry: &'static [StageSpec]) -> Result<Profile> {
     let mut about = String::new();
+    let mut slurm = toml::Table::new();
     let mut nodes = BTreeMap::new();
     for (key, val) in ptable {
+        if key == "slurm" {
+            slurm = val.as_table().cloned().ok_or_else(|| usage(format!("{file}: [{pname}.slurm] must be a table of #SBATCH options")))?;
+            continue;
+        }
         if key == "about" {
             about = val
                 .as_str()
@@ -179,13 +189,18 @@ fn parse_profile(file: &str, pname: &str, ptable: &toml::Table, registry: &'stat
             nodes.insert(node.id.clone(), node);
         }
     }
-    let profile = Profile { name: pname.to_string(), about, nodes };
+    let profile = Profile { name: pname.to_string(), about, slurm, nodes };
     check_edges(file, &profile)?;
     Ok(profile)
 }
 
 fn parse_node(where_: &str, spec: &'static StageSpec, name: &str, table: &toml::Table) -> Result<Node> {
     let mut settings = table.clone();
+    let slurm = match settings.remove("slurm") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => return Err(usage(format!("{where_}: `slurm` must be a table of #SBATCH options"))),
+    };
     let mut inputs = BTreeMap::new();
     for role in spec.inputs {
         let Some(v) = settings.remove(role.name) else {
@@ -205,7 +220,7 @@ fn parse_node(where_: &str, spec: &'static StageSpec, name: &str, table: &toml::
         };
         inputs.insert(role.name.to_string(), ids);
     }
-    Ok(Node { id: format!("{}.{name}", spec.name), stage: spec, settings, inputs })
+    Ok(Node { id: format!("{}.{name}", spec.name), stage: spec, settings, inputs, slurm })
 }
 
 fn check_edges(file: &str, profile: &Profile) -> Result<()> {

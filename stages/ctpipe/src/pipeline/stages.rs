@@ -32,12 +32,23 @@ pub struct StageSpec {
     pub group_by: Option<&'static str>,
 }
 
-pub const STAGES: &[StageSpec] = &[StageSpec {
-    name: "fetch-data",
-    about: "import a dataset (toy 2-D, Fashion-MNIST, Hub, folder, Parquet) as a Parquet artifact",
-    inputs: &[],
-    group_by: Some("source"),
-}];
+pub const STAGES: &[StageSpec] = &[
+    StageSpec {
+        name: "fetch-data",
+        about: "import a dataset (toy 2-D, Fashion-MNIST, Hub, folder, Parquet) as a Parquet artifact",
+        inputs: &[],
+        group_by: Some("source"),
+    },
+    StageSpec {
+        name: "train-ct",
+        about: "train a consistency model (iCT, ECT, SCT, GC, VCT) or an EDM denoiser",
+        inputs: &[
+            InputRole { name: "data", arity: Arity::One, from: &["fetch-data"] },
+            InputRole { name: "init", arity: Arity::Optional, from: &["train-ct"] },
+        ],
+        group_by: Some("method"),
+    },
+];
 
 /// The registry entry of a stage.
 pub fn stage_spec(name: &str) -> Option<&'static StageSpec> {

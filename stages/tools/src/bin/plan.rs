@@ -32,6 +32,18 @@ enum Cmd {
     Status,
     /// The profiles of the pipeline file
     Profiles,
+    /// Write one SLURM batch script per node and a submit.sh chaining them with afterok
+    Sbatch {
+        /// Directory for the scripts
+        #[arg(long, default_value = "slurm")]
+        out: PathBuf,
+        /// Directory of the stage binaries (default: this binary's)
+        #[arg(long)]
+        bin: Option<PathBuf>,
+        /// Raw-data directory the jobs use
+        #[arg(long, env = "CTPIPE_DATA", default_value = "data")]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +74,21 @@ fn run(cli: Cli) -> Result<()> {
                 let deps = if deps.is_empty() { String::new() } else { format!(" <- {}", deps.join(", ")) };
                 println!("  {:<28} {state}{deps}", node.id);
             }
+        }
+        Cmd::Sbatch { out, bin, data_dir } => {
+            let profile = pipeline.profile(&cli.profile)?;
+            let bin = match bin {
+                Some(b) => b,
+                None => std::env::current_exe()?.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+            };
+            let paths = ctpipe::pipeline::slurm::SlurmPaths {
+                bin: std::path::absolute(bin)?,
+                artifacts: std::path::absolute(&cli.artifacts)?,
+                data: std::path::absolute(data_dir)?,
+                workdir: std::env::current_dir()?,
+            };
+            let dir = ctpipe::pipeline::slurm::write_sbatch(&pipeline, profile, &paths, &out.join(&profile.name))?;
+            println!("{} scripts in {}; submit with {}/submit.sh", profile.nodes.len(), dir.display(), dir.display());
         }
         Cmd::Profiles => {
             for (name, p) in &pipeline.profiles {

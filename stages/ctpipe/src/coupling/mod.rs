@@ -1,0 +1,38 @@
+//! Couplings: which noise each clean sample is paired with.
+//!
+//! Consistency training builds both points of a pair from one endpoint and one noise draw,
+//! x_hi = kernel(endpoint, σ_hi, z) and x_lo = kernel(endpoint, σ_lo, z). A coupling chooses
+//! (endpoint, z): the independent coupling takes the data sample and z ~ N(0, I); GC replaces
+//! the endpoint by the model's own one-step estimate for some samples; VC draws z from a learned
+//! encoder q(z | x) and adds its KL term. Couplings compose with either schedule.
+
+pub mod gc;
+pub mod independent;
+pub mod vc;
+
+use crate::methods::consistency::{Kernel, Pairs};
+use crate::methods::StepCtx;
+use crate::precond::Precond;
+use candle_core::{Result, Tensor};
+
+/// A coupling's choice for one batch.
+pub struct Coupled {
+    /// The clean end of each pair (the data sample, or GC's generated one).
+    pub endpoint: Tensor,
+    /// The noise direction; for VC it carries the encoder's gradient (student branch only).
+    pub noise: Tensor,
+    /// VC's KL(q(z | x) ‖ N(0, I)) per sample.
+    pub kl: Option<Tensor>,
+    pub logs: Vec<(&'static str, f64)>,
+}
+
+pub trait Coupling: Send + Sync {
+    fn couple(&self, ctx: &StepCtx, x0: &Tensor, pairs: &Pairs, precond: &Precond, kernel: &Kernel) -> Result<Coupled>;
+}
+
+/// Standard normal noise for a training step, from the step's "noise" stream, shaped as `like`.
+/// Every coupling draws its noise here, so they differ only where they mean to.
+pub fn step_noise(ctx: &StepCtx, like: &Tensor) -> Result<Tensor> {
+    let mut rng = crate::rng::stream(ctx.seed, "noise", ctx.progress.step);
+    crate::rng::normal(&mut rng, like.shape().clone(), like.dtype(), like.device())
+}

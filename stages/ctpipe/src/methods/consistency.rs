@@ -1,0 +1,151 @@
+//! The consistency-training loss, composed from a schedule, a coupling and a target.
+//!
+//! Per step (iCT/ECT/GC/VCT reference code, methods.md §4–§8, §14):
+//! 1. the schedule draws (σ_hi, σ_lo, weight) per sample;
+//! 2. the coupling picks the endpoint x̃ and noise z (one draw, shared by both points);
+//! 3. student f_θ(x̃ ⊕ σ_hi z, σ_hi) with recorded dropout masks; teacher f_θ(x̃ ⊕ σ_lo z, σ_lo)
+//!    with the same masks, no gradient, NaN and ±inf cleaned; where σ_lo = 0 (ECT's boundary)
+//!    the teacher is x̃ itself; SCT adds its variance-reduction correction to the teacher point;
+//! 4. loss = weight·d(student, teacher) (+ β_eff·KL for VC), one value per sample.
+
+use super::distance::Distance;
+use super::sct::{self, References};
+use super::{LossOutput, Method, Progress, StepCtx};
+use crate::coupling::Coupling;
+use crate::nn::dropout::Dropout;
+use crate::nn::ops::{nan_to_num, select_rows};
+use crate::precond::{per_sample, Phase, Precond};
+use candle_core::{Result, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+/// Noise-level pairs for a batch.
+#[derive(Debug, Clone, Default)]
+pub struct Pairs {
+    pub hi: Vec<f64>,
+    pub lo: Vec<f64>,
+    pub weight: Vec<f64>,
+    pub logs: Vec<(&'static str, f64)>,
+}
+
+impl Pairs {
+    pub fn with_capacity(n: usize) -> Pairs {
+        Pairs { hi: Vec::with_capacity(n), lo: Vec::with_capacity(n), weight: Vec::with_capacity(n), logs: Vec::new() }
+    }
+
+    pub fn push(&mut self, hi: f64, lo: f64, weight: f64) {
+        self.hi.push(hi);
+        self.lo.push(lo);
+        self.weight.push(weight);
+    }
+
+    pub fn len(&self) -> usize {
+        self.hi.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hi.is_empty()
+    }
+}
+
+/// Draws the noise-level pairs of a step.
+pub trait PairSchedule: Send + Sync {
+    fn draw(&self, n: usize, progress: Progress, rng: &mut ChaCha8Rng) -> Pairs;
+    /// The loss weight at the top of the noise range now (VCT rescales β by it).
+    fn top_weight(&self, progress: Progress) -> f64;
+    fn sigma_min(&self) -> f64;
+}
+
+/// How a noisy point is formed from an endpoint x, a level σ and noise z.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kernel {
+    /// Variance exploding: x + σ·z.
+    Ve,
+    /// VCT's linear interpolation: (1 − σ/T)·x + σ·z.
+    Li { t_max: f64 },
+}
+
+impl Kernel {
+    pub fn noisy(&self, x: &Tensor, z: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
+        let s = per_sample(sigmas, x)?;
+        match *self {
+            Kernel::Ve => x.add(&z.broadcast_mul(&s)?),
+            Kernel::Li { t_max } => {
+                let a = per_sample(&sigmas.iter().map(|v| 1.0 - v / t_max).collect::<Vec<_>>(), x)?;
+                x.broadcast_mul(&a)?.add(&z.broadcast_mul(&s)?)
+            }
+        }
+    }
+}
+
+/// The teacher's target point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    Standard,
+    /// SCT's variance-reduced target.
+    Stable(References),
+}
+
+pub struct ConsistencyLoss {
+    pub schedule: Box<dyn PairSchedule>,
+    pub coupling: Box<dyn Coupling>,
+    pub target: Target,
+    pub distance: Distance,
+    pub kernel: Kernel,
+    pub precond: Precond,
+    /// VCT's β (0 without VC); multiplied by the schedule's top weight.
+    pub kl_beta: f64,
+}
+
+impl Method for ConsistencyLoss {
+    fn loss(&self, ctx: &StepCtx, x0: &Tensor) -> Result<LossOutput> {
+        let n = x0.dim(0)?;
+        let mut rng = crate::rng::stream(ctx.seed, "sigma", ctx.progress.step);
+        let pairs = self.schedule.draw(n, ctx.progress, &mut rng);
+        let coupled = self.coupling.couple(ctx, x0, &pairs, &self.precond, &self.kernel)?;
+        let endpoint = &coupled.endpoint;
+
+        // Student, recording dropout masks.
+        let x_hi = self.kernel.noisy(endpoint, &coupled.noise, &pairs.hi)?;
+        let mut drop = Dropout::record(crate::rng::stream(ctx.seed, "dropout", ctx.progress.step));
+        let student = self.precond.apply(ctx.net, &x_hi, &pairs.hi, Phase::Train, &mut drop)?;
+
+        // Teacher: same noise (detached), same masks, no gradient.
+        let at_boundary: Vec<bool> = pairs.lo.iter().map(|&s| s <= 0.0).collect();
+        let teacher = if at_boundary.iter().all(|&b| b) {
+            endpoint.detach()
+        } else {
+            let noise = coupled.noise.detach();
+            let mut x_lo = self.kernel.noisy(&endpoint.detach(), &noise, &pairs.lo)?;
+            if let Target::Stable(refs) = self.target {
+                let delta = sct::correction(&x_hi.detach(), &endpoint.detach(), &pairs.hi, refs)?;
+                let gain: Vec<f64> = pairs.hi.iter().zip(&pairs.lo).map(|(t, r)| 1.0 - r / t).collect();
+                x_lo = x_lo.add(&delta.broadcast_mul(&per_sample(&gain, &delta)?)?)?;
+            }
+            // σ = 0 would give ln 0 in c_noise; those samples take the endpoint below anyway.
+            let lo: Vec<f64> = pairs.lo.iter().map(|&s| if s > 0.0 { s } else { self.schedule.sigma_min() }).collect();
+            drop.replay();
+            let t = nan_to_num(&self.precond.apply(ctx.net, &x_lo, &lo, Phase::Train, &mut drop)?.detach())?;
+            if at_boundary.iter().any(|&b| b) {
+                select_rows(&at_boundary, &endpoint.detach(), &t)?
+            } else {
+                t
+            }
+        };
+
+        let d = self.distance.per_sample(&student, &teacher)?;
+        let w = Tensor::from_vec(pairs.weight.iter().map(|&v| v as f32).collect::<Vec<_>>(), n, x0.device())?.to_dtype(d.dtype())?;
+        let mut per_sample_loss = d.mul(&w)?;
+        let mut logs = pairs.logs.clone();
+        logs.extend(coupled.logs.iter().cloned());
+        if let Some(kl) = &coupled.kl {
+            let beta = self.kl_beta * self.schedule.top_weight(ctx.progress);
+            per_sample_loss = per_sample_loss.add(&(kl * beta)?)?;
+            logs.push(("kl_beta", beta));
+        }
+        Ok(LossOutput { per_sample: per_sample_loss, logs })
+    }
+
+    fn precond(&self) -> Precond {
+        self.precond
+    }
+}

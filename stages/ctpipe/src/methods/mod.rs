@@ -1,0 +1,61 @@
+//! Training methods: each turns a clean batch into one loss value per sample.
+//!
+//! A method is the combination of three independent axes (aesthetics.md §7.2):
+//! - a **schedule** that draws noise-level pairs (σ_hi, σ_lo) and their weights — iCT's
+//!   discrete curriculum ([`ict`]) or ECT's continuous mapping r(t) ([`ect`]);
+//! - a **coupling** that pairs each clean sample with its noise — independent, generator-induced
+//!   ([`crate::coupling::gc`]) or learned variational ([`crate::coupling::vc`]);
+//! - a **target**: the standard one, or SCT's variance-reduced one ([`sct`]).
+//!
+//! [`consistency`] composes them; [`edm`] is plain denoising (pre-training, teachers). The
+//! training loop only sees the [`Method`] trait. Every random draw comes from a stream keyed by
+//! (seed, purpose, step), passed in through [`StepCtx`].
+
+pub mod consistency;
+pub mod distance;
+pub mod ect;
+pub mod edm;
+pub mod ict;
+pub mod sct;
+pub mod spec;
+
+use crate::nn::Network;
+use crate::precond::Precond;
+use candle_core::{Result, Tensor};
+
+/// Where training stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub step: u64,
+    pub total: u64,
+}
+
+/// Everything a method may use for one step besides the clean batch.
+pub struct StepCtx<'a> {
+    pub seed: u64,
+    pub progress: Progress,
+    /// The network being trained (student and, without gradient, teacher).
+    pub net: &'a Network,
+    /// Its EMA (GC's generator).
+    pub ema: &'a Network,
+    /// VCT's encoder (trained jointly) and its EMA (for sampling).
+    pub encoder: Option<&'a Network>,
+}
+
+/// A method's result for one batch.
+pub struct LossOutput {
+    /// One loss value per sample; the loop averages them.
+    pub per_sample: Tensor,
+    /// Scalars for the metrics table (N(k), stage, KL, …).
+    pub logs: Vec<(&'static str, f64)>,
+}
+
+pub trait Method: Send + Sync {
+    /// The loss for a batch of clean samples `x0` (values in [-1, 1]).
+    fn loss(&self, ctx: &StepCtx, x0: &Tensor) -> Result<LossOutput>;
+    /// The preconditioning the trained network is evaluated with (sampling).
+    fn precond(&self) -> Precond;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! Identities between methods, checked bit for bit on a random network and batch.
+
+use super::consistency::{ConsistencyLoss, Kernel, PairSchedule, Pairs, Target};
+use super::distance::{Distance, Weighting};
+use super::ect::EctSchedule;
+use super::ict::IctSchedule;
+use super::sct::References;
+use super::{Method, Progress, StepCtx};
+use crate::coupling::{gc::Gc, independent::Independent, Coupling};
+use crate::data::schema::SampleKind;
+use crate::model::Weights;
+use crate::precond::{Precond, PrecondKind};
+use candle_core::{DType, Device, Tensor};
+
+fn net(dropout: f64) -> Weights {
+    let cfg = crate::nn::preset("mlp-toy", SampleKind::Points { dim: 2 }, 1, Some(dropout)).unwrap();
+    Weights::init(&cfg, 7, &Device::Cpu).unwrap()
+}
+
+fn batch() -> Tensor {
+    (crate::rng::normal(&mut crate::rng::stream(1, "batch", 0), (64, 2), DType::F32, &Device::Cpu).unwrap() * 0.5).unwrap()
+}
+
+fn losses(m: &dyn Method, w: &Weights, ema: &Weights, step: u64) -> Vec<f32> {
+    let ctx = StepCtx { seed: 3, progress: Progress { step, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None };
+    m.loss(&ctx, &batch()).unwrap().per_sample.to_vec1().unwrap()
+}
+
+fn pc(kind: PrecondKind, sigma_min: f64) -> Precond {
+    Precond { kind, sigma_data: 0.5, sigma_min, t_max: 80.0 }
+}
+
+fn loss_with(schedule: Box<dyn PairSchedule>, coupling: Box<dyn Coupling>, target: Target, distance: Distance, precond: Precond) -> ConsistencyLoss {
+    ConsistencyLoss { schedule, coupling, target, distance, kernel: Kernel::Ve, precond, kl_beta: 0.0 }
+}
+
+fn ect(refs: Option<References>) -> ConsistencyLoss {
+    let target = refs.map(Target::Stable).unwrap_or(Target::Standard);
+    let sched = EctSchedule { stage_steps: 200, ..EctSchedule::default() };
+    loss_with(Box::new(sched), Box::new(Independent), target, Distance::PseudoHuber { c: 0.0 }, pc(PrecondKind::Ect, 0.003))
+}
+
+#[test]
+fn sct_with_only_the_own_image_is_ect() {
+    let (w, ema) = (net(0.1), net(0.0));
+    for step in [0, 350, 999] {
+        let e = losses(&ect(None), &w, &ema, step);
+        let s = losses(&ect(Some(References::Own)), &w, &ema, step);
+        assert_eq!(e, s, "step {step}");
+        // With the batch as references the target moves where t is large.
+        let b = losses(&ect(Some(References::Batch)), &w, &ema, step);
+        assert_ne!(e, b, "step {step}");
+    }
+}
+
+fn ict(coupling: Box<dyn Coupling>) -> ConsistencyLoss {
+    loss_with(Box::new(IctSchedule::default()), coupling, Target::Standard, Distance::PseudoHuber { c: 0.00054 * 2f64.sqrt() }, pc(PrecondKind::Cm, 0.002))
+}
+
+#[test]
+fn gc_keeping_every_sample_independent_is_ict() {
+    let (w, ema) = (net(0.2), net(0.0));
+    for step in [0, 500, 999] {
+        let i = losses(&ict(Box::new(Independent)), &w, &ema, step);
+        let g = losses(&ict(Box::new(Gc { keep: 1.0, keep_end: None })), &w, &ema, step);
+        assert_eq!(i, g, "step {step}");
+        let all_gc = losses(&ict(Box::new(Gc { keep: 0.0, keep_end: None })), &w, &ema, step);
+        assert_ne!(i, all_gc, "step {step}");
+    }
+    // μ anneals linearly.
+    assert_eq!(Gc { keep: 0.5, keep_end: Some(0.1) }.keep_at(500, 1000), 0.3);
+}
+
+/// A schedule whose pairs have σ_hi = σ_lo: with one noise draw and one dropout mask shared by
+/// student and teacher, both passes compute the same function of the same input.
+struct SameLevel;
+
+impl PairSchedule for SameLevel {
+    fn draw(&self, n: usize, _: Progress, _: &mut rand_chacha::ChaCha8Rng) -> Pairs {
+        let mut p = Pairs::with_capacity(n);
+        for i in 0..n {
+            let s = 0.1 + i as f64 * 0.05;
+            p.push(s, s, 1.0);
+        }
+        p
+    }
+    fn top_weight(&self, _: Progress) -> f64 {
+        1.0
+    }
+    fn sigma_min(&self) -> f64 {
+        0.002
+    }
+}
+
+#[test]
+fn student_and_teacher_share_noise_and_dropout() {
+    let (w, ema) = (net(0.5), net(0.0));
+    let m = loss_with(Box::new(SameLevel), Box::new(Independent), Target::Standard, Distance::L2Squared, pc(PrecondKind::Cm, 0.002));
+    let l = losses(&m, &w, &ema, 5);
+    assert!(l.iter().all(|&v| v == 0.0), "{l:?}");
+}
+
+#[test]
+fn ect_boundary_replaces_the_teacher_by_the_clean_sample() {
+    // Stage 0 (steps < stage_steps) and every t below ≈ 1.95 gives r = 0: the target is x.
+    let (w, ema) = (net(0.0), net(0.0));
+    let m = ect(None);
+    let ctx = StepCtx { seed: 3, progress: Progress { step: 0, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None };
+    let x0 = batch();
+    let mut rng = crate::rng::stream(3, "sigma", 0);
+    let pairs = m.schedule.draw(64, ctx.progress, &mut rng);
+    let boundary: Vec<usize> = (0..64).filter(|&i| pairs.lo[i] == 0.0).collect();
+    assert!(boundary.len() > 40, "most t are small in stage 0");
+    let got = m.loss(&ctx, &x0).unwrap().per_sample.to_vec1::<f32>().unwrap();
+    // Recompute those samples' loss against x directly.
+    let z = crate::coupling::step_noise(&ctx, &x0).unwrap();
+    let x_hi = Kernel::Ve.noisy(&x0, &z, &pairs.hi).unwrap();
+    let mut drop = crate::nn::dropout::Dropout::record(crate::rng::stream(3, "dropout", 0));
+    let student = m.precond.apply(&w.net, &x_hi, &pairs.hi, crate::precond::Phase::Train, &mut drop).unwrap();
+    let d = Distance::PseudoHuber { c: 0.0 }.per_sample(&student, &x0).unwrap().to_vec1::<f32>().unwrap();
+    for i in boundary {
+        let want = d[i] * (1.0 / (pairs.hi[i] - pairs.lo[i])) as f32;
+        assert_eq!(got[i], want, "sample {i}");
+    }
+}
+
+/// VCT's rescaled KL weight: β / (σ_N − σ_{N−1}) on the iCT schedule, β / (t − r(t)) at t = 80
+/// on ECT's (methods.md §8): 30 → ≈ 0.87 at N = 11; 10 → 0.25, 0.5, …, 32 over 8 stages.
+#[test]
+fn vct_beta_rescaling() {
+    let ict = IctSchedule::default();
+    let b0 = 30.0 * ict.top_weight(Progress { step: 0, total: 400_000 });
+    assert!((b0 - 30.0 / (80.0 - 45.3137340752)).abs() < 1e-9 && (b0 - 0.865).abs() < 1e-3, "{b0}");
+    let b_end = 30.0 * ict.top_weight(Progress { step: 399_999, total: 400_000 });
+    assert!((b_end - 88.0).abs() < 1.0, "{b_end}");
+    let ect = EctSchedule { stage_steps: 50_000, ..EctSchedule::default() };
+    for s in 0..8u64 {
+        let b = 10.0 * ect.top_weight(Progress { step: s * 50_000, total: 400_000 });
+        let want = 0.25 * 2f64.powi(s as i32);
+        assert!((b - want).abs() < 1e-6 * want, "stage {s}: {b} vs {want}");
+    }
+    assert_eq!(Weighting::Karras.weight(80.0, 40.0, 0.5), 4.0 + 1.0 / 6400.0);
+}

@@ -1,0 +1,4 @@
+//! Measuring samples: toy-data metrics (mode coverage; later sliced Wasserstein and MMD) and,
+//! for images, feature statistics and the Fréchet distance.
+
+pub mod toy;

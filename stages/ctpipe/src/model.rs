@@ -1,0 +1,167 @@
+//! Trained models as artifacts, and weights in and out of safetensors.
+//!
+//! A `train-ct` (or `distill`) artifact holds `model.json` ([`ModelSpec`]: everything needed to
+//! rebuild the network and sample from it), `ema.safetensors` and `net.safetensors` (the EMA and
+//! online weights, with EDM's tensor names such as `model.enc.32x32_conv.weight`), and for VCT
+//! `encoder_ema.safetensors` / `encoder.safetensors`. Each safetensors file carries the spec as
+//! its only metadata entry (`ctpipe`), so Python's `safetensors.safe_open` reads both.
+
+use crate::data::schema::SampleKind;
+use crate::error::{bad_input, TagContext};
+use crate::methods::spec::KernelSpec;
+use crate::nn::params::ParamStore;
+use crate::nn::{Network, NetworkConfig};
+use crate::precond::Precond;
+use crate::store::Artifact;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const MODEL_FORMAT: u32 = 1;
+
+/// What a model is and how to sample from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub format: u32,
+    /// edm, ict, ect, sct, gc, vct, cd.
+    pub method: String,
+    /// edm, ict or ect: the schedule family it was trained on.
+    pub schedule: String,
+    pub network: NetworkConfig,
+    /// VCT's encoder.
+    pub encoder: Option<NetworkConfig>,
+    /// Preconditioning; sampling uses its evaluation phase.
+    pub precond: Precond,
+    pub kernel: KernelSpec,
+    pub sigma_max: f64,
+    /// Default intermediate noise level for 2-step sampling.
+    pub sigma_mid: f64,
+    /// The data the model generates.
+    pub data: SampleKind,
+    /// The dataset's name, for reports.
+    pub dataset: String,
+    pub parameters: usize,
+    pub steps: u64,
+}
+
+impl ModelSpec {
+    /// Whether this is a denoiser sampled with an ODE solver (EDM) rather than a consistency model.
+    pub fn is_denoiser(&self) -> bool {
+        self.method == "edm"
+    }
+
+    /// Shape of one sample as the network sees it.
+    pub fn sample_shape(&self) -> Vec<usize> {
+        match self.data {
+            SampleKind::Images { height, width, channels } => vec![channels as usize, height as usize, width as usize],
+            SampleKind::Points { dim } => vec![dim as usize],
+        }
+    }
+}
+
+/// A network with its parameters.
+pub struct Weights {
+    pub params: ParamStore,
+    pub net: Network,
+}
+
+impl Weights {
+    /// Fresh weights, initialised from `seed`.
+    pub fn init(cfg: &NetworkConfig, seed: u64, device: &Device) -> Result<Weights> {
+        let params = ParamStore::seeded(seed);
+        let net = Network::new(params.var_builder(DType::F32, device), cfg)?;
+        Ok(Weights { params, net })
+    }
+
+    /// Fresh weights whose initial values come from streams salted with `namespace`, so two
+    /// networks of one run (VCT's encoder beside the main network) do not share them.
+    pub fn init_in(cfg: &NetworkConfig, seed: u64, namespace: &str, device: &Device) -> Result<Weights> {
+        let params = ParamStore::seeded_in(seed, namespace);
+        let net = Network::new(params.var_builder(DType::F32, device), cfg)?;
+        Ok(Weights { params, net })
+    }
+
+    /// Weights from named tensors, which must match the architecture exactly.
+    pub fn from_tensors(cfg: &NetworkConfig, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Weights> {
+        let params = ParamStore::from_tensors(tensors);
+        let net = Network::new(params.var_builder(DType::F32, device), cfg)?;
+        params.check_all_used()?;
+        Ok(Weights { params, net })
+    }
+
+    /// An independent copy (the EMA starts as one).
+    pub fn duplicate(&self, cfg: &NetworkConfig, device: &Device) -> Result<Weights> {
+        let tensors = self.params.tensors().into_iter().map(|(k, t)| Ok((k, t.copy()?))).collect::<Result<HashMap<_, _>>>()?;
+        Weights::from_tensors(cfg, tensors, device)
+    }
+}
+
+/// Write weights to safetensors with the spec as metadata. Tensor order is fixed (sorted) and
+/// the metadata has one key, so the same weights give the same bytes.
+pub fn save_weights(path: &Path, weights: &Weights, spec: &ModelSpec) -> Result<()> {
+    save_tensors(path, &weights.params.tensors().into_iter().collect::<Vec<_>>(), Some(spec))
+}
+
+/// Write named tensors to safetensors (sorted by name; optional spec metadata).
+pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], spec: Option<&ModelSpec>) -> Result<()> {
+    let mut items: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let meta = match spec {
+        Some(s) => Some(HashMap::from([("ctpipe".to_string(), serde_json::to_string(s)?)])),
+        None => None,
+    };
+    safetensors::serialize_to_file(items.iter().map(|(k, t)| (k.as_str(), t)), meta, path)
+        .with_context(|| format!("{}: cannot write safetensors", path.display()))
+}
+
+/// Read every tensor of a safetensors file.
+pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(path, device).bad_input_ctx(|| format!("{}: not a readable safetensors file", path.display()))
+}
+
+/// A trained model opened for sampling.
+pub struct LoadedModel {
+    pub spec: ModelSpec,
+    pub net: Weights,
+    pub encoder: Option<Weights>,
+}
+
+/// Which weights of a model artifact to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Ema,
+    Online,
+}
+
+/// Read a model artifact's spec.
+pub fn read_spec(art: &Artifact) -> Result<ModelSpec> {
+    let path = art.file("model.json")?;
+    let text = std::fs::read_to_string(&path).bad_input_ctx(|| format!("{}: cannot read", path.display()))?;
+    let spec: ModelSpec = serde_json::from_str(&text).bad_input_ctx(|| format!("{}: not a model spec", path.display()))?;
+    if spec.format != MODEL_FORMAT {
+        return Err(bad_input(format!("{}: model format {} (this ctpipe reads {MODEL_FORMAT})", path.display(), spec.format)));
+    }
+    Ok(spec)
+}
+
+/// Open a model artifact (EMA or online weights).
+pub fn load_model(art: &Artifact, which: Which, device: &Device) -> Result<LoadedModel> {
+    let spec = read_spec(art)?;
+    let (net_file, enc_file) = match which {
+        Which::Ema => ("ema.safetensors", "encoder_ema.safetensors"),
+        Which::Online => ("net.safetensors", "encoder.safetensors"),
+    };
+    let net = Weights::from_tensors(&spec.network, load_tensors(&art.file(net_file)?, device)?, device)
+        .bad_input_ctx(|| format!("{}: weights do not fit model.json", art.dir.join(net_file).display()))?;
+    let encoder = match &spec.encoder {
+        Some(cfg) => Some(
+            Weights::from_tensors(cfg, load_tensors(&art.file(enc_file)?, device)?, device)
+                .bad_input_ctx(|| format!("{}: weights do not fit model.json", art.dir.join(enc_file).display()))?,
+        ),
+        None => None,
+    };
+    Ok(LoadedModel { spec, net, encoder })
+}

@@ -1,0 +1,281 @@
+//! Building blocks of EDM's networks (NVlabs/edm `training/networks.py`): Linear, Conv2d with
+//! 2× resampling, GroupNorm, the positional noise embedding, and the U-Net block. Parameter
+//! names and initialisation follow EDM, so weights move between ctpipe and EDM checkpoints.
+
+use super::dropout::Dropout;
+use candle_core::{Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+/// EDM's `xavier_uniform` scaled by `scale` (EDM's `init_weight`).
+pub fn xavier_uniform(fan_in: usize, fan_out: usize, scale: f64) -> Init {
+    let b = scale * (6.0 / (fan_in + fan_out) as f64).sqrt();
+    Init::Uniform { lo: -b, up: b }
+}
+
+/// Fully connected layer, `weight: [out, in]`.
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(vb: VarBuilder, fan_in: usize, fan_out: usize, bias: bool, scale: f64) -> Result<Linear> {
+        let weight = vb.get_with_hints((fan_out, fan_in), "weight", xavier_uniform(fan_in, fan_out, scale))?;
+        let bias = if bias { Some(vb.get_with_hints(fan_out, "bias", Init::Const(0.0))?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    /// PyTorch's default `nn.Linear` initialisation: weight and bias uniform in ±1/√fan_in.
+    pub fn torch_default(vb: VarBuilder, fan_in: usize, fan_out: usize) -> Result<Linear> {
+        let b = 1.0 / (fan_in as f64).sqrt();
+        let weight = vb.get_with_hints((fan_out, fan_in), "weight", Init::Uniform { lo: -b, up: b })?;
+        let bias = Some(vb.get_with_hints(fan_out, "bias", Init::Uniform { lo: -b, up: b })?);
+        Ok(Linear { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// 2× resampling with EDM's `[1, 1]` filter: a 2×2 box average down, nearest-neighbour up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resample {
+    None,
+    Up,
+    Down,
+}
+
+/// Nearest-neighbour 2× upsampling, written with broadcasts so that its gradient is a plain
+/// sum (candle's `upsample_nearest2d` backward overwrites rather than accumulates the gradient
+/// of its input, and its CUDA path is a naive transposed convolution).
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, 2, w, 2))?.reshape((n, c, 2 * h, 2 * w))
+}
+
+/// 2×2 box average with stride 2 (EDM's `[1, 1]` down filter).
+pub fn downsample2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if h % 2 != 0 || w % 2 != 0 {
+        candle_core::bail!("cannot halve a {h}×{w} feature map: every resolution level must be even");
+    }
+    x.reshape((n, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)
+}
+
+/// A stride-1 "same" convolution (odd square kernel). On the CPU: im2col and one batched matrix
+/// product (see `im2col.rs` for why); elsewhere candle's `conv2d`.
+pub fn conv2d_same(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (n, c, h, wd) = x.dims4()?;
+    let (cout, cin, k, k2) = w.dims4()?;
+    if cin != c || k != k2 || k % 2 == 0 {
+        candle_core::bail!("conv2d_same: input {:?} and weight {:?} do not fit", x.dims(), w.dims());
+    }
+    if k == 1 {
+        return w.reshape((cout, c))?.broadcast_matmul(&x.reshape((n, c, h * wd))?)?.reshape((n, cout, h, wd));
+    }
+    if !x.device().is_cpu() {
+        return x.conv2d(w, k / 2, 1, 1, 1);
+    }
+    let cols = x.contiguous()?.apply_op1(super::im2col::Im2Col { k })?;
+    w.reshape((cout, c * k * k))?.broadcast_matmul(&cols)?.reshape((n, cout, h, wd))
+}
+
+/// Convolution with optional 2× resampling before it (EDM's Conv2d, non-fused path).
+/// `kernel = 0` gives a resampling-only layer without parameters.
+pub struct Conv2d {
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    resample: Resample,
+}
+
+impl Conv2d {
+    pub fn new(vb: VarBuilder, cin: usize, cout: usize, kernel: usize, resample: Resample, scale: f64) -> Result<Conv2d> {
+        let (weight, bias) = if kernel > 0 {
+            let init = xavier_uniform(cin * kernel * kernel, cout * kernel * kernel, scale);
+            let w = vb.get_with_hints((cout, cin, kernel, kernel), "weight", init)?;
+            let b = vb.get_with_hints(cout, "bias", Init::Const(0.0))?;
+            (Some(w), Some(b))
+        } else {
+            (None, None)
+        };
+        Ok(Conv2d { weight, bias, resample })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = match self.resample {
+            Resample::None => x.clone(),
+            Resample::Up => upsample2x(x)?,
+            Resample::Down => downsample2x(x)?,
+        };
+        let Some(w) = &self.weight else { return Ok(x) };
+        let y = conv2d_same(&x, w)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Group normalisation with EDM's group rule: min(32, channels / 4) groups.
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn new(vb: VarBuilder, channels: usize, eps: f64) -> Result<GroupNorm> {
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+        Ok(GroupNorm { weight, bias, groups: 32.min(channels / 4).max(1), eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let g = x.reshape((n, self.groups, (c / self.groups) * h * w))?;
+        let mean = g.mean_keepdim(D::Minus1)?;
+        let centred = g.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape((n, c, h, w))?;
+        normed
+            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+}
+
+/// EDM's positional embedding (`endpoint = True`) of the noise label, in the order the U-Net
+/// uses after its swap: `[sin(c·f_i), cos(c·f_i)]`, f_i = (1/10000)^(i / (C/2 − 1)).
+pub fn positional_embedding(c_noise: &Tensor, channels: usize) -> Result<Tensor> {
+    let half = channels / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (1.0f64 / 10_000.0).powf(i as f64 / (half.max(2) - 1) as f64) as f32)
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), c_noise.device())?.to_dtype(c_noise.dtype())?;
+    let arg = c_noise.reshape((c_noise.elem_count(), 1))?.broadcast_mul(&freqs)?;
+    Tensor::cat(&[arg.sin()?, arg.cos()?], 1)
+}
+
+/// Single-head self-attention over the spatial positions (EDM's UNetBlock attention).
+struct Attention {
+    norm: GroupNorm,
+    qkv: Conv2d,
+    proj: Conv2d,
+}
+
+/// EDM's UNetBlock in its DDPM++ configuration: no adaptive scale, one attention head,
+/// skip scale √½, 1×1 resampling projection on the skip path.
+pub struct UNetBlock {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    norm0: GroupNorm,
+    conv0: Conv2d,
+    affine: Linear,
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    skip: Option<Conv2d>,
+    attn: Option<Attention>,
+    dropout: f64,
+}
+
+pub struct BlockSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub emb: usize,
+    pub resample: Resample,
+    pub attention: bool,
+    pub dropout: f64,
+}
+
+const BLOCK_EPS: f64 = 1e-6;
+const INIT_ZERO: f64 = 1e-5;
+
+impl UNetBlock {
+    pub fn new(vb: VarBuilder, s: &BlockSpec) -> Result<UNetBlock> {
+        let (cin, cout) = (s.cin, s.cout);
+        let skip = if cout != cin || s.resample != Resample::None {
+            Some(Conv2d::new(vb.pp("skip"), cin, cout, 1, s.resample, 1.0)?)
+        } else {
+            None
+        };
+        let attn = if s.attention {
+            Some(Attention {
+                norm: GroupNorm::new(vb.pp("norm2"), cout, BLOCK_EPS)?,
+                qkv: Conv2d::new(vb.pp("qkv"), cout, 3 * cout, 1, Resample::None, 0.2f64.sqrt())?,
+                proj: Conv2d::new(vb.pp("proj"), cout, cout, 1, Resample::None, INIT_ZERO)?,
+            })
+        } else {
+            None
+        };
+        Ok(UNetBlock {
+            in_channels: cin,
+            out_channels: cout,
+            norm0: GroupNorm::new(vb.pp("norm0"), cin, BLOCK_EPS)?,
+            conv0: Conv2d::new(vb.pp("conv0"), cin, cout, 3, s.resample, 1.0)?,
+            affine: Linear::new(vb.pp("affine"), s.emb, cout, true, 1.0)?,
+            norm1: GroupNorm::new(vb.pp("norm1"), cout, BLOCK_EPS)?,
+            conv1: Conv2d::new(vb.pp("conv1"), cout, cout, 3, Resample::None, INIT_ZERO)?,
+            skip,
+            attn,
+            dropout: s.dropout,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, emb: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
+        let skip_scale = 0.5f64.sqrt();
+        let h = self.conv0.forward(&self.norm0.forward(x)?.silu()?)?;
+        let params = self.affine.forward(emb)?.unsqueeze(2)?.unsqueeze(3)?;
+        let h = self.norm1.forward(&h.broadcast_add(&params)?)?.silu()?;
+        let h = self.conv1.forward(&drop.apply(&h, self.dropout)?)?;
+        let skip = match &self.skip {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        let mut h = ((h + skip)? * skip_scale)?;
+        if let Some(a) = &self.attn {
+            let (n, c, hh, ww) = h.dims4()?;
+            // qkv channels are laid out [c][3] (EDM reshapes to (n, c, 3, hw) and unbinds dim 2).
+            let qkv = a.qkv.forward(&a.norm.forward(&h)?)?.reshape((n, c, 3, hh * ww))?;
+            let q = qkv.narrow(2, 0, 1)?.squeeze(2)?;
+            let k = qkv.narrow(2, 1, 1)?.squeeze(2)?;
+            let v = qkv.narrow(2, 2, 1)?.squeeze(2)?;
+            let w = (q.transpose(1, 2)?.matmul(&k)? / (c as f64).sqrt())?;
+            let w = candle_nn::ops::softmax(&w, D::Minus1)?;
+            let out = v.matmul(&w.transpose(1, 2)?)?.reshape((n, c, hh, ww))?;
+            h = ((a.proj.forward(&out)? + h)? * skip_scale)?;
+        }
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// im2col convolution equals candle's `conv2d`, values and gradients.
+    #[test]
+    fn conv2d_same_matches_candle() {
+        let dev = Device::Cpu;
+        for k in [1, 3] {
+            let x = candle_core::Var::from_tensor(&crate::rng::normal(&mut crate::rng::stream(0, "x", k as u64), (2, 3, 5, 6), DType::F64, &dev).unwrap()).unwrap();
+            let w = candle_core::Var::from_tensor(&crate::rng::normal(&mut crate::rng::stream(0, "w", k as u64), (4, 3, k, k), DType::F64, &dev).unwrap()).unwrap();
+            let ours = conv2d_same(&x, &w).unwrap();
+            let theirs = x.conv2d(&w, k / 2, 1, 1, 1).unwrap();
+            let diff = (&ours - &theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            assert!(diff < 1e-12, "k {k}: {diff}");
+            let r = crate::rng::normal(&mut crate::rng::stream(0, "r", 0), ours.shape().clone(), DType::F64, &dev).unwrap();
+            let g1 = ours.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = theirs.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &w] {
+                let d = (g1.get(v).unwrap() - g2.get(v).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+                assert!(d < 1e-11, "k {k}: gradient differs by {d}");
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Preconditioning: D(x, σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x, c_noise(σ)).
+//!
+//! - `Edm` (Karras et al. 2022, NVlabs/edm `EDMPrecond`): c_skip = σd²/(σ² + σd²),
+//!   c_out = σ·σd/√(σ² + σd²), c_in = 1/√(σ² + σd²), c_noise = ln(σ)/4. The denoiser of
+//!   pre-training and the teacher of distillation.
+//! - `Cm` (consistency models, iCT, GC): σ − σ_min replaces σ in c_skip and c_out, in training
+//!   and evaluation, so that f(x, σ_min) = x holds exactly by construction.
+//! - `Ect` (ECT, VCT-ECM: locuslab/ect `ECMPrecond`): EDM's coefficients while training, the
+//!   σ_min-shifted ones for evaluation — ECT enforces the boundary in its loss instead.
+//! - `Li` (VCT's linear-interpolation kernel, x_t = (1 − t/T)·x + t·z): with a = 1 − t/T,
+//!   c_in = 1/√(σd²a² + t²), c_skip = σd²a/(t² + σd²a²), c_out = t·σd·c_in; for evaluation t
+//!   becomes t − σ_min and a becomes 1 − (t − σ_min)/(T − σ_min) in c_skip and c_out.
+//!
+//! The coefficients are computed per sample on the host in f64 and uploaded.
+
+use crate::nn::dropout::Dropout;
+use crate::nn::Network;
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrecondKind {
+    Edm,
+    Cm,
+    Ect,
+    Li,
+}
+
+/// Training or evaluation: the coefficients of `Ect` and `Li` differ between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Train,
+    Eval,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Precond {
+    pub kind: PrecondKind,
+    pub sigma_data: f64,
+    pub sigma_min: f64,
+    /// T of the linear-interpolation kernel (σ_max); unused by the others.
+    pub t_max: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coefficients {
+    pub c_skip: f64,
+    pub c_out: f64,
+    pub c_in: f64,
+    pub c_noise: f64,
+}
+
+impl Precond {
+    pub fn coefficients(&self, sigma: f64, phase: Phase) -> Coefficients {
+        let sd = self.sigma_data;
+        let c_noise = sigma.ln() / 4.0;
+        let shifted = match self.kind {
+            PrecondKind::Edm => false,
+            PrecondKind::Cm => true,
+            PrecondKind::Ect | PrecondKind::Li => phase == Phase::Eval,
+        };
+        if self.kind == PrecondKind::Li {
+            let a = 1.0 - sigma / self.t_max;
+            let c_in = 1.0 / (sd * sd * a * a + sigma * sigma).sqrt();
+            let (t, a) = if shifted {
+                (sigma - self.sigma_min, 1.0 - (sigma - self.sigma_min) / (self.t_max - self.sigma_min))
+            } else {
+                (sigma, a)
+            };
+            let c_skip = sd * sd * a / (t * t + sd * sd * a * a);
+            let c_out = t * sd / (sd * sd * a * a + t * t).sqrt();
+            return Coefficients { c_skip, c_out, c_in, c_noise };
+        }
+        let s = if shifted { sigma - self.sigma_min } else { sigma };
+        Coefficients {
+            c_skip: sd * sd / (s * s + sd * sd),
+            c_out: s * sd / (sigma * sigma + sd * sd).sqrt(),
+            c_in: 1.0 / (sigma * sigma + sd * sd).sqrt(),
+            c_noise,
+        }
+    }
+
+    /// D(x, σ) (or f(x, σ)) for a batch with one σ per sample.
+    pub fn apply(&self, net: &Network, x: &Tensor, sigmas: &[f64], phase: Phase, drop: &mut Dropout) -> Result<Tensor> {
+        let coeffs: Vec<Coefficients> = sigmas.iter().map(|&s| self.coefficients(s, phase)).collect();
+        let col = |f: fn(&Coefficients) -> f64| per_sample(&coeffs.iter().map(f).collect::<Vec<_>>(), x);
+        let c_in = col(|c| c.c_in)?;
+        let c_skip = col(|c| c.c_skip)?;
+        let c_out = col(|c| c.c_out)?;
+        let c_noise = Tensor::from_vec(coeffs.iter().map(|c| c.c_noise as f32).collect::<Vec<_>>(), sigmas.len(), x.device())?.to_dtype(x.dtype())?;
+        let f = net.forward(&x.broadcast_mul(&c_in)?, &c_noise, drop)?;
+        x.broadcast_mul(&c_skip)?.add(&f.broadcast_mul(&c_out)?)
+    }
+}
+
+/// Values, one per sample, shaped to broadcast against `like` (N, 1, 1, …).
+pub fn per_sample(values: &[f64], like: &Tensor) -> Result<Tensor> {
+    let mut shape = vec![values.len()];
+    shape.extend(std::iter::repeat_n(1, like.rank() - 1));
+    let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    Tensor::from_vec(v, shape, like.device())?.to_dtype(like.dtype())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::params::ParamStore;
+    use crate::nn::{preset, Network};
+    use crate::data::schema::SampleKind;
+    use candle_core::{DType, Device};
+
+    fn pc(kind: PrecondKind) -> Precond {
+        Precond { kind, sigma_data: 0.5, sigma_min: 0.002, t_max: 80.0 }
+    }
+
+    #[test]
+    fn edm_coefficients_closed_form() {
+        // At σ = σd: c_skip = 1/2, c_out = σd/√2, c_in = 1/(σd√2), c_noise = ln(0.5)/4.
+        let c = pc(PrecondKind::Edm).coefficients(0.5, Phase::Train);
+        assert!((c.c_skip - 0.5).abs() < 1e-15);
+        assert!((c.c_out - 0.5 / 2f64.sqrt()).abs() < 1e-15);
+        assert!((c.c_in - 1.0 / (0.5 * 2f64.sqrt())).abs() < 1e-15);
+        assert!((c.c_noise - 0.5f64.ln() / 4.0).abs() < 1e-15);
+        // ECT trains with EDM's coefficients and evaluates with the shifted ones.
+        assert_eq!(pc(PrecondKind::Ect).coefficients(1.3, Phase::Train), pc(PrecondKind::Edm).coefficients(1.3, Phase::Train));
+        assert_eq!(pc(PrecondKind::Ect).coefficients(1.3, Phase::Eval), pc(PrecondKind::Cm).coefficients(1.3, Phase::Train));
+    }
+
+    #[test]
+    fn boundary_coefficients() {
+        for kind in [PrecondKind::Cm, PrecondKind::Ect, PrecondKind::Li] {
+            let c = pc(kind).coefficients(0.002, Phase::Eval);
+            assert_eq!((c.c_skip, c.c_out), (1.0, 0.0), "{kind:?}");
+        }
+        // Unshifted EDM is not a consistency parameterisation: c_out(σ_min) > 0.
+        assert!(pc(PrecondKind::Edm).coefficients(0.002, Phase::Eval).c_out > 0.0);
+    }
+
+    #[test]
+    fn linear_interpolation_coefficients() {
+        // t = 40, T = 80: a = 0.5, c_in = 1/√(0.25·0.25 + 1600), c_skip = 0.25·0.5/(1600 + 0.0625).
+        let c = pc(PrecondKind::Li).coefficients(40.0, Phase::Train);
+        assert!((c.c_in - 1.0 / (0.0625f64 + 1600.0).sqrt()).abs() < 1e-15);
+        assert!((c.c_skip - 0.125 / 1600.0625).abs() < 1e-15);
+        assert!((c.c_out - 40.0 * 0.5 / 1600.0625f64.sqrt()).abs() < 1e-12);
+    }
+
+    /// f(x, σ_min) = x, bit for bit, with a randomly initialised network.
+    #[test]
+    fn consistency_boundary_is_exact() {
+        let dev = Device::Cpu;
+        for (name, kind, shape) in [
+            ("tiny", SampleKind::Images { height: 8, width: 8, channels: 1 }, vec![3, 1, 8, 8]),
+            ("mlp-toy", SampleKind::Points { dim: 2 }, vec![3, 2]),
+        ] {
+            let store = ParamStore::seeded(9);
+            let net = Network::new(store.var_builder(DType::F32, &dev), &preset(name, kind, 1, None).unwrap()).unwrap();
+            let x = crate::rng::normal(&mut crate::rng::stream(1, "x", 0), shape, DType::F32, &dev).unwrap();
+            for k in [PrecondKind::Cm, PrecondKind::Ect, PrecondKind::Li] {
+                let p = Precond { kind: k, sigma_data: 0.5, sigma_min: 0.003, t_max: 80.0 };
+                let f = p.apply(&net, &x, &[0.003; 3], Phase::Eval, &mut Dropout::off()).unwrap();
+                let (a, b): (Vec<f32>, Vec<f32>) = (f.flatten_all().unwrap().to_vec1().unwrap(), x.flatten_all().unwrap().to_vec1().unwrap());
+                assert_eq!(a, b, "{name} {k:?}");
+            }
+        }
+    }
+}

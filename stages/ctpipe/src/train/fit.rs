@@ -1,0 +1,198 @@
+//! The training loop. It knows the `Method` trait and nothing of any particular method:
+//! draw batch → loss → backward → clean and clip gradients → optimiser step → EMA → log,
+//! checkpoint, check for a stop request. Every random draw is keyed by the step, so the state
+//! to resume is the weights, the EMA, the optimiser moments and the step.
+
+use super::checkpoint::{self, CheckpointMeta};
+use super::config::TrainConfig;
+use super::data::TrainData;
+use super::metrics::{MetricsLog, Row};
+use super::optim::{self, OptimConfig, Optimizer};
+use super::signals::StopFlag;
+use crate::error::interrupted;
+use crate::methods::{Method, Progress, StepCtx};
+use crate::model::Weights;
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor, Var};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+
+/// What is trained: the network, its EMA, and VCT's encoder with its EMA.
+pub struct TrainState {
+    pub net: Weights,
+    pub ema: Weights,
+    pub encoder: Option<(Weights, Weights)>,
+}
+
+impl TrainState {
+    /// Trainable parameters, named `net:<name>` / `encoder:<name>`.
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = self.net.params.vars().into_iter().map(|(n, var)| (format!("net:{n}"), var)).collect();
+        if let Some((enc, _)) = &self.encoder {
+            v.extend(enc.params.vars().into_iter().map(|(n, var)| (format!("encoder:{n}"), var)));
+        }
+        v
+    }
+
+    /// (EMA, online) parameter pairs.
+    fn ema_pairs(&self) -> Vec<(Var, Var)> {
+        let mut pairs: Vec<(Var, Var)> = self.ema.params.vars().into_iter().zip(self.net.params.vars()).map(|((_, e), (_, o))| (e, o)).collect();
+        if let Some((enc, enc_ema)) = &self.encoder {
+            pairs.extend(enc_ema.params.vars().into_iter().zip(enc.params.vars()).map(|((_, e), (_, o))| (e, o)));
+        }
+        pairs
+    }
+
+    /// Every tensor of the state, for a checkpoint.
+    fn tensors(&self, opt: &Optimizer) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        let mut add = |prefix: &str, w: &Weights| out.extend(w.params.tensors().into_iter().map(|(n, t)| (format!("{prefix}/{n}"), t)));
+        add("net", &self.net);
+        add("ema", &self.ema);
+        if let Some((e, ee)) = &self.encoder {
+            add("encoder", e);
+            add("encoder_ema", ee);
+        }
+        out.extend(opt.state()?.into_iter().map(|(n, t)| (format!("opt/{n}"), t)));
+        Ok(out)
+    }
+
+    fn restore(&self, opt: &mut Optimizer, ckpt: &checkpoint::Checkpoint) -> Result<()> {
+        let part = |prefix: &str| -> HashMap<String, Tensor> {
+            let p = format!("{prefix}/");
+            ckpt.tensors.iter().filter_map(|(k, t)| k.strip_prefix(&p).map(|n| (n.to_string(), t.clone()))).collect()
+        };
+        self.net.params.assign_from(&part("net"))?;
+        self.ema.params.assign_from(&part("ema"))?;
+        if let Some((e, ee)) = &self.encoder {
+            e.params.assign_from(&part("encoder"))?;
+            ee.params.assign_from(&part("encoder_ema"))?;
+        }
+        opt.load_state(ckpt.meta.optimizer_t, &part("opt"))
+    }
+}
+
+/// Everything the loop needs besides the state.
+pub struct Fit<'a> {
+    pub cfg: &'a TrainConfig,
+    pub method: &'a dyn Method,
+    pub data: &'a TrainData,
+    pub grad_clip: Option<f64>,
+    pub device: Device,
+    pub work_dir: &'a Path,
+    pub stop: &'a StopFlag,
+    /// Label for progress lines.
+    pub label: String,
+}
+
+/// Learning rate at a step: linear warm-up, then constant or inverse-square-root decay.
+pub fn lr_at(cfg: &TrainConfig, step: u64) -> f64 {
+    let mut lr = cfg.lr;
+    if cfg.lr_warmup > 0 {
+        lr *= ((step + 1) as f64 / cfg.lr_warmup as f64).min(1.0);
+    }
+    if let Some(decay) = cfg.lr_decay {
+        lr /= (step as f64 / decay.max(1) as f64).max(1.0).sqrt();
+    }
+    lr
+}
+
+/// EMA decay for the update after `step` steps (EDM half-life with ramp-up, or a constant).
+pub fn ema_beta_at(cfg: &TrainConfig, step: u64) -> f64 {
+    match cfg.ema_halflife_kimg {
+        Some(kimg) => {
+            let seen = (step * cfg.batch) as f64;
+            let mut half = kimg * 1000.0;
+            if let Some(r) = cfg.ema_rampup {
+                half = half.min(seen * r);
+            }
+            0.5f64.powf(cfg.batch as f64 / half.max(1e-8))
+        }
+        None => cfg.ema_beta.unwrap_or(0.9999),
+    }
+}
+
+/// Run (or resume) training to `cfg.steps`. `on_checkpoint` runs after each regular
+/// checkpoint (every `checkpoint_every` steps and at the end), never after a stop checkpoint,
+/// so an interrupted run and an uninterrupted one produce the same side files.
+pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &TrainState) -> Result<()>) -> Result<MetricsLog> {
+    let cfg = f.cfg;
+    let params = state.trainable();
+    let opt_cfg = OptimConfig::parse(&cfg.optimizer, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)?;
+    let mut opt = Optimizer::new(opt_cfg, &params)?;
+    let ckpt_dir = f.work_dir.join("checkpoints");
+    let mut step = 0u64;
+    if let Some((s, path)) = checkpoint::list(&ckpt_dir)?.pop() {
+        let ckpt = checkpoint::load(&path, &f.device)?;
+        state.restore(&mut opt, &ckpt).with_context(|| format!("{}: does not fit this run", path.display()))?;
+        step = s;
+        eprintln!("{}: resuming from {} (step {s})", f.label, path.display());
+    }
+    let mut metrics = MetricsLog::resume(f.work_dir, step)?;
+    // A crash between a regular checkpoint and its side files: redo them (they are idempotent).
+    if step > 0 && (step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps) {
+        on_checkpoint(step, state)?;
+    }
+    let ema_pairs = state.ema_pairs();
+    let encoder = state.encoder.as_ref().map(|(e, _)| &e.net);
+    let batch = cfg.batch as usize;
+    let mut progress = crate::progress::Progress::new(&f.label, cfg.steps);
+    progress.set_position(step);
+    let save = |step: u64, opt: &Optimizer, metrics: &mut MetricsLog| -> Result<()> {
+        metrics.sync()?;
+        let meta = CheckpointMeta { format: 1, step, optimizer_t: opt.t };
+        checkpoint::save(&ckpt_dir, &meta, &state.tensors(opt)?)?;
+        Ok(())
+    };
+
+    while step < cfg.steps {
+        if f.stop.requested() {
+            save(step, &opt, &mut metrics)?;
+            progress.finish();
+            return Err(interrupted(format!("stopped by a signal at step {step} of {}; checkpoint written, run again to resume", cfg.steps)));
+        }
+        let started = Instant::now();
+        let x0 = f.data.batch(cfg.seed, step, batch, cfg.x_flip, &f.device)?;
+        let ctx = StepCtx {
+            seed: cfg.seed,
+            progress: Progress { step, total: cfg.steps },
+            net: &state.net.net,
+            ema: &state.ema.net,
+            encoder,
+        };
+        let out = f.method.loss(&ctx, &x0)?;
+        let loss = out.per_sample.mean_all()?;
+        let grads = loss.backward()?;
+
+        let g: HashMap<String, Tensor> = params.iter().filter_map(|(name, var)| grads.get(var).map(|t| (name.clone(), t.clone()))).collect();
+        let lr = lr_at(cfg, step);
+        let grad_norm = opt.step(&params, &g, lr, f.grad_clip)?;
+        optim::ema_update(&ema_pairs, ema_beta_at(cfg, step))?;
+        step += 1;
+
+        let loss_v = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let mut values = BTreeMap::from([
+            ("loss".to_string(), loss_v),
+            ("grad_norm".to_string(), grad_norm),
+            ("lr".to_string(), lr),
+            ("images_per_s".to_string(), batch as f64 / started.elapsed().as_secs_f64().max(1e-9)),
+        ]);
+        for (k, v) in &out.logs {
+            values.insert(k.to_string(), *v);
+        }
+        metrics.push(Row { step, values })?;
+        progress.set_position(step);
+        if step % cfg.log_every.max(1) == 0 || step == cfg.steps {
+            let recent = metrics.tail_mean("loss", (cfg.log_every as f64 / step as f64).min(1.0)).unwrap_or(loss_v);
+            progress.set_message(format!("loss {recent:.4}"));
+            progress.println(&format!("{}: step {step}/{} loss {recent:.5} grad {grad_norm:.3} lr {lr:.2e}", f.label, cfg.steps));
+        }
+        if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps {
+            save(step, &opt, &mut metrics)?;
+            on_checkpoint(step, state)?;
+        }
+    }
+    progress.finish();
+    Ok(metrics)
+}

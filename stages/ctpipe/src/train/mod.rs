@@ -1,0 +1,247 @@
+//! `train-ct`'s work: load the dataset, build the method and the networks (fresh or from an
+//! init model), run the loop with checkpoints, and write the model artifact's files.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod fit;
+pub mod metrics;
+pub mod optim;
+pub mod signals;
+
+use crate::data::schema::SampleKind;
+use crate::error::{bad_input, usage};
+use crate::methods::spec::{self, Resolved};
+use crate::model::{self, ModelSpec, Weights, MODEL_FORMAT};
+use crate::nn::{self, NetworkConfig};
+use crate::report::grid::{image_grid_png, scatter_png};
+use crate::store::Artifact;
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use config::TrainConfig;
+use fit::{Fit, TrainState};
+use serde_json::{json, Value};
+use signals::StopFlag;
+use std::path::Path;
+
+/// Where a run reads and writes.
+pub struct RunDirs<'a> {
+    pub out: &'a Path,
+    pub work: &'a Path,
+}
+
+/// Check the config without touching data (stage validation).
+pub fn validate(cfg: &TrainConfig) -> Result<()> {
+    if cfg.steps == 0 || cfg.batch == 0 {
+        return Err(usage("fields `steps` and `batch` must be positive"));
+    }
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
+        return Err(usage(format!("field `lr`: expected a positive number, got {}", cfg.lr)));
+    }
+    if cfg.ema_beta.is_some_and(|b| !(0.0..1.0).contains(&b)) {
+        return Err(usage("field `ema_beta`: expected a value in [0, 1)"));
+    }
+    if cfg.dropout.is_some_and(|p| !(0.0..1.0).contains(&p)) {
+        return Err(usage("field `dropout`: expected a probability in [0, 1)"));
+    }
+    if cfg.grid == 0 {
+        return Err(usage("field `grid` must be positive"));
+    }
+    if !nn::PRESETS.iter().any(|(n, _)| *n == cfg.network) {
+        let names = nn::PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ");
+        return Err(usage(format!("field `network`: unknown preset `{}` (presets: {names})", cfg.network)));
+    }
+    optim::OptimConfig::parse(&cfg.optimizer, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)?;
+    // Resolve with a nominal size: catches method/schedule/coupling combinations early.
+    spec::resolve(cfg, 2).map(|_| ())
+}
+
+/// Train a consistency model (or an EDM denoiser) and write the model artifact's files.
+pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<Value> {
+    let (info, split) = crate::data::read_dataset_split(&data.dir, "train")?;
+    let data_set = data::TrainData::new(info.kind, split, cfg.limit)?;
+    let Resolved { method, encoder, kernel, schedule, grad_clip } = spec::resolve(cfg, info.kind.sample_len())?;
+    let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
+    let enc_cfg = encoder.as_deref().map(|size| nn::vct_encoder(&net_cfg, size)).transpose()?;
+
+    let net = match init {
+        Some(art) => init_from(art, &net_cfg, device)?,
+        None => Weights::init(&net_cfg, cfg.seed, device)?,
+    };
+    let ema = net.duplicate(&net_cfg, device)?;
+    let encoder_state = match &enc_cfg {
+        Some(c) => {
+            let e = Weights::init_in(c, cfg.seed, "encoder", device)?;
+            let ee = e.duplicate(c, device)?;
+            Some((e, ee))
+        }
+        None => None,
+    };
+    let state = TrainState { net, ema, encoder: encoder_state };
+    let spec = ModelSpec {
+        format: MODEL_FORMAT,
+        method: cfg.method.clone(),
+        schedule: schedule.to_string(),
+        network: net_cfg.clone(),
+        encoder: enc_cfg.clone(),
+        precond: method.precond(),
+        kernel,
+        sigma_max: cfg.sigma_max,
+        sigma_mid: cfg.sigma_mid,
+        data: info.kind,
+        dataset: info.name.clone(),
+        parameters: state.net.params.num_params(),
+        steps: cfg.steps,
+    };
+    let label = format!("train-ct {}", cfg.method);
+    eprintln!(
+        "{label}: network {} ({} parameters{}), {} training rows of {}, {} steps of batch {}",
+        cfg.network,
+        fmt_count(spec.parameters),
+        enc_cfg.as_ref().map(|_| format!(", encoder {}", fmt_count(state.encoder.as_ref().map(|e| e.0.params.num_params()).unwrap_or(0)))).unwrap_or_default(),
+        data_set.rows(),
+        info.name,
+        cfg.steps,
+        cfg.batch
+    );
+
+    let reference = data_set.first_points(1000);
+    let grids = dirs.work.join("grids");
+    let snapshots = dirs.work.join("snapshots");
+    let fit = Fit { cfg, method: &*method, data: &data_set, grad_clip, device: device.clone(), work_dir: dirs.work, stop, label };
+    let mut on_checkpoint = |step: u64, st: &TrainState| -> Result<()> {
+        std::fs::create_dir_all(&grids)?;
+        for (name, png) in sample_pictures(&spec, cfg, st, &reference, device)? {
+            std::fs::write(grids.join(format!("step-{step:010}-{name}")), png)?;
+        }
+        if cfg.keep_snapshots {
+            std::fs::create_dir_all(&snapshots)?;
+            model::save_weights(&snapshots.join(format!("ema-step-{step:010}.safetensors")), &st.ema, &spec)?;
+        }
+        Ok(())
+    };
+    let metrics = fit::fit(&fit, &state, &mut on_checkpoint)?;
+    write_outputs(dirs.out, &spec, cfg, &state, &metrics, &grids, &snapshots)?;
+    Ok(json!({
+        "method": cfg.method,
+        "network": cfg.network,
+        "parameters": spec.parameters,
+        "steps": cfg.steps,
+        "final_loss": metrics.tail_mean("loss", 0.1),
+        "images_per_s": metrics.tail_mean("images_per_s", 0.5),
+    }))
+}
+
+fn fmt_count(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Tune from another model's EMA weights (ECT/SCT from an EDM pre-training): same network.
+fn init_from(art: &Artifact, net_cfg: &NetworkConfig, device: &Device) -> Result<Weights> {
+    let spec = model::read_spec(art)?;
+    if &spec.network != net_cfg {
+        return Err(bad_input(format!(
+            "init model {}/{} has a different network ({}); train it with the same preset and data",
+            art.stage(),
+            art.key().short(),
+            serde_json::to_string(&spec.network)?
+        )));
+    }
+    let tensors = model::load_tensors(&art.file("ema.safetensors")?, device)?;
+    Weights::from_tensors(net_cfg, tensors, device)
+}
+
+/// The sample pictures of a model state: 1-step and 2-step grids (Heun for EDM); scatter
+/// plots over the data box for points.
+fn sample_pictures(spec: &ModelSpec, cfg: &TrainConfig, st: &TrainState, reference: &[[f32; 2]], device: &Device) -> Result<Vec<(String, Vec<u8>)>> {
+    let enc = st.encoder.as_ref().map(|(_, e)| &e.net);
+    let runs: Vec<(String, usize, Vec<f64>)> = if spec.is_denoiser() {
+        vec![("heun18.png".into(), 18, vec![])]
+    } else {
+        vec![("1step.png".into(), 1, vec![]), ("2step.png".into(), 2, vec![cfg.sigma_mid])]
+    };
+    let n = match spec.data {
+        SampleKind::Points { .. } => (cfg.grid as usize).max(1000),
+        SampleKind::Images { .. } => cfg.grid as usize,
+    };
+    let mut out = Vec::new();
+    for (name, steps, mids) in runs {
+        let x = generate(spec, &st.ema.net, enc, steps, &mids, cfg.seed, n, device)?;
+        out.push((name, picture(spec, &x, reference)?));
+    }
+    Ok(out)
+}
+
+/// `n` samples in batches of 256.
+pub fn generate(spec: &ModelSpec, net: &crate::nn::Network, enc: Option<&crate::nn::Network>, steps: usize, mids: &[f64], seed: u64, n: usize, device: &Device) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    let mut first = 0;
+    while first < n {
+        let k = (n - first).min(256);
+        parts.push(crate::sample::model_samples(spec, net, enc, steps, mids, seed, first as u64, k, device)?);
+        first += k;
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+fn picture(spec: &ModelSpec, x: &Tensor, reference: &[[f32; 2]]) -> Result<Vec<u8>> {
+    match spec.data {
+        SampleKind::Points { .. } => {
+            let v: Vec<Vec<f32>> = x.to_vec2()?;
+            let pts: Vec<[f32; 2]> = v.iter().map(|p| [p[0], p.get(1).copied().unwrap_or(0.0)]).collect();
+            scatter_png(&pts, reference, 1.2, 512)
+        }
+        SampleKind::Images { .. } => {
+            let cols = (x.dim(0)? as f64).sqrt().ceil() as usize;
+            image_grid_png(x, cols)
+        }
+    }
+}
+
+fn write_outputs(
+    out: &Path,
+    spec: &ModelSpec,
+    cfg: &TrainConfig,
+    st: &TrainState,
+    metrics: &metrics::MetricsLog,
+    grids: &Path,
+    snapshots: &Path,
+) -> Result<()> {
+    model::save_weights(&out.join("ema.safetensors"), &st.ema, spec)?;
+    model::save_weights(&out.join("net.safetensors"), &st.net, spec)?;
+    if let Some((e, ee)) = &st.encoder {
+        model::save_weights(&out.join("encoder.safetensors"), e, spec)?;
+        model::save_weights(&out.join("encoder_ema.safetensors"), ee, spec)?;
+    }
+    std::fs::write(out.join("model.json"), serde_json::to_string_pretty(spec)? + "\n")?;
+    metrics.write_parquet(&out.join("metrics.parquet"))?;
+    std::fs::write(out.join("loss.svg"), metrics.loss_svg(&format!("{} on {} ({} steps)", cfg.method, spec.dataset, cfg.steps)))?;
+    // The final checkpoint drew the final pictures already (same EMA weights, same noise).
+    let last = format!("step-{:010}-", cfg.steps);
+    for entry in std::fs::read_dir(grids)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(&last) {
+            std::fs::copy(entry.path(), out.join(format!("samples-{rest}")))?;
+        }
+    }
+    for (from, to) in [(grids, "grids"), (snapshots, "snapshots")] {
+        if from.is_dir() {
+            std::fs::create_dir_all(out.join(to))?;
+            let mut entries: Vec<_> = std::fs::read_dir(from)?.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for p in entries {
+                let dst = out.join(to).join(p.file_name().context("file name")?);
+                std::fs::copy(&p, &dst).with_context(|| format!("copying {}", p.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
