@@ -4,7 +4,7 @@
 # binary); the stage's content key decides *whether to work* (a known key is a cache hit in
 # milliseconds). The per-profile rules come from `plan`, which writes artifacts/plans/<profile>.mk.
 #
-#   make all                     every node of the profile, then a status table
+#   make all                     every node of the profile, then a status table and the report
 #   make fetch-data              every node of one stage (SOURCE= / METHOD= narrows it)
 #   make fetch-data.toy          one node
 #   make -n all                  show the plan;   make -j2 all   run independent nodes in parallel
@@ -26,8 +26,8 @@ BIN       ?= $(ROOT)/target/release
 # BUILD=0: use the binaries in $(BIN) as they are (the end-to-end tests do).
 BUILD     ?= 1
 
-STAGE_BINS := fetch-data train-ct
-TOOL_BINS  := artifacts plan bench
+STAGE_BINS := fetch-data train-ct precompute-encoder evaluate-fid
+TOOL_BINS  := artifacts plan bench features
 BINARIES   := $(addprefix $(BIN)/,$(STAGE_BINS) $(TOOL_BINS))
 STORE      := --artifacts $(ARTIFACTS)
 
@@ -62,6 +62,7 @@ endif
 all: $(PLAN_REFS)
 	@echo "all $(words $(PLAN_NODES)) nodes of profile $(PROFILE) are up to date"
 	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) status
+	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) report
 
 status: $(BIN)/plan
 	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) status

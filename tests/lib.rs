@@ -136,3 +136,58 @@ pub fn publish_toy(sb: &Sandbox, n: u64) -> ctpipe::store::Key {
     staging.commit(draft).expect("publish");
     key
 }
+
+/// Publish any dataset into the sandbox's store under a config naming `label` (as if fetched),
+/// and return its key.
+pub fn publish_dataset(sb: &Sandbox, label: &str, dataset: &ctpipe::data::schema::Dataset) -> ctpipe::store::Key {
+    use ctpipe::store::{artifact_key, Draft, Store};
+    use std::collections::BTreeMap;
+    let store = Store::new(sb.artifacts());
+    let config = serde_json::json!({ "source": format!("test:{label}") });
+    let key = artifact_key("fetch-data", 1, &config, &BTreeMap::new(), &BTreeMap::new()).expect("key");
+    if store.contains("fetch-data", &key) {
+        return key;
+    }
+    let staging = store.begin("fetch-data", &key).expect("staging");
+    let metrics = ctpipe::data::write_dataset(staging.path(), dataset).expect("write");
+    let draft = Draft { stage: "fetch-data".into(), version: 1, key: key.clone(), inputs: BTreeMap::new(), external: BTreeMap::new(), config, metrics };
+    staging.commit(draft).expect("publish");
+    key
+}
+
+/// Two classes of 8×8 grayscale images: a bright 3×3 square near the top-left corner or near
+/// the bottom-right one (jittered by a pixel), on a dark background with a little noise.
+pub fn blob_images(n_train: usize, n_test: usize, seed: u64) -> ctpipe::data::schema::Dataset {
+    use ctpipe::data::schema::{DatasetInfo, SampleKind, Samples, Split};
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut split = |n: usize| {
+        let mut px = Vec::with_capacity(n * 64);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let label = (i % 2) as i32;
+            let (oy, ox) = if label == 0 { (1, 1) } else { (4, 4) };
+            let (jy, jx) = ((next() % 2) as usize, (next() % 2) as usize);
+            for y in 0..8 {
+                for x in 0..8 {
+                    let inside = (oy + jy..oy + jy + 3).contains(&y) && (ox + jx..ox + jx + 3).contains(&x);
+                    px.push(if inside { 220 + (next() % 30) as u8 } else { (next() % 20) as u8 });
+                }
+            }
+            labels.push(label);
+        }
+        Split { samples: Samples::Images(px), labels }
+    };
+    let train = split(n_train);
+    let test = split(n_test);
+    ctpipe::data::schema::Dataset {
+        info: DatasetInfo { name: "test:blobs".into(), kind: SampleKind::Images { height: 8, width: 8, channels: 1 }, class_names: vec!["top-left".into(), "bottom-right".into()] },
+        train,
+        test,
+    }
+}

@@ -14,7 +14,9 @@
 //! - [`methods`]  — the losses: EDM, and consistency training as schedule × coupling × target
 //! - [`coupling`] — independent, generator-induced (GC) and variational (VC) noise couplings
 //! - [`train`]    — the training loop, optimisers with saved state, EMA, checkpoints, signals
-//! - [`metrics`]  — measuring samples: toy mode coverage (and, with evaluate-fid, FID)
+//! - [`metrics`]  — measuring samples: feature statistics, Fréchet distance, toy metrics
+//! - [`features`] — feature encoders: FID Inception-v3, an in-domain classifier, identity
+//! - [`evaluate`] — reference statistics, FD and toy metrics of models, reports
 //! - [`model`]    — model artifacts: spec, weights in safetensors
 //! - [`sample`]   — 1-step, 2-step, multistep consistency sampling; Heun for denoisers
 //! - [`report`]   — sample grids, scatter plots, loss curves
@@ -30,7 +32,9 @@ pub mod coupling;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod evaluate;
 pub mod failpoint;
+pub mod features;
 pub mod fsx;
 pub mod methods;
 pub mod metrics;

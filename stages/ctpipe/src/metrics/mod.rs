@@ -1,4 +1,6 @@
-//! Measuring samples: toy-data metrics (mode coverage; later sliced Wasserstein and MMD) and,
-//! for images, feature statistics and the Fréchet distance.
+//! Measuring samples: feature statistics and the Fréchet distance (images), and toy-data
+//! metrics (mode coverage, sliced Wasserstein, MMD).
 
+pub mod frechet;
+pub mod stats;
 pub mod toy;

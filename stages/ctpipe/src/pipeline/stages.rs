@@ -48,6 +48,22 @@ pub const STAGES: &[StageSpec] = &[
         ],
         group_by: Some("method"),
     },
+    StageSpec {
+        name: "precompute-encoder",
+        about: "feature encoder (FID Inception-v3, in-domain classifier, identity) and reference statistics of a dataset",
+        inputs: &[InputRole { name: "data", arity: Arity::One, from: &["fetch-data"] }],
+        group_by: Some("encoder"),
+    },
+    StageSpec {
+        name: "evaluate-fid",
+        about: "sample models and measure them: FD against reference statistics, toy metrics, report",
+        inputs: &[
+            InputRole { name: "data", arity: Arity::One, from: &["fetch-data"] },
+            InputRole { name: "reference", arity: Arity::Optional, from: &["precompute-encoder"] },
+            InputRole { name: "models", arity: Arity::Many, from: &["train-ct", "distill"] },
+        ],
+        group_by: None,
+    },
 ];
 
 /// The registry entry of a stage.

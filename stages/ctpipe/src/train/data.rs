@@ -17,6 +17,7 @@ pub struct TrainData {
     pub kind: SampleKind,
     rows: usize,
     samples: Samples,
+    labels: Vec<i32>,
     /// (epoch, permutation) of the last epoch used.
     perm: Mutex<Option<(u64, Vec<u32>)>>,
 }
@@ -29,6 +30,7 @@ impl TrainData {
         if rows == 0 {
             return Err(usage("field `limit`: the training set would be empty"));
         }
+        let labels = split.labels[..rows].to_vec();
         let samples = match split.samples {
             Samples::Images(mut v) => {
                 v.truncate(rows * len);
@@ -39,7 +41,7 @@ impl TrainData {
                 Samples::Points(v)
             }
         };
-        Ok(TrainData { kind, rows, samples, perm: Mutex::new(None) })
+        Ok(TrainData { kind, rows, samples, labels, perm: Mutex::new(None) })
     }
 
     pub fn rows(&self) -> usize {
@@ -76,27 +78,44 @@ impl TrainData {
         }
     }
 
+    /// The rows of batch `step` of size `batch`.
+    pub fn batch_rows(&self, seed: u64, step: u64, batch: usize) -> Vec<usize> {
+        let first = step * batch as u64;
+        (0..batch as u64).map(|i| self.index(seed, first + i)).collect()
+    }
+
+    /// The labels of some rows.
+    pub fn labels_of(&self, rows: &[usize]) -> Vec<u32> {
+        rows.iter().map(|&i| self.labels[i] as u32).collect()
+    }
+
     /// Batch `step` of size `batch`.
     pub fn batch(&self, seed: u64, step: u64, batch: usize, x_flip: bool, device: &Device) -> Result<Tensor> {
-        let first = step * batch as u64;
-        let idx: Vec<usize> = (0..batch as u64).map(|i| self.index(seed, first + i)).collect();
+        let idx = self.batch_rows(seed, step, batch);
+        self.rows_tensor(&idx, if x_flip { Some((seed, step)) } else { None }, device)
+    }
+
+    /// Rows `idx` as a tensor, flipping images at random per sample when `flip` names the
+    /// (seed, step) stream to draw from.
+    pub fn rows_tensor(&self, idx: &[usize], flip: Option<(u64, u64)>, device: &Device) -> Result<Tensor> {
+        let batch = idx.len();
         let len = self.kind.sample_len();
         let mut shape = vec![batch];
         shape.extend(self.sample_shape());
         match (&self.samples, self.kind) {
             (Samples::Points(v), _) => {
                 let mut out = Vec::with_capacity(batch * len);
-                for &i in &idx {
+                for &i in idx {
                     out.extend_from_slice(&v[i * len..(i + 1) * len]);
                 }
                 Ok(Tensor::from_vec(out, shape, device)?)
             }
             (Samples::Images(px), SampleKind::Images { height, width, channels }) => {
                 let (h, w, c) = (height as usize, width as usize, channels as usize);
-                let mut flips = crate::rng::stream(seed, "flip", step);
+                let mut flips = flip.map(|(seed, step)| crate::rng::stream(seed, "flip", step));
                 let mut out = vec![0f32; batch * len];
                 for (b, &i) in idx.iter().enumerate() {
-                    let flip = x_flip && flips.random_bool(0.5);
+                    let flip = flips.as_mut().is_some_and(|r| r.random_bool(0.5));
                     let src = &px[i * len..(i + 1) * len];
                     let dst = &mut out[b * len..(b + 1) * len];
                     for y in 0..h {

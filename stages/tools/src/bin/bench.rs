@@ -5,7 +5,11 @@
 //! Rows so far (foundation):
 //! - loading a Fashion-MNIST-shaped split: our Parquet artifact vs the gzip IDX it came from;
 //! - `artifacts verify` hashing (blake3) vs `sha256sum` on the same file;
-//! - a stage run that hits the cache vs the same stage doing the work.
+//! - a stage run that hits the cache vs the same stage doing the work;
+//! - the Fréchet distance of 2048-d statistics: ours (faer, symmetric form) vs pytorch-fid's
+//!   (scipy `sqrtm`), and feature throughput of our FID Inception-v3 vs pytorch-fid's on the CPU
+//!   (`bench/fid_reference.py`, run with `$CTPIPE_PYTHON` or `python3`; rows say n/a without it);
+//! - feature throughput of the in-domain classifier (no reference: images/s).
 
 use anyhow::{Context, Result};
 use ctpipe::data::io::{read_split, write_split};
@@ -39,6 +43,9 @@ fn main() -> Result<()> {
     rows.push(bench_split_loading(dir.path())?);
     rows.push(bench_hashing(dir.path())?);
     rows.push(bench_cache_hit(dir.path())?);
+    rows.push(bench_frechet(dir.path())?);
+    rows.push(bench_inception()?);
+    rows.push(bench_classifier()?);
 
     println!("{:<44} {:<34} {:>10}   {:<30} {:>10}   {:>7}", "benchmark", "ours", "time", "reference", "time", "ratio");
     for r in rows {
@@ -51,6 +58,9 @@ fn main() -> Result<()> {
             r.reference.1 * 1e3,
             r.reference.1 / r.ours.1
         );
+    }
+    for line in notes() {
+        println!("{line}");
     }
     Ok(())
 }
@@ -146,4 +156,96 @@ fn bench_cache_hit(dir: &Path) -> Result<Row> {
         ours: ("second run (cache hit)".into(), cached),
         reference: ("first run (does the work)".into(), work),
     })
+}
+
+fn python() -> String {
+    std::env::var("CTPIPE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Run `bench/fid_reference.py`; its JSON line, or None when Python or a package is missing.
+fn reference(args: &[&str]) -> Option<serde_json::Value> {
+    let script = ctpipe_root().join("bench/fid_reference.py");
+    let out = Command::new(python()).arg(script).args(args).output().ok()?;
+    if !out.status.success() {
+        eprintln!("bench: reference {args:?} unavailable: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        return None;
+    }
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last()?).ok()
+}
+
+fn ctpipe_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+static NOTES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn notes() -> Vec<String> {
+    NOTES.lock().map(|n| n.clone()).unwrap_or_default()
+}
+
+fn random_stats(d: usize, n: usize, seed: u64) -> Result<ctpipe::metrics::stats::FeatureStats> {
+    let mut rng = ctpipe::rng::stream(seed, "bench-stats", 0);
+    let x = ctpipe::rng::normal(&mut rng, (n, d), candle_core::DType::F32, &candle_core::Device::Cpu)?;
+    // Correlated features, like a network's: mix with a random matrix.
+    let m = (ctpipe::rng::normal(&mut rng, (d, d), candle_core::DType::F32, &candle_core::Device::Cpu)? * (1.0 / (d as f64).sqrt()))?;
+    let mut acc = ctpipe::metrics::stats::StatsAccumulator::new(d);
+    acc.add(&x.matmul(&m)?)?;
+    acc.finish()
+}
+
+fn bench_frechet(dir: &Path) -> Result<Row> {
+    use ctpipe::metrics::frechet::frechet_distance;
+    let d = 2048;
+    let (a, b) = (random_stats(d, 4096, 1)?, random_stats(d, 4096, 2)?);
+    let mut ours_v = 0.0;
+    let ours = median_secs(3, || {
+        ours_v = frechet_distance(&a, &b)?;
+        Ok(())
+    })?;
+    let path = dir.join("stats.safetensors");
+    let dev = candle_core::Device::Cpu;
+    let t = |v: &[f64], shape: &[usize]| candle_core::Tensor::from_slice(v, shape, &dev);
+    let tensors = [("mu1", t(&a.mean, &[d])?), ("sigma1", t(&a.cov, &[d, d])?), ("mu2", t(&b.mean, &[d])?), ("sigma2", t(&b.cov, &[d, d])?)];
+    candle_core::safetensors::save(&tensors.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), &path)?;
+    let reference = reference(&["fd", path.to_str().context("path")?]);
+    let (ref_name, ref_time) = match &reference {
+        Some(r) => {
+            let v = r["fd"].as_f64().unwrap_or(f64::NAN);
+            NOTES.lock().expect("notes").push(format!("  FD 2048-d: ours {ours_v:.6}, pytorch-fid {v:.6} (relative difference {:.1e})", ((ours_v - v) / v).abs()));
+            ("pytorch-fid (scipy sqrtm)".to_string(), r["seconds"].as_f64().unwrap_or(f64::NAN))
+        }
+        None => ("pytorch-fid: n/a (no Python/scipy)".to_string(), f64::NAN),
+    };
+    Ok(Row { what: "Fréchet distance, 2048-d statistics", ours: ("faer f64, symmetric eigen".into(), ours), reference: (ref_name, ref_time) })
+}
+
+/// Throughput as "seconds per image" so the table's ratio column reads as a speed ratio.
+fn bench_inception() -> Result<Row> {
+    use ctpipe::features::inception::FidInception;
+    let dev = candle_core::Device::Cpu;
+    let net = FidInception::from_tensors(&FidInception::random_tensors(0, &dev)?)?;
+    let n = 16;
+    let x = ((ctpipe::rng::uniform(&mut ctpipe::rng::stream(0, "bench", 0), (n, 3, 32, 32), candle_core::DType::F32, &dev)? * 2.0)? - 1.0)?;
+    net.pool3(&x.narrow(0, 0, 2)?)?;
+    let ours = median_secs(1, || net.pool3(&x).map(|_| ()))? / n as f64;
+    let reference = reference(&["inception", &n.to_string()]);
+    let ref_time = reference.as_ref().and_then(|r| r["images_per_s"].as_f64()).map(|v| 1.0 / v).unwrap_or(f64::NAN);
+    NOTES.lock().expect("notes").push(format!(
+        "  Inception-v3 features (CPU, 32×32 → 299×299): ours {:.1} images/s, pytorch-fid {:.1} images/s",
+        1.0 / ours,
+        1.0 / ref_time
+    ));
+    Ok(Row { what: "FID Inception-v3, one image (CPU)", ours: ("candle, BN folded".into(), ours), reference: ("pytorch-fid (torch CPU)".into(), ref_time) })
+}
+
+fn bench_classifier() -> Result<Row> {
+    use ctpipe::data::schema::SampleKind;
+    use ctpipe::features::classifier::{Classifier, ClassifierConfig};
+    let dev = candle_core::Device::Cpu;
+    let cfg = ClassifierConfig::new(SampleKind::Images { height: 28, width: 28, channels: 1 }, 10, [32, 64])?;
+    let net = Classifier::init(&cfg, 0, &dev)?;
+    let x = ((ctpipe::rng::uniform(&mut ctpipe::rng::stream(0, "bench", 1), (250, 1, 28, 28), candle_core::DType::F32, &dev)? * 2.0)? - 1.0)?;
+    let per_batch = median_secs(3, || net.penultimate(&x).map(|_| ()))?;
+    NOTES.lock().expect("notes").push(format!("  classifier features (CPU, 28×28): {:.0} images/s", 250.0 / per_batch));
+    Ok(Row { what: "classifier features, batch of 250 (CPU)", ours: ("candle".into(), per_batch), reference: ("(none)".into(), f64::NAN) })
 }

@@ -30,6 +30,9 @@ enum Cmd {
     Make,
     /// One line per node: its stage, inputs, and the artifact its ref points to
     Status,
+    /// The profile's report: every evaluate-fid node's table, gathered into
+    /// <artifacts>/reports/<profile>.md and printed
+    Report,
     /// The profiles of the pipeline file
     Profiles,
     /// Write one SLURM batch script per node and a submit.sh chaining them with afterok
@@ -89,6 +92,15 @@ fn run(cli: Cli) -> Result<()> {
             };
             let dir = ctpipe::pipeline::slurm::write_sbatch(&pipeline, profile, &paths, &out.join(&profile.name))?;
             println!("{} scripts in {}; submit with {}/submit.sh", profile.nodes.len(), dir.display(), dir.display());
+        }
+        Cmd::Report => {
+            let profile = pipeline.profile(&cli.profile)?;
+            let store = Store::new(&cli.artifacts);
+            let text = ctpipe::evaluate::report::profile_report(&store, profile)?;
+            let path = cli.artifacts.join("reports").join(format!("{}.md", profile.name));
+            ctpipe::fsx::write_atomic(&path, text.as_bytes())?;
+            print!("{text}");
+            eprintln!("report: {}", path.display());
         }
         Cmd::Profiles => {
             for (name, p) in &pipeline.profiles {

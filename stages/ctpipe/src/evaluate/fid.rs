@@ -1,0 +1,357 @@
+//! `evaluate-fid`'s work: sample each model (1-step, 2-step, …; Heun for EDM teachers) for
+//! several seeds, measure the samples, and write the metrics, a report and pictures.
+//!
+//! Images: the Fréchet distance between encoder features of N samples and the reference
+//! statistics, per seed, reported as min and mean over seeds (EDM's protocol).
+//! Points (the 2-D toys): FD on the coordinates, sliced Wasserstein-2 and RBF-MMD against the
+//! held-out test split, and mode coverage for the mixture toys.
+
+use crate::data::schema::{SampleKind, Samples};
+use crate::error::{bad_input, usage};
+use crate::features::{self, Encoder};
+use crate::metrics::frechet::frechet_distance;
+use crate::metrics::stats::FeatureStats;
+use crate::metrics::toy;
+use crate::model::{self, LoadedModel, ModelSpec, Which};
+use crate::nn::Network;
+use crate::report::plot::{line_plot_svg, Series};
+use crate::store::Artifact;
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::Path;
+
+crate::config_struct! {
+    /// Settings of `evaluate-fid`.
+    pub struct EvalConfig {
+        /// Samples per seed (FID convention: 50000 for CIFAR-10; 10000 is common for quick runs).
+        pub n: u64 = 10000,
+        /// Seeds of the sampling noise; each gives one FD, reported as min and mean.
+        pub seeds: Vec<u64> = vec![0, 1, 2],
+        /// Step counts for consistency models (1 = one network evaluation).
+        pub steps: Vec<u64> = vec![1, 2],
+        /// Intermediate noise levels for multistep sampling, highest first (default: the
+        /// model's σ_mid for 2 steps; more steps need this list).
+        pub sigmas: Vec<f64> = vec![],
+        /// Heun levels for denoisers (EDM teachers): 2·N − 1 evaluations.
+        pub heun_steps: u64 = 18,
+        /// Samples per network batch.
+        pub batch: u64 = 250,
+        /// Weights to evaluate: ema or online.
+        pub weights: String = "ema".into(),
+        /// Also evaluate every training snapshot a model artifact holds (train-ct
+        /// keep_snapshots), 1-step with the first seed: FD over training.
+        pub snapshots: bool = false,
+        /// Samples per picture.
+        pub grid: u64 = 64,
+        /// Toy data: MMD uses at most this many samples (it is quadratic).
+        pub mmd_n: u64 = 2000,
+    }
+}
+
+impl EvalConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.n < 2 || self.batch == 0 || self.heun_steps < 2 {
+            return Err(usage("fields `n` (≥ 2), `batch` (> 0) and `heun_steps` (≥ 2) out of range"));
+        }
+        if self.seeds.is_empty() || self.steps.is_empty() || self.steps.contains(&0) {
+            return Err(usage("fields `seeds` and `steps` need at least one value; steps ≥ 1"));
+        }
+        let most = *self.steps.iter().max().unwrap_or(&1) as usize;
+        if most > 2 && self.sigmas.len() < most - 1 {
+            return Err(usage(format!("field `sigmas`: {most}-step sampling needs {} intermediate levels", most - 1)));
+        }
+        if self.sigmas.windows(2).any(|w| w[1] >= w[0]) || self.sigmas.iter().any(|s| *s <= 0.0) {
+            return Err(usage("field `sigmas`: expected positive levels in decreasing order"));
+        }
+        if !matches!(self.weights.as_str(), "ema" | "online") {
+            return Err(usage(format!("field `weights`: `{}` (expected ema or online)", self.weights)));
+        }
+        Ok(())
+    }
+}
+
+/// One model × sampler measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub model: String,
+    pub method: String,
+    pub stage: String,
+    pub key: String,
+    pub sampler: String,
+    pub nfe: u64,
+    /// Training step of a snapshot (None: the final model).
+    pub train_step: Option<u64>,
+    pub fd: Vec<f64>,
+    pub fd_min: f64,
+    pub fd_mean: f64,
+    pub swd: Option<f64>,
+    pub mmd: Option<f64>,
+    pub near: Option<f64>,
+    pub min_mode: Option<f64>,
+}
+
+/// What a sampler run is.
+struct Sampler {
+    name: String,
+    steps: usize,
+    mids: Vec<f64>,
+    nfe: u64,
+}
+
+fn samplers(cfg: &EvalConfig, spec: &ModelSpec) -> Vec<Sampler> {
+    if spec.is_denoiser() {
+        let n = cfg.heun_steps as usize;
+        return vec![Sampler { name: format!("heun-{n}"), steps: n, mids: vec![], nfe: 2 * n as u64 - 1 }];
+    }
+    cfg.steps
+        .iter()
+        .map(|&k| {
+            let mids = if cfg.sigmas.is_empty() { vec![spec.sigma_mid] } else { cfg.sigmas.clone() };
+            let mids = mids[..(k as usize - 1).min(mids.len())].to_vec();
+            Sampler { name: format!("{k}-step"), steps: k as usize, mids, nfe: k }
+        })
+        .collect()
+}
+
+/// The reference a model's samples are compared with.
+enum Reference {
+    Images { encoder: Box<dyn Encoder>, stats: FeatureStats },
+    Points { stats: FeatureStats, truth: Vec<[f64; 2]>, centres: Vec<[f64; 2]> },
+}
+
+fn points_of(x: &Tensor) -> Result<Vec<[f64; 2]>> {
+    let v: Vec<Vec<f32>> = x.to_vec2()?;
+    Ok(v.iter().map(|p| [p[0] as f64, p.get(1).copied().unwrap_or(0.0) as f64]).collect())
+}
+
+/// Everything `evaluate-fid` writes.
+pub struct Evaluation {
+    pub rows: Vec<Row>,
+    pub baselines: Vec<(String, f64)>,
+    pub dataset: String,
+    pub encoder: String,
+}
+
+pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>, models: &[Artifact], out: &Path, device: &Device) -> Result<Value> {
+    if models.is_empty() {
+        return Err(usage("input `models`: at least one model artifact to evaluate"));
+    }
+    let (info, train) = crate::data::read_dataset_split(&data.dir, "train")?;
+    let mut baselines = Vec::new();
+    let (reference_kind, encoder_name) = match (info.kind, reference) {
+        (SampleKind::Points { .. }, _) => {
+            let (_, test) = crate::data::read_dataset_split(&data.dir, "test")?;
+            let Samples::Points(tv) = &test.samples else { unreachable!("points dataset") };
+            let truth: Vec<[f64; 2]> = tv.chunks(2).map(|p| [p[0] as f64, p[1] as f64]).collect();
+            let train_x = super::precompute::split_tensor(info.kind, &train, None, device)?;
+            let stats = features::statistics_of(&features::Identity(2), &train_x, 4096)?;
+            let test_stats = features::statistics_of(&features::Identity(2), &super::precompute::split_tensor(info.kind, &test, None, device)?, 4096)?;
+            baselines.push(("data (test split)".to_string(), frechet_distance(&test_stats, &stats)?));
+            let name = info.name.strip_prefix("toy2d:").unwrap_or(&info.name);
+            (Reference::Points { stats, truth, centres: crate::data::sources::toy2d::mode_centres(name) }, "identity".to_string())
+        }
+        (SampleKind::Images { .. }, None) => {
+            return Err(usage("input `reference`: image models need a precompute-encoder artifact (reference statistics)"));
+        }
+        (SampleKind::Images { .. }, Some(r)) => {
+            let (spec, encoder) = features::open(r, device)?;
+            let stats = FeatureStats::load(&r.file("stats.safetensors")?)?;
+            for (label, field) in [("data (held-out split)", "fd_data"), ("pure noise", "fd_noise")] {
+                if let Some(v) = r.manifest.metrics.get(field).and_then(Value::as_f64) {
+                    baselines.push((label.to_string(), v));
+                }
+            }
+            (Reference::Images { encoder, stats }, spec.name().to_string())
+        }
+    };
+    let which = if cfg.weights == "ema" { Which::Ema } else { Which::Online };
+    let mut rows = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    for art in models {
+        let m = model::load_model(art, which, device)?;
+        if m.spec.data != info.kind {
+            return Err(bad_input(format!("model {}/{} generates {:?}, the data is {:?}", art.stage(), art.key().short(), m.spec.data, info.kind)));
+        }
+        let mut label = m.spec.method.clone();
+        if labels.contains(&label) {
+            label = format!("{label} {}", art.key().short());
+        }
+        labels.push(label.clone());
+        for s in samplers(cfg, &m.spec) {
+            let row = measure(cfg, &m, &m.net.net, &s, &cfg.seeds, &reference_kind, device, &label, art, None)?;
+            eprintln!("evaluate-fid: {label} {}: FD min {:.4} mean {:.4}", s.name, row.fd_min, row.fd_mean);
+            rows.push(row);
+            let x = crate::train::generate(&m.spec, &m.net.net, m.encoder.as_ref().map(|e| &e.net), s.steps, &s.mids, cfg.seeds[0], cfg.grid as usize, device)?;
+            let file = format!("samples-{}-{}.png", label.replace(' ', "-"), s.name);
+            std::fs::write(out.join(file), picture(&m.spec, &x, &reference_kind)?)?;
+        }
+        if cfg.snapshots {
+            for (step, path) in snapshots(art)? {
+                let tensors = model::load_tensors(&path, device)?;
+                let w = model::Weights::from_tensors(&m.spec.network, tensors, device)?;
+                let s = &samplers(cfg, &m.spec)[0];
+                let row = measure(cfg, &m, &w.net, s, &cfg.seeds[..1], &reference_kind, device, &label, art, Some(step))?;
+                eprintln!("evaluate-fid: {label} at step {step} ({}): FD {:.4}", s.name, row.fd_min);
+                rows.push(row);
+            }
+        }
+    }
+    let ev = Evaluation { rows, baselines, dataset: info.name.clone(), encoder: encoder_name };
+    write_outputs(&ev, cfg, out)?;
+    Ok(json!({
+        "dataset": ev.dataset,
+        "encoder": ev.encoder,
+        "baselines": ev.baselines.iter().map(|(k, v)| json!({"what": k, "fd": v})).collect::<Vec<_>>(),
+        "rows": ev.rows,
+    }))
+}
+
+/// The snapshots of a model artifact, by training step.
+fn snapshots(art: &Artifact) -> Result<Vec<(u64, std::path::PathBuf)>> {
+    let mut out: Vec<(u64, std::path::PathBuf)> = art
+        .manifest
+        .files
+        .iter()
+        .filter_map(|f| {
+            let step = f.path.strip_prefix("snapshots/ema-step-")?.strip_suffix(".safetensors")?.parse().ok()?;
+            Some((step, art.dir.join(&f.path)))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    cfg: &EvalConfig,
+    m: &LoadedModel,
+    net: &Network,
+    s: &Sampler,
+    seeds: &[u64],
+    reference: &Reference,
+    device: &Device,
+    label: &str,
+    art: &Artifact,
+    train_step: Option<u64>,
+) -> Result<Row> {
+    let enc = m.encoder.as_ref().map(|e| &e.net);
+    let n = cfg.n as usize;
+    let batch = cfg.batch as usize;
+    let mut row = Row {
+        model: label.to_string(),
+        method: m.spec.method.clone(),
+        stage: art.stage().to_string(),
+        key: art.key().to_string(),
+        sampler: s.name.clone(),
+        nfe: s.nfe,
+        train_step,
+        fd: Vec::new(),
+        fd_min: f64::NAN,
+        fd_mean: f64::NAN,
+        swd: None,
+        mmd: None,
+        near: None,
+        min_mode: None,
+    };
+    let what = match train_step {
+        Some(step) => format!("evaluate-fid: {label} @ step {step} {}", s.name),
+        None => format!("evaluate-fid: {label} {}", s.name),
+    };
+    let mut progress = crate::progress::Progress::new(&what, (n * seeds.len()) as u64);
+    for (i, &seed) in seeds.iter().enumerate() {
+        let mut first = 0usize;
+        let mut next = || -> Result<Option<Tensor>> {
+            if first >= n {
+                return Ok(None);
+            }
+            let k = (n - first).min(batch);
+            let x = crate::sample::model_samples(&m.spec, net, enc, s.steps, &s.mids, seed, first as u64, k, device)?;
+            first += k;
+            progress.set_position((i * n + first) as u64);
+            Ok(Some(x))
+        };
+        match reference {
+            Reference::Images { encoder, stats } => {
+                let st = features::statistics(&**encoder, &mut next)?;
+                row.fd.push(frechet_distance(&st, stats)?);
+            }
+            Reference::Points { stats, truth, centres } => {
+                let mut parts = Vec::new();
+                while let Some(x) = next()? {
+                    parts.push(x);
+                }
+                let x = Tensor::cat(&parts, 0)?;
+                let st = features::statistics_of(&features::Identity(2), &x, 4096)?;
+                row.fd.push(frechet_distance(&st, stats)?);
+                if i == 0 {
+                    let pts = points_of(&x)?;
+                    row.swd = Some(toy::sliced_wasserstein(&pts, truth, 256, seed));
+                    let k = (cfg.mmd_n as usize).min(pts.len()).min(truth.len());
+                    row.mmd = Some(toy::mmd_rbf(&pts[..k], &truth[..k], &[0.02, 0.1, 0.5]));
+                    if !centres.is_empty() {
+                        let c = toy::mode_coverage(&pts, centres, 0.1);
+                        row.near = Some(c.near);
+                        row.min_mode = c.per_mode.iter().copied().reduce(f64::min);
+                    }
+                }
+            }
+        }
+    }
+    progress.finish();
+    row.fd_min = row.fd.iter().copied().fold(f64::INFINITY, f64::min);
+    row.fd_mean = row.fd.iter().sum::<f64>() / row.fd.len() as f64;
+    Ok(row)
+}
+
+fn picture(spec: &ModelSpec, x: &Tensor, reference: &Reference) -> Result<Vec<u8>> {
+    match (spec.data, reference) {
+        (SampleKind::Points { .. }, Reference::Points { truth, .. }) => {
+            let pts: Vec<[f32; 2]> = points_of(x)?.iter().map(|p| [p[0] as f32, p[1] as f32]).collect();
+            let refs: Vec<[f32; 2]> = truth.iter().take(1000).map(|p| [p[0] as f32, p[1] as f32]).collect();
+            crate::report::grid::scatter_png(&pts, &refs, 1.2, 512)
+        }
+        _ => {
+            let cols = (x.dim(0)? as f64).sqrt().ceil() as usize;
+            crate::report::grid::image_grid_png(x, cols)
+        }
+    }
+}
+
+const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
+
+fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
+    std::fs::write(out.join("report.md"), super::report::markdown(ev, cfg))?;
+    let finals: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_none()).collect();
+    let mut models: Vec<&str> = finals.iter().map(|r| r.model.as_str()).collect();
+    models.dedup();
+    let series: Vec<Series> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Series {
+            name: m.to_string(),
+            points: finals.iter().filter(|r| r.model == *m).map(|r| (r.nfe as f64, r.fd_min)).collect(),
+            color: COLORS[i % COLORS.len()],
+        })
+        .collect();
+    let title = format!("FD ({} features) on {}", ev.encoder, ev.dataset);
+    std::fs::write(out.join("fd.svg"), line_plot_svg(&title, "network evaluations (NFE)", "FD (min over seeds)", &series, true))?;
+    let snaps: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_some()).collect();
+    if !snaps.is_empty() {
+        let series: Vec<Series> = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Series {
+                name: m.to_string(),
+                points: snaps.iter().filter(|r| r.model == *m).map(|r| (r.train_step.unwrap_or(0) as f64, r.fd_min)).collect(),
+                color: COLORS[i % COLORS.len()],
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        std::fs::write(out.join("fd-training.svg"), line_plot_svg(&format!("FD over training on {}", ev.dataset), "training step", "FD", &series, true))?;
+    }
+    let metrics = json!({"dataset": ev.dataset, "encoder": ev.encoder, "baselines": ev.baselines, "rows": ev.rows});
+    std::fs::write(out.join("metrics.json"), serde_json::to_string_pretty(&metrics).context("metrics")? + "\n")?;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Reports people read: one evaluation as a Markdown table, and a profile's evaluations
+//! gathered into one document (`plan report`, which `make all` ends with).
+
+use super::fid::{EvalConfig, Evaluation, Row};
+use std::fmt::Write as _;
+
+/// Four decimals, or three significant digits for the tiny values of the 2-D toys.
+fn num(x: f64) -> String {
+    if x == 0.0 || x.abs() >= 0.01 { format!("{x:.4}") } else { format!("{x:.2e}") }
+}
+
+fn opt(v: Option<f64>, pct: bool) -> String {
+    match v {
+        Some(x) if pct => format!("{:.1} %", 100.0 * x),
+        Some(x) => num(x),
+        None => "–".into(),
+    }
+}
+
+/// The Markdown report of one `evaluate-fid` artifact.
+pub fn markdown(ev: &Evaluation, cfg: &EvalConfig) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "### {} — FD on {} features\n", ev.dataset, ev.encoder);
+    let _ = writeln!(s, "{} samples per seed, seeds {:?}; FD min / mean over seeds.\n", cfg.n, cfg.seeds);
+    let toy = ev.rows.iter().any(|r| r.swd.is_some());
+    if toy {
+        let _ = writeln!(s, "| model | sampler | NFE | FD min | FD mean | SWD | MMD² | near a mode | smallest mode |");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    } else {
+        let _ = writeln!(s, "| model | sampler | NFE | FD min | FD mean |");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|");
+    }
+    let row = |s: &mut String, r: &Row| {
+        let name = match r.train_step {
+            Some(step) => format!("{} @ step {step}", r.model),
+            None => r.model.clone(),
+        };
+        let _ = write!(s, "| {name} | {} | {} | {} | {} |", r.sampler, r.nfe, num(r.fd_min), num(r.fd_mean));
+        if toy {
+            let _ = write!(s, " {} | {} | {} | {} |", opt(r.swd, false), opt(r.mmd, false), opt(r.near, true), opt(r.min_mode, true));
+        }
+        s.push('\n');
+    };
+    for r in ev.rows.iter().filter(|r| r.train_step.is_none()) {
+        row(&mut s, r);
+    }
+    for (what, fd) in &ev.baselines {
+        let _ = write!(s, "| *{what}* | – | – | {} | {} |", num(*fd), num(*fd));
+        if toy {
+            s.push_str(" – | – | – | – |");
+        }
+        s.push('\n');
+    }
+    let snaps: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_some()).collect();
+    if !snaps.is_empty() {
+        let _ = writeln!(s, "\nFD over training (snapshots, first seed):\n");
+        let _ = writeln!(s, "| model | step | sampler | FD |\n|---|---:|---|---:|");
+        for r in snaps {
+            let _ = writeln!(s, "| {} | {} | {} | {} |", r.model, r.train_step.unwrap_or(0), r.sampler, num(r.fd_min));
+        }
+    }
+    s
+}
+
+/// A profile's report: the `report.md` of every evaluate-fid node that has run, with its
+/// pictures' paths; nodes not run yet are listed as such.
+pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Profile) -> anyhow::Result<String> {
+    let mut s = format!("# ctpipe report — profile `{}`\n\n{}\n\n", profile.name, profile.about);
+    let mut any = false;
+    for node in profile.topo_order().into_iter().filter(|n| n.stage.name == "evaluate-fid") {
+        any = true;
+        let _ = writeln!(s, "## {}\n", node.id);
+        let Some(r) = store.read_ref(&profile.name, &node.id)? else {
+            let _ = writeln!(s, "not run yet (`make {}`)\n", node.id);
+            continue;
+        };
+        let art = store.open(&r.stage, &r.key, crate::store::Verify::Sizes)?;
+        let md = std::fs::read_to_string(art.file("report.md")?)?;
+        s.push_str(&md);
+        let pics: Vec<String> = art.manifest.files.iter().filter(|f| f.path.ends_with(".svg") || f.path.ends_with(".png")).map(|f| f.path.clone()).collect();
+        let _ = writeln!(s, "\nPictures in `{}`: {}\n", art.dir.display(), pics.join(", "));
+    }
+    if !any {
+        s.push_str("This profile has no evaluate-fid node.\n");
+    }
+    Ok(s)
+}

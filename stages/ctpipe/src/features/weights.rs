@@ -1,0 +1,141 @@
+//! Where pretrained encoder weights come from: a local safetensors file or a file of a Hub
+//! model repo (through hf-hub's cache), always checked against an expected sha256 — features
+//! from the wrong weights would give plausible-looking but incomparable numbers.
+
+use crate::error::{bad_input, usage, TagContext};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// How to obtain the FID Inception weights (docs/fid.md explains the conversion).
+pub const HOW_TO_GET: &str = "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth with tests/parity/convert_fid_inception.py (see docs/fid.md) and set inception_weights = <file> (or inception_repo + inception_file) and inception_sha256";
+
+/// A weights file: a path, or (repo, file, revision) on the Hub; with its expected sha256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsSource {
+    pub path: Option<PathBuf>,
+    pub repo: Option<String>,
+    pub file: Option<String>,
+    pub revision: String,
+    pub sha256: String,
+}
+
+impl WeightsSource {
+    /// Check the description is complete (before any work).
+    pub fn check(&self) -> Result<()> {
+        match (&self.path, &self.repo) {
+            (None, None) => return Err(usage(format!("the inception encoder needs weights: {HOW_TO_GET}"))),
+            (Some(_), Some(_)) => return Err(usage("set either inception_weights or inception_repo, not both")),
+            (None, Some(_)) if self.file.is_none() => return Err(usage("field `inception_file`: required with inception_repo")),
+            _ => {}
+        }
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(usage(format!("field `inception_sha256`: expected 64 hex digits, got `{}` ({HOW_TO_GET})", self.sha256)));
+        }
+        Ok(())
+    }
+
+    /// The local, verified file.
+    pub fn resolve(&self) -> Result<PathBuf> {
+        self.check()?;
+        let path = match (&self.path, &self.repo, &self.file) {
+            (Some(p), _, _) => {
+                if !p.is_file() {
+                    return Err(bad_input(format!("{}: inception weights not found ({HOW_TO_GET})", p.display())));
+                }
+                p.clone()
+            }
+            (None, Some(repo), Some(file)) => hub_file(repo, file, &self.revision)?,
+            _ => unreachable!("checked above"),
+        };
+        let got = sha256_file(&path)?;
+        if !got.eq_ignore_ascii_case(&self.sha256) {
+            return Err(bad_input(format!("{}: sha256 {got}, expected {} (wrong or corrupted weights file)", path.display(), self.sha256)));
+        }
+        Ok(path)
+    }
+}
+
+/// A model-repo file from the local Hub cache (offline) or downloaded into it.
+fn hub_file(repo_id: &str, file: &str, revision: &str) -> Result<PathBuf> {
+    let repo = hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, revision.to_string());
+    if crate::data::sources::hub::offline_from_env() {
+        return hf_hub::Cache::from_env()
+            .repo(repo)
+            .get(file)
+            .ok_or_else(|| bad_input(format!("hub:{repo_id}/{file} is not in the local cache (offline mode)")));
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .build()
+        .map_err(|e| bad_input(format!("hub:{repo_id}: cannot set up the Hub client: {e}")))?;
+    api.repo(repo).get(file).map_err(|e| bad_input(format!("hub:{repo_id}: downloading {file} failed: {e}")))
+}
+
+/// The sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).bad_input_ctx(|| format!("{}: cannot open", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(path: Option<PathBuf>, sha: &str) -> WeightsSource {
+        WeightsSource { path, repo: None, file: None, revision: "main".into(), sha256: sha.into() }
+    }
+
+    #[test]
+    fn sha256_is_checked_and_errors_name_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.safetensors");
+        std::fs::write(&p, b"abc").unwrap();
+        // sha256("abc"), computed independently (FIPS 180-2 example).
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(src(Some(p.clone()), abc).resolve().unwrap(), p);
+        let wrong = src(Some(p), &"0".repeat(64)).resolve().unwrap_err().to_string();
+        assert!(wrong.contains("sha256 ba7816bf") && wrong.contains("expected 0000"), "{wrong}");
+        let none = src(None, abc).check().unwrap_err().to_string();
+        assert!(none.contains("convert_fid_inception.py"), "{none}");
+        let short = src(Some(dir.path().join("x")), "12").check().unwrap_err().to_string();
+        assert!(short.contains("inception_sha256"), "{short}");
+    }
+
+    #[test]
+    fn offline_hub_file_comes_from_the_cache_layout() {
+        let home = tempfile::tempdir().unwrap();
+        let commit = "a".repeat(40);
+        let repo_dir = home.path().join("hub/models--me--fid");
+        std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+        std::fs::write(repo_dir.join("refs/main"), &commit).unwrap();
+        let snap = repo_dir.join("snapshots").join(&commit);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("inception.safetensors"), b"abc").unwrap();
+        // SAFETY: this test is the only one in the crate that reads these variables.
+        unsafe {
+            std::env::set_var("HF_HOME", home.path());
+            std::env::set_var("HF_HUB_OFFLINE", "1");
+        }
+        let s = WeightsSource {
+            path: None,
+            repo: Some("me/fid".into()),
+            file: Some("inception.safetensors".into()),
+            revision: "main".into(),
+            sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+        };
+        assert_eq!(s.resolve().unwrap(), snap.join("inception.safetensors"));
+        let missing = WeightsSource { file: Some("other.safetensors".into()), ..s };
+        assert!(missing.resolve().unwrap_err().to_string().contains("not in the local cache"));
+    }
+}

@@ -1,0 +1,98 @@
+//! precompute-encoder and evaluate-fid end to end, on data the tests make: 8×8 two-class
+//! images (classifier features) and the two-Gaussians toy (coordinates, SWD, MMD, coverage).
+
+use ctpipe::store::{Key, Store, Verify};
+use ctpipe_e2e::{blob_images, publish_dataset, publish_toy, release_bin, run, Sandbox};
+use serde_json::Value;
+
+fn stage(sb: &Sandbox, name: &str, inputs: &[(&str, &str)], sets: &[&str]) -> std::process::Command {
+    let mut c = sb.cmd(release_bin(name));
+    c.env("RAYON_NUM_THREADS", "1");
+    for (role, key) in inputs {
+        c.args(["--input", &format!("{role}={key}")]);
+    }
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    c
+}
+
+fn metrics(sb: &Sandbox, stage: &str, key: &str) -> (std::path::PathBuf, Value) {
+    let art = Store::new(sb.artifacts()).open(stage, &Key::parse(key).unwrap(), Verify::Hashes).unwrap();
+    (art.dir.clone(), art.manifest.metrics.clone())
+}
+
+/// The classifier learns the two classes; the held-out split scores a small FD against the
+/// training statistics and pure noise a large one; a model trained on the data is evaluated
+/// (1- and 2-step, three seeds) with a report, and its FD lies between those baselines' scale.
+#[test]
+fn images_classifier_reference_and_model_fd() {
+    let sb = Sandbox::new();
+    let data = publish_dataset(&sb, "blobs", &blob_images(1024, 256, 1)).to_string();
+    let r = run(&mut stage(&sb, "precompute-encoder", &[("data", &data)], &["epochs=3", "batch=32", "noise_n=256", "channels=[8, 16]"])).expect_code(0);
+    let reference = r.key();
+    let (dir, m) = metrics(&sb, "precompute-encoder", &reference);
+    let acc = m["test_accuracy"].as_f64().unwrap();
+    let (fd_data, fd_noise) = (m["fd_data"].as_f64().unwrap(), m["fd_noise"].as_f64().unwrap());
+    eprintln!("classifier accuracy {acc}; FD(test vs train) {fd_data}; FD(noise vs train) {fd_noise}");
+    assert!(acc >= 0.98, "accuracy {acc}");
+    assert!(fd_noise > 20.0 * fd_data, "FD data {fd_data} vs noise {fd_noise}");
+    for f in ["encoder.json", "encoder.safetensors", "stats.safetensors", "stats-train.safetensors", "stats-test.safetensors"] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    // Statistics are readable by Python's safetensors layout: mu [D], sigma [D, D] in f64.
+    let st = ctpipe::metrics::stats::FeatureStats::load(&dir.join("stats.safetensors")).unwrap();
+    assert_eq!((st.dim(), st.count), (128, 1024));
+
+    let model = run(&mut stage(&sb, "train-ct", &[("data", &data)], &["method=ect", "network=tiny", "steps=20", "batch=8", "checkpoint_every=20", "grid=4"])).expect_code(0).key();
+    let ev = run(&mut stage(&sb, "evaluate-fid", &[("data", &data), ("reference", &reference), ("models", &model)], &["n=64", "batch=32", "grid=4"])).expect_code(0);
+    let (edir, em) = metrics(&sb, "evaluate-fid", &ev.key());
+    let rows = em["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, sampler) in rows.iter().zip(["1-step", "2-step"]) {
+        assert_eq!(row["sampler"], sampler);
+        let fd: Vec<f64> = row["fd"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(fd.len(), 3);
+        let min = fd.iter().copied().fold(f64::INFINITY, f64::min);
+        assert_eq!(row["fd_min"].as_f64().unwrap(), min);
+        assert!((row["fd_mean"].as_f64().unwrap() - fd.iter().sum::<f64>() / 3.0).abs() < 1e-9);
+        // An untrained-for-long model is far from the data.
+        assert!(min > fd_data, "{row}");
+    }
+    let report = std::fs::read_to_string(edir.join("report.md")).unwrap();
+    assert!(report.contains("| ect | 1-step | 1 |") && report.contains("pure noise"), "{report}");
+    assert!(edir.join("fd.svg").is_file() && edir.join("samples-ect-1-step.png").is_file());
+
+    // Images without reference statistics: one line naming the input.
+    let bad = run(&mut stage(&sb, "evaluate-fid", &[("data", &data), ("models", &model)], &["n=64"])).expect_code(2);
+    assert!(bad.one_error_line().contains("input `reference`"), "{}", bad.stderr);
+    // The inception encoder without weights: how to get them.
+    let bad = run(&mut stage(&sb, "precompute-encoder", &[("data", &data)], &["encoder=inception"])).expect_code(2);
+    assert!(bad.one_error_line().contains("convert_fid_inception.py"), "{}", bad.stderr);
+}
+
+/// FD falls as a run goes on: an EDM denoiser on the toy, evaluated at its snapshots (steps
+/// 100 and 1500) with its Heun sampler; and the toy metrics are there.
+#[test]
+fn toy_fd_decreases_over_training_snapshots() {
+    let sb = Sandbox::new();
+    let data = publish_toy(&sb, 4000).to_string();
+    let sets = ["method=edm", "network=mlp-small", "sigma_max=5", "optimizer=adam", "lr=1e-3", "batch=256", "steps=1500", "checkpoint_every=100", "keep_snapshots=true", "grid=16", "ema_beta=0.99"];
+    let model = run(&mut stage(&sb, "train-ct", &[("data", &data)], &sets)).expect_code(0).key();
+    let ev = run(&mut stage(&sb, "evaluate-fid", &[("data", &data), ("models", &model)], &["n=2000", "snapshots=true", "heun_steps=10", "mmd_n=500"])).expect_code(0);
+    let (dir, m) = metrics(&sb, "evaluate-fid", &ev.key());
+    let rows = m["rows"].as_array().unwrap();
+    let snaps: Vec<(u64, f64)> = rows.iter().filter(|r| !r["train_step"].is_null()).map(|r| (r["train_step"].as_u64().unwrap(), r["fd_min"].as_f64().unwrap())).collect();
+    eprintln!("FD over training: {snaps:?}");
+    assert_eq!(snaps.len(), 15);
+    let (first, last) = (snaps[0], snaps[snaps.len() - 1]);
+    assert_eq!((first.0, last.0), (100, 1500));
+    assert!(last.1 < 0.5 * first.1, "FD did not fall: {snaps:?}");
+    let fin = rows.iter().find(|r| r["train_step"].is_null()).unwrap();
+    assert_eq!((fin["sampler"].as_str().unwrap(), fin["nfe"].as_u64().unwrap()), ("heun-10", 19));
+    for k in ["swd", "mmd", "near", "min_mode"] {
+        assert!(fin[k].as_f64().is_some(), "{k}: {fin}");
+    }
+    assert!(fin["near"].as_f64().unwrap() > 0.9, "{fin}");
+    assert!(dir.join("fd-training.svg").is_file());
+}
