@@ -121,35 +121,28 @@ pub fn release_bin(name: &str) -> PathBuf {
 /// return its key (same `n` → same key, in any sandbox).
 pub fn publish_toy(sb: &Sandbox, n: u64) -> ctpipe::store::Key {
     use ctpipe::data::sources::FetchConfig;
-    use ctpipe::store::{artifact_key, Draft, Store};
-    use std::collections::BTreeMap;
-    let store = Store::new(sb.artifacts());
     let cfg = FetchConfig { dataset: Some("two-gaussians".into()), n: Some(n), n_test: Some(1000), ..FetchConfig::default() };
     let config = serde_json::to_value(&cfg).expect("config json");
-    let key = artifact_key("fetch-data", 1, &config, &BTreeMap::new(), &BTreeMap::new()).expect("key");
-    if store.contains("fetch-data", &key) {
-        return key;
-    }
-    let staging = store.begin("fetch-data", &key).expect("staging");
-    let metrics = ctpipe::data::write_dataset(staging.path(), &cfg.fetch(sb.path()).expect("toy data")).expect("write");
-    let draft = Draft { stage: "fetch-data".into(), version: 1, key: key.clone(), inputs: BTreeMap::new(), external: BTreeMap::new(), config, metrics };
-    staging.commit(draft).expect("publish");
-    key
+    publish_fetched(sb, config, || cfg.fetch(sb.path()).expect("toy data"))
 }
 
 /// Publish any dataset into the sandbox's store under a config naming `label` (as if fetched),
 /// and return its key.
 pub fn publish_dataset(sb: &Sandbox, label: &str, dataset: &ctpipe::data::schema::Dataset) -> ctpipe::store::Key {
+    publish_fetched(sb, serde_json::json!({ "source": format!("test:{label}") }), || dataset.clone())
+}
+
+/// Publish `make()`'s dataset as a fetch-data artifact with `config` (unless that key exists).
+fn publish_fetched(sb: &Sandbox, config: serde_json::Value, make: impl FnOnce() -> ctpipe::data::schema::Dataset) -> ctpipe::store::Key {
     use ctpipe::store::{artifact_key, Draft, Store};
     use std::collections::BTreeMap;
     let store = Store::new(sb.artifacts());
-    let config = serde_json::json!({ "source": format!("test:{label}") });
     let key = artifact_key("fetch-data", 1, &config, &BTreeMap::new(), &BTreeMap::new()).expect("key");
     if store.contains("fetch-data", &key) {
         return key;
     }
     let staging = store.begin("fetch-data", &key).expect("staging");
-    let metrics = ctpipe::data::write_dataset(staging.path(), dataset).expect("write");
+    let metrics = ctpipe::data::write_dataset(staging.path(), &make()).expect("write");
     let draft = Draft { stage: "fetch-data".into(), version: 1, key: key.clone(), inputs: BTreeMap::new(), external: BTreeMap::new(), config, metrics };
     staging.commit(draft).expect("publish");
     key

@@ -138,10 +138,12 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
     if models.is_empty() {
         return Err(usage("input `models`: at least one model artifact to evaluate"));
     }
-    let (info, train) = crate::data::read_dataset_split(&data.dir, "train")?;
+    // Images need only the description; the toys' splits are the reference itself.
+    let info = crate::data::io::read_info(&data.dir.join("train.parquet"))?;
     let mut baselines = Vec::new();
     let (reference_kind, encoder_name) = match (info.kind, reference) {
         (SampleKind::Points { .. }, _) => {
+            let (_, train) = crate::data::read_dataset_split(&data.dir, "train")?;
             let (_, test) = crate::data::read_dataset_split(&data.dir, "test")?;
             let Samples::Points(tv) = &test.samples else { unreachable!("points dataset") };
             let truth: Vec<[f64; 2]> = tv.chunks(2).map(|p| [p[0] as f64, p[1] as f64]).collect();

@@ -114,7 +114,7 @@ fn noise(kind: SampleKind, n: usize, seed: u64, device: &Device) -> Result<Tenso
 }
 
 /// Build the encoder (training the classifier if asked) and write `encoder.json` (and weights).
-fn make_encoder(cfg: &PrecomputeConfig, kind: SampleKind, data: &Artifact, classes: usize, out: &Path, device: &Device) -> Result<(EncoderSpec, Box<dyn Encoder>)> {
+fn make_encoder(cfg: &PrecomputeConfig, kind: SampleKind, train: &Split, test: &Split, classes: usize, out: &Path, device: &Device) -> Result<(EncoderSpec, Box<dyn Encoder>)> {
     let name = match (cfg.encoder.as_str(), kind) {
         ("auto", SampleKind::Points { .. }) => "identity",
         ("auto", SampleKind::Images { .. }) => "classifier",
@@ -127,12 +127,10 @@ fn make_encoder(cfg: &PrecomputeConfig, kind: SampleKind, data: &Artifact, class
         }
         "classifier" => {
             let ccfg = ClassifierConfig::new(kind, classes, [cfg.channels[0] as usize, cfg.channels[1] as usize])?;
-            let (_, train_split) = crate::data::read_dataset_split(&data.dir, "train")?;
-            let (_, test_split) = crate::data::read_dataset_split(&data.dir, "test")?;
-            let train_data = TrainData::new(kind, train_split, cfg.limit)?;
+            let train_data = TrainData::new(kind, train.clone(), cfg.limit)?;
             let settings = TrainSettings { epochs: cfg.epochs, batch: cfg.batch as usize, lr: cfg.lr, seed: cfg.seed };
             let (model, losses) = classifier::train(&ccfg, &train_data, &settings, device)?;
-            let acc = classifier::accuracy(&model, kind, &test_split, device)?;
+            let acc = classifier::accuracy(&model, kind, test, device)?;
             eprintln!("precompute-encoder: classifier test accuracy {:.2} % (epoch losses {losses:.3?})", 100.0 * acc);
             crate::model::save_tensors(&out.join("encoder.safetensors"), &model.tensors(), None)?;
             (EncoderSpec::Classifier { config: ccfg, test_accuracy: acc }, Box::new(model))
@@ -150,13 +148,13 @@ fn make_encoder(cfg: &PrecomputeConfig, kind: SampleKind, data: &Artifact, class
 
 /// Reference statistics for a dataset artifact.
 pub fn precompute(cfg: &PrecomputeConfig, data: &Artifact, out: &Path, device: &Device) -> Result<Value> {
-    let (info, _) = crate::data::read_dataset_split(&data.dir, &cfg.split)?;
-    let (spec, enc) = make_encoder(cfg, info.kind, data, info.class_names.len(), out, device)?;
+    let (info, train) = crate::data::read_dataset_split(&data.dir, "train")?;
+    let (_, test) = crate::data::read_dataset_split(&data.dir, "test")?;
+    let (spec, enc) = make_encoder(cfg, info.kind, &train, &test, info.class_names.len(), out, device)?;
     let batch = cfg.feature_batch as usize;
     let mut stats = Vec::new();
-    for split in ["train", "test"] {
-        let (_, s) = crate::data::read_dataset_split(&data.dir, split)?;
-        let x = split_tensor(info.kind, &s, cfg.stats_limit, device)?;
+    for (split, s) in [("train", &train), ("test", &test)] {
+        let x = split_tensor(info.kind, s, cfg.stats_limit, device)?;
         let st = features::statistics_of(&*enc, &x, batch)?;
         st.save(&out.join(format!("stats-{split}.safetensors")), Some(&format!("{} features of {} {split}", spec.name(), info.name)))?;
         stats.push((split, st));
