@@ -26,7 +26,7 @@ BIN       ?= $(ROOT)/target/release
 # BUILD=0: use the binaries in $(BIN) as they are (the end-to-end tests do).
 BUILD     ?= 1
 
-STAGE_BINS := fetch-data train-ct precompute-encoder evaluate-fid
+STAGE_BINS := fetch-data train-ct distill precompute-encoder evaluate-fid
 TOOL_BINS  := artifacts plan bench features
 BINARIES   := $(addprefix $(BIN)/,$(STAGE_BINS) $(TOOL_BINS))
 STORE      := --artifacts $(ARTIFACTS)

@@ -98,6 +98,59 @@ impl Run {
     }
 }
 
+/// Run a stage binary in the sandbox with `--input ROLE=KEY` and `--set FIELD=VALUE` flags.
+pub fn run_stage(sb: &Sandbox, exe: impl AsRef<Path>, inputs: &[(&str, &str)], sets: &[&str]) -> Run {
+    let mut c = sb.cmd(exe);
+    for (role, key) in inputs {
+        c.args(["--input", &format!("{role}={key}")]);
+    }
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    run(&mut c)
+}
+
+/// A training stage stopped by `signal` once it has written a checkpoint, then started again,
+/// ends bit-identical to a run that was never interrupted: `files` of the two artifacts are
+/// compared. `prepare` publishes the inputs into a fresh sandbox and returns the stage command
+/// (it runs once per sandbox; the two must give the same key).
+pub fn interrupted_equals_uninterrupted(stage: &str, files: &[&str], signal: i32, prepare: impl Fn(&Sandbox) -> Command) {
+    use std::time::{Duration, Instant};
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    let key = run(&mut prepare(&a)).expect_code(0).key();
+    let read = |sb: &Sandbox| -> Vec<(String, Vec<u8>)> {
+        let dir = sb.artifacts().join(stage).join(&key);
+        files.iter().filter(|f| dir.join(f).exists()).map(|f| (f.to_string(), std::fs::read(dir.join(f)).expect("read"))).collect()
+    };
+    let reference = read(&a);
+
+    let work = b.artifacts().join(".work").join(stage).join(&key);
+    let checkpoints = || std::fs::read_dir(work.join("checkpoints")).map(|d| d.count()).unwrap_or(0);
+    let mut cmd = prepare(&b);
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let t = Instant::now();
+    while checkpoints() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("checkpoint written, run again to resume"), "{stderr}");
+    assert!(!b.artifacts().join(stage).join(&key).exists(), "no artifact after a stop");
+    let resumed = run(&mut prepare(&b)).expect_code(0);
+    assert!(resumed.stderr.contains("resuming from"), "{}", resumed.stderr);
+    assert_eq!(resumed.key(), key);
+    let got = read(&b);
+    assert_eq!(got.len(), reference.len());
+    for ((name, x), (_, y)) in reference.iter().zip(&got) {
+        assert!(x == y, "{stage}: {name} differs after resume");
+    }
+    assert!(!work.exists(), "the finished run's working directory is removed");
+}
+
 /// Where the workspace's release binaries are (`CTPIPE_BIN`, else `<workspace>/target/release`).
 pub fn release_bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("CTPIPE_BIN") {

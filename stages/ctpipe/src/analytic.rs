@@ -45,8 +45,14 @@ impl GaussianMixture {
     /// D(y, σ) for a batch (N, d) with one σ per row.
     pub fn denoise(&self, y: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
         let rows: Vec<Vec<f64>> = y.to_dtype(candle_core::DType::F64)?.to_vec2()?;
-        let out: Vec<f32> = rows.iter().zip(sigmas).flat_map(|(r, &s)| self.denoise_point(r, s)).map(|v| v as f32).collect();
+        let out: Vec<f64> = rows.iter().zip(sigmas).flat_map(|(r, &s)| self.denoise_point(r, s)).collect();
         Tensor::from_vec(out, y.shape(), y.device())?.to_dtype(y.dtype())
+    }
+}
+
+impl crate::ode::Denoiser for GaussianMixture {
+    fn denoise(&self, x: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
+        GaussianMixture::denoise(self, x, sigmas)
     }
 }
 

@@ -18,6 +18,7 @@
 //! - [`features`] — feature encoders: FID Inception-v3, an in-domain classifier, identity
 //! - [`evaluate`] — reference statistics, FD and toy metrics of models, reports
 //! - [`model`]    — model artifacts: spec, weights in safetensors
+//! - [`ode`]      — the probability-flow ODE of a denoiser: Euler/Heun steps, EDM's sampler
 //! - [`sample`]   — 1-step, 2-step, multistep consistency sampling; Heun for denoisers
 //! - [`report`]   — sample grids, scatter plots, loss curves
 //! - [`device`]   — choosing CPU or CUDA
@@ -40,6 +41,7 @@ pub mod methods;
 pub mod metrics;
 pub mod model;
 pub mod nn;
+pub mod ode;
 pub mod pipeline;
 pub mod precond;
 pub mod progress;

@@ -99,8 +99,8 @@ impl Precond {
 pub fn per_sample(values: &[f64], like: &Tensor) -> Result<Tensor> {
     let mut shape = vec![values.len()];
     shape.extend(std::iter::repeat_n(1, like.rank() - 1));
-    let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-    Tensor::from_vec(v, shape, like.device())?.to_dtype(like.dtype())
+    // Built in f64 and cast once: f64 batches keep full precision, f32 ones round as before.
+    Tensor::from_vec(values.to_vec(), shape, like.device())?.to_dtype(like.dtype())
 }
 
 #[cfg(test)]

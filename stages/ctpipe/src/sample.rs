@@ -9,8 +9,8 @@ use crate::model::ModelSpec;
 use crate::nn::dropout::Dropout;
 use crate::nn::Network;
 use crate::precond::{Phase, Precond, PrecondKind};
+use crate::ode::{self, NetDenoiser, Solver};
 use crate::rng::per_sample_normal;
-use crate::schedule::karras_sigmas;
 use candle_core::{Device, Result, Tensor};
 
 /// Samples from a consistency model: 1 step from σ_max, then one step per level in `mids`
@@ -49,8 +49,8 @@ pub fn consistency_samples(
     Ok(xhat)
 }
 
-/// EDM's deterministic sampler (Karras et al. 2022, Algorithm 1 with S_churn = 0): Heun steps
-/// on the Karras grid of `steps` levels from σ_max to σ_min, then to 0; 2·steps − 1 evaluations.
+/// EDM's deterministic sampler on a trained denoiser: Heun steps on the Karras grid of `steps`
+/// levels from σ_max to σ_min, then to 0; 2·steps − 1 evaluations.
 pub fn heun_samples(denoiser: &Network, precond: Precond, sigma_max: f64, steps: usize, seed: u64, first: u64, n: usize, shape: &[usize], device: &Device) -> Result<Tensor> {
     let z = per_sample_normal(seed, "sample", first, n, shape, device)?;
     heun_from(denoiser, precond, sigma_max, steps, &z)
@@ -58,35 +58,8 @@ pub fn heun_samples(denoiser: &Network, precond: Precond, sigma_max: f64, steps:
 
 /// The Heun sampler from given initial noise (sampled at unit scale).
 pub fn heun_from(denoiser: &Network, precond: Precond, sigma_max: f64, steps: usize, z: &Tensor) -> Result<Tensor> {
-    let n = z.dim(0)?;
-    let d = |x: &Tensor, s: f64| -> Result<Tensor> { Ok(precond.apply(denoiser, x, &vec![s; n], Phase::Eval, &mut Dropout::off())?.detach()) };
-    heun(&d, &heun_grid(precond.sigma_min, sigma_max, steps), z)
-}
-
-/// EDM's sampling grid: `steps` Karras levels from σ_max down to σ_min, then 0.
-pub fn heun_grid(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
-    let mut grid = karras_sigmas(steps.max(2), sigma_min, sigma_max, 7.0);
-    grid.reverse();
-    grid.push(0.0);
-    grid
-}
-
-/// Heun's method on the PF-ODE dx/dσ = (x − D(x, σ))/σ along `grid` (descending, ending at 0),
-/// from x = grid[0]·z, for any denoiser.
-pub fn heun(d: &dyn Fn(&Tensor, f64) -> Result<Tensor>, grid: &[f64], z: &Tensor) -> Result<Tensor> {
-    let mut x = (z * grid[0])?;
-    for i in 0..grid.len() - 1 {
-        let (s, s_next) = (grid[i], grid[i + 1]);
-        let slope = ((&x - d(&x, s)?)? / s)?;
-        let euler = (&x + (&slope * (s_next - s))?)?;
-        x = if s_next > 0.0 {
-            let slope2 = ((&euler - d(&euler, s_next)?)? / s_next)?;
-            (&x + ((slope + slope2)? * (0.5 * (s_next - s)))?)?
-        } else {
-            euler
-        };
-    }
-    Ok(x)
+    let d = NetDenoiser { net: denoiser, precond };
+    ode::solve(&d, Solver::Heun, &ode::sampling_grid(precond.sigma_min, sigma_max, steps), z)
 }
 
 /// Samples for a trained model: its ODE solver if it is a denoiser (`steps` Heun levels),
@@ -113,11 +86,11 @@ mod tests {
         let g = GaussianMixture::two_gaussians();
         let z = per_sample_normal(0, "sample", 0, 2000, &[2], &dev).unwrap();
         let calls = std::cell::Cell::new(0);
-        let d = |x: &Tensor, s: f64| {
+        let d = |x: &Tensor, s: &[f64]| {
             calls.set(calls.get() + 1);
-            g.denoise(x, &vec![s; 2000])
+            g.denoise(x, s)
         };
-        let x = heun(&d, &heun_grid(0.002, 80.0, 18), &z).unwrap();
+        let x = ode::solve(&d, Solver::Heun, &ode::sampling_grid(0.002, 80.0, 18), &z).unwrap();
         assert_eq!(calls.get(), 35);
         let pts: Vec<[f64; 2]> = x.to_vec2::<f32>().unwrap().iter().map(|p| [p[0] as f64, p[1] as f64]).collect();
         let c = crate::metrics::toy::mode_coverage(&pts, &[[0.0, 0.5], [0.0, -0.5]], 0.1);

@@ -6,14 +6,7 @@ use ctpipe_e2e::{run, Run, Sandbox};
 const EXE: &str = env!("CARGO_BIN_EXE_train-ct");
 
 fn train(sb: &Sandbox, inputs: &[(&str, &str)], sets: &[&str]) -> Run {
-    let mut c = sb.cmd(EXE);
-    for (r, k) in inputs {
-        c.args(["--input", &format!("{r}={k}")]);
-    }
-    for s in sets {
-        c.args(["--set", s]);
-    }
-    run(&mut c)
+    ctpipe_e2e::run_stage(sb, EXE, inputs, sets)
 }
 
 const TOY: &[&str] = &["network=mlp-toy", "steps=60", "batch=32", "checkpoint_every=30", "grid=4", "log_every=1000"];

@@ -8,7 +8,7 @@
 use crate::data::schema::{SampleKind, Split};
 use crate::error::usage;
 use crate::features::classifier::{self, ClassifierConfig, TrainSettings};
-use crate::features::weights::WeightsSource;
+use crate::features::weights::{WeightsSource, INCEPTION};
 use crate::features::{self, Encoder, EncoderSpec};
 use crate::metrics::frechet::frechet_distance;
 use crate::metrics::stats::FeatureStats;
@@ -72,7 +72,7 @@ impl PrecomputeConfig {
     pub fn validate(&self) -> Result<()> {
         match self.encoder.as_str() {
             "auto" | "identity" | "classifier" => {}
-            "inception" => self.weights_source().check()?,
+            "inception" => self.weights_source().check(&INCEPTION)?,
             o => return Err(usage(format!("field `encoder`: `{o}` (expected auto, identity, classifier or inception)"))),
         }
         if !matches!(self.split.as_str(), "train" | "test") {
@@ -137,7 +137,7 @@ fn make_encoder(cfg: &PrecomputeConfig, kind: SampleKind, train: &Split, test: &
         }
         "inception" => {
             let src = cfg.weights_source();
-            let enc = features::inception::FidInception::load(&src.resolve()?, device)?;
+            let enc = features::inception::FidInception::load(&src.resolve(&INCEPTION)?, device)?;
             (EncoderSpec::Inception { weights: src }, Box::new(enc))
         }
         o => return Err(usage(format!("field `encoder`: `{o}`"))),

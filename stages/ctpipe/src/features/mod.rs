@@ -85,7 +85,7 @@ pub fn build(spec: &EncoderSpec, art: Option<&Artifact>, device: &Device) -> Res
             let tensors = crate::model::load_tensors(&art.file("encoder.safetensors")?, device)?;
             Box::new(classifier::Classifier::from_tensors(config, tensors, device)?)
         }
-        EncoderSpec::Inception { weights } => Box::new(inception::FidInception::load(&weights.resolve()?, device)?),
+        EncoderSpec::Inception { weights } => Box::new(inception::FidInception::load(&weights.resolve(&weights::INCEPTION)?, device)?),
     })
 }
 

@@ -1,6 +1,7 @@
-//! Where pretrained encoder weights come from: a local safetensors file or a file of a Hub
-//! model repo (through hf-hub's cache), always checked against an expected sha256 — features
-//! from the wrong weights would give plausible-looking but incomparable numbers.
+//! Where pretrained weights come from (the FID encoder, an imported distillation teacher): a
+//! local safetensors file or a file of a Hub model repo (through hf-hub's cache), always
+//! checked against an expected sha256 — features or targets from the wrong weights would give
+//! plausible-looking but incomparable numbers.
 
 use crate::error::{bad_input, usage, TagContext};
 use anyhow::Result;
@@ -11,6 +12,18 @@ use std::path::{Path, PathBuf};
 
 /// How to obtain the FID Inception weights (docs/fid.md explains the conversion).
 pub const HOW_TO_GET: &str = "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth with tests/parity/convert_fid_inception.py (see docs/fid.md) and set inception_weights = <file> (or inception_repo + inception_file) and inception_sha256";
+
+/// What a weights file is for, for error messages: its config fields are `<field>_weights`,
+/// `<field>_repo`, `<field>_file`, `<field>_sha256`.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightsRole {
+    pub what: &'static str,
+    pub field: &'static str,
+    pub how_to_get: &'static str,
+}
+
+/// The FID Inception-v3 weights.
+pub const INCEPTION: WeightsRole = WeightsRole { what: "inception weights", field: "inception", how_to_get: HOW_TO_GET };
 
 /// A weights file: a path, or (repo, file, revision) on the Hub; with its expected sha256.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,26 +37,27 @@ pub struct WeightsSource {
 
 impl WeightsSource {
     /// Check the description is complete (before any work).
-    pub fn check(&self) -> Result<()> {
+    pub fn check(&self, role: &WeightsRole) -> Result<()> {
+        let WeightsRole { what, field, how_to_get } = role;
         match (&self.path, &self.repo) {
-            (None, None) => return Err(usage(format!("the inception encoder needs weights: {HOW_TO_GET}"))),
-            (Some(_), Some(_)) => return Err(usage("set either inception_weights or inception_repo, not both")),
-            (None, Some(_)) if self.file.is_none() => return Err(usage("field `inception_file`: required with inception_repo")),
+            (None, None) => return Err(usage(format!("{what} needed: {how_to_get}"))),
+            (Some(_), Some(_)) => return Err(usage(format!("set either {field}_weights or {field}_repo, not both"))),
+            (None, Some(_)) if self.file.is_none() => return Err(usage(format!("field `{field}_file`: required with {field}_repo"))),
             _ => {}
         }
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(usage(format!("field `inception_sha256`: expected 64 hex digits, got `{}` ({HOW_TO_GET})", self.sha256)));
+            return Err(usage(format!("field `{field}_sha256`: expected 64 hex digits, got `{}` ({how_to_get})", self.sha256)));
         }
         Ok(())
     }
 
     /// The local, verified file.
-    pub fn resolve(&self) -> Result<PathBuf> {
-        self.check()?;
+    pub fn resolve(&self, role: &WeightsRole) -> Result<PathBuf> {
+        self.check(role)?;
         let path = match (&self.path, &self.repo, &self.file) {
             (Some(p), _, _) => {
                 if !p.is_file() {
-                    return Err(bad_input(format!("{}: inception weights not found ({HOW_TO_GET})", p.display())));
+                    return Err(bad_input(format!("{}: {} not found ({})", p.display(), role.what, role.how_to_get)));
                 }
                 p.clone()
             }
@@ -52,7 +66,7 @@ impl WeightsSource {
         };
         let got = sha256_file(&path)?;
         if !got.eq_ignore_ascii_case(&self.sha256) {
-            return Err(bad_input(format!("{}: sha256 {got}, expected {} (wrong or corrupted weights file)", path.display(), self.sha256)));
+            return Err(bad_input(format!("{}: sha256 {got}, expected {} (wrong or corrupted {})", path.display(), self.sha256, role.what)));
         }
         Ok(path)
     }
@@ -103,12 +117,12 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         // sha256("abc"), computed independently (FIPS 180-2 example).
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        assert_eq!(src(Some(p.clone()), abc).resolve().unwrap(), p);
-        let wrong = src(Some(p), &"0".repeat(64)).resolve().unwrap_err().to_string();
+        assert_eq!(src(Some(p.clone()), abc).resolve(&INCEPTION).unwrap(), p);
+        let wrong = src(Some(p), &"0".repeat(64)).resolve(&INCEPTION).unwrap_err().to_string();
         assert!(wrong.contains("sha256 ba7816bf") && wrong.contains("expected 0000"), "{wrong}");
-        let none = src(None, abc).check().unwrap_err().to_string();
+        let none = src(None, abc).check(&INCEPTION).unwrap_err().to_string();
         assert!(none.contains("convert_fid_inception.py"), "{none}");
-        let short = src(Some(dir.path().join("x")), "12").check().unwrap_err().to_string();
+        let short = src(Some(dir.path().join("x")), "12").check(&INCEPTION).unwrap_err().to_string();
         assert!(short.contains("inception_sha256"), "{short}");
     }
 
@@ -134,8 +148,8 @@ mod tests {
             revision: "main".into(),
             sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
         };
-        assert_eq!(s.resolve().unwrap(), snap.join("inception.safetensors"));
+        assert_eq!(s.resolve(&INCEPTION).unwrap(), snap.join("inception.safetensors"));
         let missing = WeightsSource { file: Some("other.safetensors".into()), ..s };
-        assert!(missing.resolve().unwrap_err().to_string().contains("not in the local cache"));
+        assert!(missing.resolve(&INCEPTION).unwrap_err().to_string().contains("not in the local cache"));
     }
 }

@@ -3,15 +3,18 @@
 //! Per step (iCT/ECT/GC/VCT reference code, methods.md §4–§8, §14):
 //! 1. the schedule draws (σ_hi, σ_lo, weight) per sample;
 //! 2. the coupling picks the endpoint x̃ and noise z (one draw, shared by both points);
-//! 3. student f_θ(x̃ ⊕ σ_hi z, σ_hi) with recorded dropout masks; teacher f_θ(x̃ ⊕ σ_lo z, σ_lo)
-//!    with the same masks, no gradient, NaN and ±inf cleaned; where σ_lo = 0 (ECT's boundary)
-//!    the teacher is x̃ itself; SCT adds its variance-reduction correction to the teacher point;
+//! 3. student f_θ(x̃ ⊕ σ_hi z, σ_hi) with recorded dropout masks; teacher f_θ⁻(x_lo, σ_lo) with
+//!    the same masks, no gradient, NaN and ±inf cleaned, where θ⁻ is θ or its μ-EMA and x_lo is
+//!    x̃ ⊕ σ_lo z (consistency training), that plus SCT's variance-reduction correction, or CD's
+//!    teacher ODE step from the student's point; where σ_lo = 0 (ECT's boundary) the teacher is
+//!    x̃ itself;
 //! 4. loss = weight·d(student, teacher) (+ β_eff·KL for VC), one value per sample.
 
 use super::distance::Distance;
 use super::sct::{self, References};
 use super::{LossOutput, Method, Progress, StepCtx};
 use crate::coupling::Coupling;
+use crate::ode::{self, Solver};
 use crate::nn::dropout::Dropout;
 use crate::nn::ops::{nan_to_num, select_rows};
 use crate::precond::{per_sample, Phase, Precond};
@@ -83,6 +86,8 @@ pub enum Target {
     Standard,
     /// SCT's variance-reduced target.
     Stable(References),
+    /// CD: one ODE step of the teacher (`StepCtx::teacher`) from the student's point.
+    Ode(Solver),
 }
 
 pub struct ConsistencyLoss {
@@ -94,6 +99,27 @@ pub struct ConsistencyLoss {
     pub precond: Precond,
     /// VCT's β (0 without VC); multiplied by the schedule's top weight.
     pub kl_beta: f64,
+}
+
+impl ConsistencyLoss {
+    /// The point the target network is evaluated at (no gradient), σ_lo per sample.
+    pub fn target_point(&self, ctx: &StepCtx, x_hi: &Tensor, endpoint: &Tensor, noise: &Tensor, pairs: &Pairs) -> Result<Tensor> {
+        let stable = match self.target {
+            Target::Ode(solver) => {
+                let teacher = ctx.teacher.ok_or_else(|| candle_core::Error::Msg("consistency distillation needs a teacher".into()))?;
+                return ode::step(teacher, solver, &x_hi.detach(), &pairs.hi, &pairs.lo);
+            }
+            Target::Stable(refs) => Some(refs),
+            Target::Standard => None,
+        };
+        let mut x_lo = self.kernel.noisy(&endpoint.detach(), &noise.detach(), &pairs.lo)?;
+        if let Some(refs) = stable {
+            let delta = sct::correction(&x_hi.detach(), &endpoint.detach(), &pairs.hi, refs)?;
+            let gain: Vec<f64> = pairs.hi.iter().zip(&pairs.lo).map(|(t, r)| 1.0 - r / t).collect();
+            x_lo = x_lo.add(&delta.broadcast_mul(&per_sample(&gain, &delta)?)?)?;
+        }
+        Ok(x_lo)
+    }
 }
 
 impl Method for ConsistencyLoss {
@@ -114,17 +140,12 @@ impl Method for ConsistencyLoss {
         let teacher = if at_boundary.iter().all(|&b| b) {
             endpoint.detach()
         } else {
-            let noise = coupled.noise.detach();
-            let mut x_lo = self.kernel.noisy(&endpoint.detach(), &noise, &pairs.lo)?;
-            if let Target::Stable(refs) = self.target {
-                let delta = sct::correction(&x_hi.detach(), &endpoint.detach(), &pairs.hi, refs)?;
-                let gain: Vec<f64> = pairs.hi.iter().zip(&pairs.lo).map(|(t, r)| 1.0 - r / t).collect();
-                x_lo = x_lo.add(&delta.broadcast_mul(&per_sample(&gain, &delta)?)?)?;
-            }
+            let x_lo = self.target_point(ctx, &x_hi, endpoint, &coupled.noise, &pairs)?;
             // σ = 0 would give ln 0 in c_noise; those samples take the endpoint below anyway.
             let lo: Vec<f64> = pairs.lo.iter().map(|&s| if s > 0.0 { s } else { self.schedule.sigma_min() }).collect();
             drop.replay();
-            let t = nan_to_num(&self.precond.apply(ctx.net, &x_lo, &lo, Phase::Train, &mut drop)?.detach())?;
+            let target_net = ctx.target.unwrap_or(ctx.net);
+            let t = nan_to_num(&self.precond.apply(target_net, &x_lo, &lo, Phase::Train, &mut drop)?.detach())?;
             if at_boundary.iter().any(|&b| b) {
                 select_rows(&at_boundary, &endpoint.detach(), &t)?
             } else {

@@ -5,12 +5,14 @@
 //!   discrete curriculum ([`ict`]) or ECT's continuous mapping r(t) ([`ect`]);
 //! - a **coupling** that pairs each clean sample with its noise — independent, generator-induced
 //!   ([`crate::coupling::gc`]) or learned variational ([`crate::coupling::vc`]);
-//! - a **target**: the standard one, or SCT's variance-reduced one ([`sct`]).
+//! - a **target**: the standard one, SCT's variance-reduced one ([`sct`]), or a teacher's ODE
+//!   step on CD's fixed grid ([`cd`]).
 //!
 //! [`consistency`] composes them; [`edm`] is plain denoising (pre-training, teachers). The
 //! training loop only sees the [`Method`] trait. Every random draw comes from a stream keyed by
 //! (seed, purpose, step), passed in through [`StepCtx`].
 
+pub mod cd;
 pub mod consistency;
 pub mod distance;
 pub mod ect;
@@ -20,6 +22,7 @@ pub mod sct;
 pub mod spec;
 
 use crate::nn::Network;
+use crate::ode::Denoiser;
 use crate::precond::Precond;
 use candle_core::{Result, Tensor};
 
@@ -40,6 +43,11 @@ pub struct StepCtx<'a> {
     pub ema: &'a Network,
     /// VCT's encoder (trained jointly) and its EMA (for sampling).
     pub encoder: Option<&'a Network>,
+    /// The network that computes the target, without gradient: an EMA of `net` with rate μ
+    /// (`target_ema`); `None`: `net` itself (μ = 0, iCT and CD on CIFAR-10).
+    pub target: Option<&'a Network>,
+    /// CD's teacher, whose ODE step gives the target point.
+    pub teacher: Option<&'a dyn Denoiser>,
 }
 
 /// A method's result for one batch.

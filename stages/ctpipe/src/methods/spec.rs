@@ -1,6 +1,7 @@
 //! From the flat `train-ct` config to a method: which schedule, coupling and target, their
 //! paper defaults, and the checks that they compose (a usage error naming the field otherwise).
 
+use super::cd::CdSchedule;
 use super::consistency::{ConsistencyLoss, Kernel, PairSchedule, Target};
 use super::distance::Distance;
 use super::ect::EctSchedule;
@@ -12,6 +13,7 @@ use crate::error::usage;
 use crate::precond::{Precond, PrecondKind};
 use crate::schedule::pseudo_huber_c;
 use crate::train::config::TrainConfig;
+use crate::train::distill::DistillConfig;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +42,7 @@ pub struct Resolved {
     /// "small"/"big" when the method trains a VCT encoder.
     pub encoder: Option<String>,
     pub kernel: KernelSpec,
-    /// The schedule family: "edm", "ict" or "ect".
+    /// The schedule family: "edm", "ict", "ect" or "cd".
     pub schedule: &'static str,
     /// Gradient-norm clip after method defaults.
     pub grad_clip: Option<f64>,
@@ -135,22 +137,7 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
             sigma_data: cfg.sigma_data,
         })
     };
-    let distance = match cfg.distance.as_str() {
-        "pseudo-huber" => {
-            let c = cfg.huber_c.unwrap_or(if ect_like { 0.0 } else { pseudo_huber_c(values_per_sample) });
-            if c < 0.0 {
-                return Err(usage(format!("field `huber_c`: {c} must be ≥ 0")));
-            }
-            Distance::PseudoHuber { c }
-        }
-        "l2-squared" => {
-            if cfg.huber_c.is_some() {
-                return Err(usage("field `huber_c` applies to distance = \"pseudo-huber\" only"));
-            }
-            Distance::L2Squared
-        }
-        d => return Err(usage(format!("field `distance`: `{d}` (expected pseudo-huber or l2-squared)"))),
-    };
+    let distance = parse_distance(&cfg.distance, cfg.huber_c, if ect_like { 0.0 } else { pseudo_huber_c(values_per_sample) })?;
     if !(0.0..=1.0).contains(&cfg.gc_keep) || cfg.gc_keep_end.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
         return Err(usage("fields `gc_keep`/`gc_keep_end`: probabilities in [0, 1]"));
     }
@@ -177,6 +164,61 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
         schedule: if ect_like { "ect" } else { "ict" },
         grad_clip,
     })
+}
+
+/// Consistency distillation (methods.md §3): CD's fixed Karras grid, the teacher's ODE step as
+/// the target point, the consistency preconditioning with σ_min = 0.002.
+pub fn resolve_cd(cfg: &DistillConfig, values_per_sample: usize) -> Result<Resolved> {
+    if cfg.cd_levels < 2 {
+        return Err(usage(format!("field `cd_levels`: {} (expected at least 2 levels)", cfg.cd_levels)));
+    }
+    if !(0.0..1.0).contains(&cfg.target_ema) {
+        return Err(usage(format!("field `target_ema`: {} (expected μ in [0, 1))", cfg.target_ema)));
+    }
+    let sigma_min = cfg.sigma_min.unwrap_or(0.002);
+    check_positive("sigma_min", sigma_min)?;
+    check_positive("sigma_data", cfg.sigma_data)?;
+    if cfg.sigma_max <= sigma_min {
+        return Err(usage(format!("field `sigma_max`: {} must exceed sigma_min {sigma_min}", cfg.sigma_max)));
+    }
+    let precond = Precond { kind: PrecondKind::Cm, sigma_data: cfg.sigma_data, sigma_min, t_max: cfg.sigma_max };
+    let schedule = CdSchedule::new(cfg.cd_levels as usize, sigma_min, cfg.sigma_max, cfg.rho, cfg.weighting, cfg.sigma_data);
+    let distance = parse_distance(&cfg.distance, cfg.huber_c, pseudo_huber_c(values_per_sample))?;
+    Ok(Resolved {
+        method: Box::new(ConsistencyLoss {
+            schedule: Box::new(schedule),
+            coupling: Box::new(Independent),
+            target: Target::Ode(cfg.cd_solver),
+            distance,
+            kernel: Kernel::Ve,
+            precond,
+            kl_beta: 0.0,
+        }),
+        encoder: None,
+        kernel: KernelSpec::Ve,
+        schedule: "cd",
+        grad_clip: cfg.grad_clip,
+    })
+}
+
+/// The `distance` field (with `huber_c`; `default_c` where it is unset).
+fn parse_distance(name: &str, huber_c: Option<f64>, default_c: f64) -> Result<Distance> {
+    match name {
+        "pseudo-huber" => {
+            let c = huber_c.unwrap_or(default_c);
+            if c < 0.0 {
+                return Err(usage(format!("field `huber_c`: {c} must be ≥ 0")));
+            }
+            Ok(Distance::PseudoHuber { c })
+        }
+        "l2-squared" => {
+            if huber_c.is_some() {
+                return Err(usage("field `huber_c` applies to distance = \"pseudo-huber\" only"));
+            }
+            Ok(Distance::L2Squared)
+        }
+        d => Err(usage(format!("field `distance`: `{d}` (expected pseudo-huber or l2-squared)"))),
+    }
 }
 
 fn check_positive(field: &str, v: f64) -> Result<()> {

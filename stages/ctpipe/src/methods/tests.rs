@@ -22,7 +22,7 @@ fn batch() -> Tensor {
 }
 
 fn losses(m: &dyn Method, w: &Weights, ema: &Weights, step: u64) -> Vec<f32> {
-    let ctx = StepCtx { seed: 3, progress: Progress { step, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None };
+    let ctx = StepCtx { seed: 3, progress: Progress { step, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None };
     m.loss(&ctx, &batch()).unwrap().per_sample.to_vec1().unwrap()
 }
 
@@ -105,7 +105,7 @@ fn ect_boundary_replaces_the_teacher_by_the_clean_sample() {
     // Stage 0 (steps < stage_steps) and every t below ≈ 1.95 gives r = 0: the target is x.
     let (w, ema) = (net(0.0), net(0.0));
     let m = ect(None);
-    let ctx = StepCtx { seed: 3, progress: Progress { step: 0, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None };
+    let ctx = StepCtx { seed: 3, progress: Progress { step: 0, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None };
     let x0 = batch();
     let mut rng = crate::rng::stream(3, "sigma", 0);
     let pairs = m.schedule.draw(64, ctx.progress, &mut rng);

@@ -27,6 +27,19 @@ pub enum NetworkConfig {
     Mlp(MlpConfig),
 }
 
+impl NetworkConfig {
+    /// The same architecture with another dropout probability (same parameters, so weights
+    /// move between the two: a teacher trained with dropout, its student without).
+    pub fn with_dropout(&self, p: f64) -> NetworkConfig {
+        let mut c = self.clone();
+        match &mut c {
+            NetworkConfig::Unet(u) => u.dropout = p,
+            NetworkConfig::Mlp(m) => m.dropout = p,
+        }
+        c
+    }
+}
+
 /// A built network.
 pub enum Network {
     Unet(SongUnet),

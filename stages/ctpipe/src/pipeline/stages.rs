@@ -49,6 +49,15 @@ pub const STAGES: &[StageSpec] = &[
         group_by: Some("method"),
     },
     StageSpec {
+        name: "distill",
+        about: "distil a consistency model from an EDM teacher (consistency distillation, Heun or Euler teacher steps)",
+        inputs: &[
+            InputRole { name: "data", arity: Arity::One, from: &["fetch-data"] },
+            InputRole { name: "teacher", arity: Arity::Optional, from: &["train-ct"] },
+        ],
+        group_by: None,
+    },
+    StageSpec {
         name: "precompute-encoder",
         about: "feature encoder (FID Inception-v3, in-domain classifier, identity) and reference statistics of a dataset",
         inputs: &[InputRole { name: "data", arity: Arity::One, from: &["fetch-data"] }],

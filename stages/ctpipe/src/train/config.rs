@@ -1,11 +1,87 @@
 //! `train-ct` settings: one flat table (a pipeline node, or `--set`), paper defaults where a
 //! method has one. Fields marked "default: by method" are resolved in `methods/spec.rs`.
+//!
+//! The fields every training stage shares (network, noise range, the loop: steps, optimiser,
+//! EMA, checkpoints, pictures) are declared once, in [`training_config!`]; `train-ct`'s
+//! [`TrainConfig`] and `distill`'s config add their own fields to them.
 
 use crate::methods::distance::Weighting;
 use crate::methods::sct::References;
 use crate::schedule::EctMapping;
 
-crate::config_struct! {
+/// Declare a training stage's config: its own fields, then the shared ones below (network,
+/// noise range, loop, EMA, checkpoints, pictures). Used like [`crate::config_struct!`].
+#[macro_export]
+macro_rules! training_config {
+    ($(#[$meta:meta])* pub struct $name:ident { $($own:tt)* }) => {
+        $crate::config_struct! {
+            $(#[$meta])*
+            pub struct $name {
+                $($own)*
+                /// Network preset: mlp-toy, tiny, fmnist, cifar-ddpmpp, cifar-gc.
+                pub network: String = "tiny".into(),
+                /// Dropout probability (default: the preset's: 0 for tiny and mlp-toy, 0.3 fmnist,
+                /// 0.13 cifar-ddpmpp, 0 cifar-gc).
+                pub dropout: Option<f64> = None,
+                /// Optimiser steps.
+                pub steps: u64 = 1000,
+                /// Batch size.
+                pub batch: u64 = 128,
+                /// Seed of every random draw: initial weights, data order, noise, dropout, sampling.
+                pub seed: u64 = 0,
+                /// Train on the first N rows of the training split only (default: all).
+                pub limit: Option<u64> = None,
+                /// Random horizontal flips of training images.
+                pub x_flip: bool = false,
+                /// Smallest noise level (default: 0.002 for edm and the iCT schedule, 0.003 for ECT/SCT).
+                pub sigma_min: Option<f64> = None,
+                /// Largest noise level; 1-step sampling starts here.
+                pub sigma_max: f64 = 80.0,
+                /// Standard deviation of the data (σd; 0.5 for data in [-1, 1]).
+                pub sigma_data: f64 = 0.5,
+                /// ρ of the Karras grid.
+                pub rho: f64 = 7.0,
+                /// Optimiser: adam, radam or lion.
+                pub optimizer: String = "radam".into(),
+                /// Learning rate.
+                pub lr: f64 = 1e-4,
+                /// β1 of adam/radam/lion.
+                pub beta1: f64 = 0.9,
+                /// β2 of adam/radam (0.999) and lion (use 0.99).
+                pub beta2: f64 = 0.999,
+                /// ε of adam/radam.
+                pub eps: f64 = 1e-8,
+                /// Decoupled weight decay.
+                pub weight_decay: f64 = 0.0,
+                /// Linear learning-rate warm-up over this many steps.
+                pub lr_warmup: u64 = 0,
+                /// Inverse-square-root decay: lr / √max(step / lr_decay, 1) (EDM2/ECT ImageNet);
+                /// unset: constant.
+                pub lr_decay: Option<u64> = None,
+                /// Clip the gradient's global norm (default: 200 for vct, none otherwise).
+                pub grad_clip: Option<f64> = None,
+                /// EMA decay per step (default 0.9999 unless ema_halflife_kimg is set).
+                pub ema_beta: Option<f64> = None,
+                /// EMA half-life in thousands of images (EDM: 500).
+                pub ema_halflife_kimg: Option<f64> = None,
+                /// EDM's EMA ramp-up: half-life at most this fraction of the images seen (EDM: 0.05).
+                pub ema_rampup: Option<f64> = None,
+                /// Write a checkpoint every this many steps (and at the end).
+                pub checkpoint_every: u64 = 1000,
+                /// Keep the EMA weights of every checkpoint in the artifact (snapshots/).
+                pub keep_snapshots: bool = false,
+                /// Log a plain progress line every this many steps.
+                pub log_every: u64 = 100,
+                /// Samples in the sample grids.
+                pub grid: u64 = 64,
+                /// Intermediate noise level of 2-step sampling.
+                pub sigma_mid: f64 = 0.821,
+            }
+        }
+    };
+}
+
+crate::training_config! {
     /// Settings of `train-ct`.
     pub struct TrainConfig {
         /// Method: edm (denoising pre-training), ict, ect, sct, gc (generator-induced coupling),
@@ -13,29 +89,6 @@ crate::config_struct! {
         pub method: String = "ict".into(),
         /// gc, vct: the schedule the coupling runs on: ict (default), ect, or sct (gc only).
         pub schedule: Option<String> = None,
-        /// Network preset: mlp-toy, tiny, fmnist, cifar-ddpmpp, cifar-gc.
-        pub network: String = "tiny".into(),
-        /// Dropout probability (default: the preset's: 0 for tiny and mlp-toy, 0.3 fmnist,
-        /// 0.13 cifar-ddpmpp, 0 cifar-gc).
-        pub dropout: Option<f64> = None,
-        /// Optimiser steps.
-        pub steps: u64 = 1000,
-        /// Batch size.
-        pub batch: u64 = 128,
-        /// Seed of every random draw: initial weights, data order, noise, dropout, sampling.
-        pub seed: u64 = 0,
-        /// Train on the first N rows of the training split only (default: all).
-        pub limit: Option<u64> = None,
-        /// Random horizontal flips of training images.
-        pub x_flip: bool = false,
-        /// Smallest noise level (default: 0.002 for edm and the iCT schedule, 0.003 for ECT/SCT).
-        pub sigma_min: Option<f64> = None,
-        /// Largest noise level; 1-step sampling starts here.
-        pub sigma_max: f64 = 80.0,
-        /// Standard deviation of the data (σd; 0.5 for data in [-1, 1]).
-        pub sigma_data: f64 = 0.5,
-        /// ρ of the Karras grid.
-        pub rho: f64 = 7.0,
         /// Mean of ln σ (default: −1.2 edm, −1.1 consistency methods).
         pub p_mean: Option<f64> = None,
         /// Std of ln σ (default: 1.2 edm, 2.0 consistency methods).
@@ -73,40 +126,5 @@ crate::config_struct! {
         pub vct_encoder: String = "small".into(),
         /// SCT: reference set of the variance-reduced target: batch, or own (= ECT).
         pub sct_references: References = References::Batch,
-        /// Optimiser: adam, radam or lion.
-        pub optimizer: String = "radam".into(),
-        /// Learning rate.
-        pub lr: f64 = 1e-4,
-        /// β1 of adam/radam/lion.
-        pub beta1: f64 = 0.9,
-        /// β2 of adam/radam (0.999) and lion (use 0.99).
-        pub beta2: f64 = 0.999,
-        /// ε of adam/radam.
-        pub eps: f64 = 1e-8,
-        /// Decoupled weight decay.
-        pub weight_decay: f64 = 0.0,
-        /// Linear learning-rate warm-up over this many steps.
-        pub lr_warmup: u64 = 0,
-        /// Inverse-square-root decay: lr / √max(step / lr_decay, 1) (EDM2/ECT ImageNet);
-        /// unset: constant.
-        pub lr_decay: Option<u64> = None,
-        /// Clip the gradient's global norm (default: 200 for vct, none otherwise).
-        pub grad_clip: Option<f64> = None,
-        /// EMA decay per step (default 0.9999 unless ema_halflife_kimg is set).
-        pub ema_beta: Option<f64> = None,
-        /// EMA half-life in thousands of images (EDM: 500).
-        pub ema_halflife_kimg: Option<f64> = None,
-        /// EDM's EMA ramp-up: half-life at most this fraction of the images seen (EDM: 0.05).
-        pub ema_rampup: Option<f64> = None,
-        /// Write a checkpoint every this many steps (and at the end).
-        pub checkpoint_every: u64 = 1000,
-        /// Keep the EMA weights of every checkpoint in the artifact (snapshots/).
-        pub keep_snapshots: bool = false,
-        /// Log a plain progress line every this many steps.
-        pub log_every: u64 = 100,
-        /// Samples in the sample grids.
-        pub grid: u64 = 64,
-        /// Intermediate noise level of 2-step sampling.
-        pub sigma_mid: f64 = 0.821,
     }
 }

@@ -12,17 +12,21 @@ use super::signals::StopFlag;
 use crate::error::interrupted;
 use crate::methods::{Method, Progress, StepCtx};
 use crate::model::Weights;
+use crate::ode::Denoiser;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
-/// What is trained: the network, its EMA, and VCT's encoder with its EMA.
+/// What is trained: the network, its EMA, VCT's encoder with its EMA, the μ-EMA target
+/// network when `target_ema` > 0, and CD's teacher (fixed, so never checkpointed).
 pub struct TrainState {
     pub net: Weights,
     pub ema: Weights,
     pub encoder: Option<(Weights, Weights)>,
+    pub target: Option<Weights>,
+    pub teacher: Option<Box<dyn Denoiser>>,
 }
 
 impl TrainState {
@@ -37,9 +41,9 @@ impl TrainState {
 
     /// (EMA, online) parameter pairs.
     fn ema_pairs(&self) -> Vec<(Var, Var)> {
-        let mut pairs: Vec<(Var, Var)> = self.ema.params.vars().into_iter().zip(self.net.params.vars()).map(|((_, e), (_, o))| (e, o)).collect();
+        let mut pairs = averaged_pairs(&self.ema, &self.net);
         if let Some((enc, enc_ema)) = &self.encoder {
-            pairs.extend(enc_ema.params.vars().into_iter().zip(enc.params.vars()).map(|((_, e), (_, o))| (e, o)));
+            pairs.extend(averaged_pairs(enc_ema, enc));
         }
         pairs
     }
@@ -53,6 +57,9 @@ impl TrainState {
         if let Some((e, ee)) = &self.encoder {
             add("encoder", e);
             add("encoder_ema", ee);
+        }
+        if let Some(t) = &self.target {
+            add("target", t);
         }
         out.extend(opt.state()?.into_iter().map(|(n, t)| (format!("opt/{n}"), t)));
         Ok(out)
@@ -69,8 +76,16 @@ impl TrainState {
             e.params.assign_from(&part("encoder"))?;
             ee.params.assign_from(&part("encoder_ema"))?;
         }
+        if let Some(t) = &self.target {
+            t.params.assign_from(&part("target"))?;
+        }
         opt.load_state(ckpt.meta.optimizer_t, &part("opt"))
     }
+}
+
+/// (averaged, online) pairs of two copies of one network.
+fn averaged_pairs(averaged: &Weights, online: &Weights) -> Vec<(Var, Var)> {
+    averaged.params.vars().into_iter().zip(online.params.vars()).map(|((_, a), (_, o))| (a, o)).collect()
 }
 
 /// Everything the loop needs besides the state.
@@ -79,6 +94,8 @@ pub struct Fit<'a> {
     pub method: &'a dyn Method,
     pub data: &'a TrainData,
     pub grad_clip: Option<f64>,
+    /// EMA rate μ of the state's target network, if it has one.
+    pub target_ema: f64,
     pub device: Device,
     pub work_dir: &'a Path,
     pub stop: &'a StopFlag,
@@ -135,6 +152,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         on_checkpoint(step, state)?;
     }
     let ema_pairs = state.ema_pairs();
+    let target_pairs = state.target.as_ref().map(|t| averaged_pairs(t, &state.net)).unwrap_or_default();
     let encoder = state.encoder.as_ref().map(|(e, _)| &e.net);
     let batch = cfg.batch as usize;
     let mut progress = crate::progress::Progress::new(&f.label, cfg.steps);
@@ -160,6 +178,8 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             net: &state.net.net,
             ema: &state.ema.net,
             encoder,
+            target: state.target.as_ref().map(|t| &t.net),
+            teacher: state.teacher.as_deref(),
         };
         let out = f.method.loss(&ctx, &x0)?;
         let loss = out.per_sample.mean_all()?;
@@ -169,6 +189,9 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         let lr = lr_at(cfg, step);
         let grad_norm = opt.step(&params, &g, lr, f.grad_clip)?;
         optim::ema_update(&ema_pairs, ema_beta_at(cfg, step))?;
+        if !target_pairs.is_empty() {
+            optim::ema_update(&target_pairs, f.target_ema)?;
+        }
         step += 1;
 
         let loss_v = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;

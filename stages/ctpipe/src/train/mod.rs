@@ -1,15 +1,19 @@
 //! `train-ct`'s work: load the dataset, build the method and the networks (fresh or from an
 //! init model), run the loop with checkpoints, and write the model artifact's files.
+//! `distill` ([`distill`]) prepares its method, teacher and student differently and then runs
+//! the same [`run`].
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod fit;
 pub mod metrics;
 pub mod optim;
 pub mod signals;
+pub mod teacher;
 
-use crate::data::schema::SampleKind;
+use crate::data::schema::{DatasetInfo, SampleKind};
 use crate::error::{bad_input, usage};
 use crate::methods::spec::{self, Resolved};
 use crate::model::{self, ModelSpec, Weights, MODEL_FORMAT};
@@ -32,6 +36,13 @@ pub struct RunDirs<'a> {
 
 /// Check the config without touching data (stage validation).
 pub fn validate(cfg: &TrainConfig) -> Result<()> {
+    validate_loop(cfg)?;
+    // Resolve with a nominal size: catches method/schedule/coupling combinations early.
+    spec::resolve(cfg, 2).map(|_| ())
+}
+
+/// Checks of the fields every training stage shares.
+pub fn validate_loop(cfg: &TrainConfig) -> Result<()> {
     if cfg.steps == 0 || cfg.batch == 0 {
         return Err(usage("fields `steps` and `batch` must be positive"));
     }
@@ -52,17 +63,37 @@ pub fn validate(cfg: &TrainConfig) -> Result<()> {
         return Err(usage(format!("field `network`: unknown preset `{}` (presets: {names})", cfg.network)));
     }
     optim::OptimConfig::parse(&cfg.optimizer, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)?;
-    // Resolve with a nominal size: catches method/schedule/coupling combinations early.
-    spec::resolve(cfg, 2).map(|_| ())
+    Ok(())
+}
+
+/// The training split of a dataset artifact.
+fn load_data(data: &Artifact, limit: Option<u64>) -> Result<(DatasetInfo, data::TrainData)> {
+    let (info, split) = crate::data::read_dataset_split(&data.dir, "train")?;
+    let set = data::TrainData::new(info.kind, split, limit)?;
+    Ok((info, set))
+}
+
+/// A training run of either stage, once the method, the networks and the data are settled.
+pub struct Job<'a> {
+    /// The stage, for logs.
+    pub stage: &'static str,
+    pub cfg: &'a TrainConfig,
+    pub resolved: Resolved,
+    pub data: &'a data::TrainData,
+    pub info: &'a DatasetInfo,
+    pub net_cfg: NetworkConfig,
+    pub enc_cfg: Option<NetworkConfig>,
+    pub state: TrainState,
+    /// EMA rate of `state.target` (unused without one).
+    pub target_ema: f64,
 }
 
 /// Train a consistency model (or an EDM denoiser) and write the model artifact's files.
 pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<Value> {
-    let (info, split) = crate::data::read_dataset_split(&data.dir, "train")?;
-    let data_set = data::TrainData::new(info.kind, split, cfg.limit)?;
-    let Resolved { method, encoder, kernel, schedule, grad_clip } = spec::resolve(cfg, info.kind.sample_len())?;
+    let (info, data_set) = load_data(data, cfg.limit)?;
+    let resolved = spec::resolve(cfg, info.kind.sample_len())?;
     let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
-    let enc_cfg = encoder.as_deref().map(|size| nn::vct_encoder(&net_cfg, size)).transpose()?;
+    let enc_cfg = resolved.encoder.as_deref().map(|size| nn::vct_encoder(&net_cfg, size)).transpose()?;
 
     let net = match init {
         Some(art) => init_from(art, &net_cfg, device)?,
@@ -77,7 +108,16 @@ pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dir
         }
         None => None,
     };
-    let state = TrainState { net, ema, encoder: encoder_state };
+    let state = TrainState { net, ema, encoder: encoder_state, target: None, teacher: None };
+    let job = Job { stage: "train-ct", cfg, resolved, data: &data_set, info: &info, net_cfg, enc_cfg, state, target_ema: 0.0 };
+    run(job, dirs, stop, device)
+}
+
+/// Run the loop with checkpoints and pictures, then write the model artifact's files; the
+/// metrics summary.
+pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<Value> {
+    let Job { stage, cfg, resolved, data: data_set, info, net_cfg, enc_cfg, state, target_ema } = job;
+    let Resolved { method, kernel, schedule, grad_clip, .. } = resolved;
     let spec = ModelSpec {
         format: MODEL_FORMAT,
         method: cfg.method.clone(),
@@ -93,7 +133,7 @@ pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dir
         parameters: state.net.params.num_params(),
         steps: cfg.steps,
     };
-    let label = format!("train-ct {}", cfg.method);
+    let label = format!("{stage} {}", cfg.method);
     eprintln!(
         "{label}: network {} ({} parameters{}), {} training rows of {}, {} steps of batch {}",
         cfg.network,
@@ -108,7 +148,7 @@ pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dir
     let reference = data_set.first_points(1000);
     let grids = dirs.work.join("grids");
     let snapshots = dirs.work.join("snapshots");
-    let fit = Fit { cfg, method: &*method, data: &data_set, grad_clip, device: device.clone(), work_dir: dirs.work, stop, label };
+    let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, target_ema, device: device.clone(), work_dir: dirs.work, stop, label };
     let mut on_checkpoint = |step: u64, st: &TrainState| -> Result<()> {
         std::fs::create_dir_all(&grids)?;
         for (name, png) in sample_pictures(&spec, cfg, st, &reference, device)? {

@@ -1,0 +1,136 @@
+//! `distill`'s work: consistency distillation (methods.md §3) from an EDM teacher. The student
+//! starts from the teacher's weights and trains through the same loop, checkpoints and
+//! artifact files as `train-ct`; only the method (CD's grid, the teacher's ODE step as the
+//! target point, an optional μ-EMA target network) and the teacher differ.
+
+use super::fit::TrainState;
+use super::teacher::{self, TEACHER};
+use super::{config::TrainConfig, data::TrainData, Job, RunDirs};
+use crate::error::usage;
+use crate::features::weights::WeightsSource;
+use crate::methods::distance::Weighting;
+use crate::methods::spec;
+use crate::model::Weights;
+use crate::nn;
+use crate::ode::{Denoiser, Solver};
+use crate::store::Artifact;
+use crate::train::signals::StopFlag;
+use anyhow::Result;
+use candle_core::Device;
+use serde_json::Value;
+use std::path::PathBuf;
+
+crate::training_config! {
+    /// Settings of `distill`.
+    pub struct DistillConfig {
+        /// Levels N of the Karras grid the teacher steps along (σ_min … σ_max, ρ): 18 on
+        /// CIFAR-10, 40 on ImageNet-64.
+        pub cd_levels: u64 = 18,
+        /// The teacher's ODE solver for each training pair: heun (2 evaluations) or euler.
+        pub cd_solver: Solver = Solver::Heun,
+        /// EMA rate μ of the target network (0: the current weights without gradient, CD on
+        /// CIFAR-10; 0.95 on ImageNet-64).
+        pub target_ema: f64 = 0.0,
+        /// Distance: l2-squared (CD's l2) or pseudo-huber (√(‖·‖² + c²) − c).
+        pub distance: String = "l2-squared".into(),
+        /// Pseudo-Huber c (default: 0.00054·√D).
+        pub huber_c: Option<f64> = None,
+        /// Loss weighting: uniform (CD), inverse-gap (1/Δσ) or karras (1/σd² + 1/σ²).
+        pub weighting: Weighting = Weighting::Uniform,
+        /// Import the teacher from this safetensors file (EDM tensor names, the `network`
+        /// preset) instead of a `teacher` input.
+        pub teacher_weights: Option<PathBuf> = None,
+        /// ... or from this Hub model repo (with teacher_file).
+        pub teacher_repo: Option<String> = None,
+        /// The file in teacher_repo.
+        pub teacher_file: Option<String> = None,
+        /// Revision of teacher_repo.
+        pub teacher_revision: String = "main".into(),
+        /// sha256 of the imported teacher weights (required with teacher_weights/teacher_repo).
+        pub teacher_sha256: Option<String> = None,
+    }
+}
+
+impl DistillConfig {
+    /// The settings the shared training loop reads (its fields of the same names).
+    pub fn train_config(&self) -> Result<TrainConfig> {
+        use crate::config::Describe;
+        let mut all = serde_json::to_value(self)?;
+        let map = all.as_object_mut().expect("a config serialises to an object");
+        let known: Vec<&str> = TrainConfig::fields().iter().map(|f| f.name).collect();
+        map.retain(|k, _| known.contains(&k.as_str()));
+        map.insert("method".into(), Value::from("cd"));
+        Ok(serde_json::from_value(all)?)
+    }
+
+    /// Imported teacher weights, if the config names any.
+    pub fn teacher_source(&self) -> Option<WeightsSource> {
+        if self.teacher_weights.is_none() && self.teacher_repo.is_none() {
+            return None;
+        }
+        Some(WeightsSource {
+            path: self.teacher_weights.clone(),
+            repo: self.teacher_repo.clone(),
+            file: self.teacher_file.clone(),
+            revision: self.teacher_revision.clone(),
+            sha256: self.teacher_sha256.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// Check the config without touching data (stage validation).
+pub fn validate(cfg: &DistillConfig) -> Result<()> {
+    super::validate_loop(&cfg.train_config()?)?;
+    spec::resolve_cd(cfg, 2)?;
+    if let Some(src) = cfg.teacher_source() {
+        src.check(&TEACHER)?;
+    } else if cfg.teacher_sha256.is_some() || cfg.teacher_file.is_some() {
+        return Err(usage("fields `teacher_sha256`/`teacher_file` need teacher_weights or teacher_repo"));
+    }
+    Ok(())
+}
+
+/// Distil a consistency model from a teacher artifact or imported teacher weights (exactly one).
+pub fn distill(cfg: &DistillConfig, data: &Artifact, teacher_art: Option<&Artifact>, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<Value> {
+    let train_cfg = cfg.train_config()?;
+    let (info, data_set) = super::load_data(data, cfg.limit)?;
+    let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
+    let sigma_min = cfg.sigma_min.unwrap_or(0.002);
+    let teacher = match (teacher_art, cfg.teacher_source()) {
+        (Some(art), None) => teacher::from_artifact(art, &net_cfg, cfg.sigma_data, device)?,
+        (None, Some(src)) => teacher::from_weights(&src, &net_cfg, cfg.sigma_data, sigma_min, cfg.sigma_max, device)?,
+        (Some(_), Some(_)) => return Err(usage("two teachers: a `teacher` input and teacher_weights/teacher_repo; give one")),
+        (None, None) => return Err(usage(format!("distill needs a teacher: {}", TEACHER.how_to_get))),
+    };
+    eprintln!("distill: teacher {} ({} levels, {:?} steps)", teacher.origin, cfg.cd_levels, cfg.cd_solver);
+    // The student starts as the teacher (CD's `finetune`), with its own dropout.
+    let net = teacher.weights.duplicate(&net_cfg, device)?;
+    distill_from(cfg, &train_cfg, Box::new(teacher), net, &info, &data_set, dirs, stop, device)
+}
+
+/// The distillation run itself, for any teacher (tests use the closed-form denoiser of a
+/// Gaussian mixture) and any initial student.
+#[allow(clippy::too_many_arguments)]
+pub fn distill_from(
+    cfg: &DistillConfig,
+    train_cfg: &TrainConfig,
+    teacher: Box<dyn Denoiser>,
+    net: Weights,
+    info: &crate::data::schema::DatasetInfo,
+    data: &TrainData,
+    dirs: RunDirs,
+    stop: &StopFlag,
+    device: &Device,
+) -> Result<Value> {
+    let resolved = spec::resolve_cd(cfg, info.kind.sample_len())?;
+    let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
+    let ema = net.duplicate(&net_cfg, device)?;
+    let target = if cfg.target_ema > 0.0 { Some(net.duplicate(&net_cfg, device)?) } else { None };
+    let state = TrainState { net, ema, encoder: None, target, teacher: Some(teacher) };
+    super::run(
+        Job { stage: "distill", cfg: train_cfg, resolved, data, info, net_cfg, enc_cfg: None, state, target_ema: cfg.target_ema },
+        dirs,
+        stop,
+        device,
+    )
+}
