@@ -8,7 +8,7 @@
 #   make fetch-data              every node of one stage (SOURCE= / METHOD= narrows it)
 #   make fetch-data.toy          one node
 #   make -n all                  show the plan;   make -j2 all   run independent nodes in parallel
-#   make test | bench | status | gc | clean | clobber | help
+#   make test | bench | cuda | status | gc | clean | clobber | help
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -31,7 +31,7 @@ TOOL_BINS  := artifacts plan bench features
 BINARIES   := $(addprefix $(BIN)/,$(STAGE_BINS) $(TOOL_BINS))
 STORE      := --artifacts $(ARTIFACTS)
 
-.PHONY: all build test bench status gc clean clobber help
+.PHONY: all build cuda test bench status gc clean clobber help
 
 ifeq ($(BUILD),1)
 SOURCES := $(shell find $(ROOT)/stages -name '*.rs' -o -name Cargo.toml) $(ROOT)/Cargo.toml $(wildcard $(ROOT)/Cargo.lock)
@@ -43,6 +43,23 @@ endif
 
 build: $(BINARIES)
 
+# Every binary with candle's CUDA backend, into target/cuda/release (the CPU build stays in
+# target/release): with the system's nvcc when it is CUDA 13.0, else with a pinned CUDA 13.0
+# toolchain installed from PyPI wheels into $(CUDA_TOOLCHAIN) (scripts/cuda-toolchain.sh).
+# Run a profile with them: make all BIN=target/cuda/release BUILD=0. docs/perf.md has more.
+CUDA_TOOLCHAIN ?= $(HOME)/.cache/ctpipe-cuda13
+CUDA_BIN       := $(ROOT)/target/cuda/release
+cuda:
+	$(CARGO) fetch --manifest-path $(ROOT)/Cargo.toml
+	@set -e; \
+	if command -v nvcc >/dev/null && nvcc --version | grep -q 'release 13\.0,'; then \
+	  echo "make cuda: the system's nvcc (CUDA 13.0)"; export CUDA_COMPUTE_CAP=$${CUDA_COMPUTE_CAP:-90}; \
+	else \
+	  eval "$$($(ROOT)/scripts/cuda-toolchain.sh $(CUDA_TOOLCHAIN))"; \
+	fi; \
+	$(CARGO) build --release --bins --features cuda --target-dir $(ROOT)/target/cuda --manifest-path $(ROOT)/Cargo.toml
+	@echo "CUDA binaries in $(CUDA_BIN)"
+
 # A stage node: run its binary, log to artifacts/logs/<profile>/<node>.log. The binary writes
 # the node's ref (the target) only after publishing or finding its artifact.
 define run_node
@@ -51,7 +68,7 @@ $(BIN)/$(1) --pipeline $(PIPELINE) --profile $(PROFILE) --node $(2) $(STORE) --d
 endef
 
 # The generated rules are needed by every goal except these.
-NO_PLAN_GOALS := build test bench clean clobber help
+NO_PLAN_GOALS := build cuda test bench clean clobber help
 ifneq ($(if $(MAKECMDGOALS),$(filter-out $(NO_PLAN_GOALS),$(MAKECMDGOALS)),all),)
 PLAN_MK := $(ARTIFACTS)/plans/$(PROFILE).mk
 $(PLAN_MK): $(PIPELINE) $(BIN)/plan

@@ -187,18 +187,12 @@ pub fn publish_dataset(sb: &Sandbox, label: &str, dataset: &ctpipe::data::schema
 
 /// Publish `make()`'s dataset as a fetch-data artifact with `config` (unless that key exists).
 fn publish_fetched(sb: &Sandbox, config: serde_json::Value, make: impl FnOnce() -> ctpipe::data::schema::Dataset) -> ctpipe::store::Key {
-    use ctpipe::store::{artifact_key, Draft, Store};
-    use std::collections::BTreeMap;
-    let store = Store::new(sb.artifacts());
-    let key = artifact_key("fetch-data", 1, &config, &BTreeMap::new(), &BTreeMap::new()).expect("key");
+    let store = ctpipe::store::Store::new(sb.artifacts());
+    let key = ctpipe::store::artifact_key("fetch-data", 1, &config, &Default::default(), &Default::default()).expect("key");
     if store.contains("fetch-data", &key) {
         return key;
     }
-    let staging = store.begin("fetch-data", &key).expect("staging");
-    let metrics = ctpipe::data::write_dataset(staging.path(), &make()).expect("write");
-    let draft = Draft { stage: "fetch-data".into(), version: 1, key: key.clone(), inputs: BTreeMap::new(), external: BTreeMap::new(), config, metrics };
-    staging.commit(draft).expect("publish");
-    key
+    ctpipe::data::publish_as_fetched(&store, &config, &make()).expect("publish")
 }
 
 /// Two classes of 8×8 grayscale images: a bright 3×3 square near the top-left corner or near

@@ -55,7 +55,12 @@ impl ModelSpec {
 
     /// Shape of one sample as the network sees it.
     pub fn sample_shape(&self) -> Vec<usize> {
-        match self.data {
+        Self::sample_shape_of(self.data)
+    }
+
+    /// Shape of one sample of `kind` as a network sees it: (C, H, W) or (dim).
+    pub fn sample_shape_of(kind: SampleKind) -> Vec<usize> {
+        match kind {
             SampleKind::Images { height, width, channels } => vec![channels as usize, height as usize, width as usize],
             SampleKind::Points { dim } => vec![dim as usize],
         }

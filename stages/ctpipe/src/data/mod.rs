@@ -25,6 +25,30 @@ pub fn write_dataset(dir: &Path, dataset: &Dataset) -> Result<Value> {
     Ok(json!({ "dataset": dataset.info.name, "kind": dataset.info.kind, "splits": stats }))
 }
 
+/// Publish an in-memory dataset as a `fetch-data` artifact keyed by `config` (the key a
+/// `fetch-data` run with that config would have), unless it exists: for tests and benchmarks
+/// that need a dataset without running the stage.
+pub fn publish_as_fetched(store: &crate::store::Store, config: &Value, dataset: &Dataset) -> Result<crate::store::Key> {
+    use std::collections::BTreeMap;
+    let key = crate::store::artifact_key("fetch-data", 1, config, &BTreeMap::new(), &BTreeMap::new())?;
+    if store.contains("fetch-data", &key) {
+        return Ok(key);
+    }
+    let staging = store.begin("fetch-data", &key)?;
+    let metrics = write_dataset(staging.path(), dataset)?;
+    let draft = crate::store::Draft {
+        stage: "fetch-data".into(),
+        version: 1,
+        key: key.clone(),
+        inputs: BTreeMap::new(),
+        external: BTreeMap::new(),
+        config: config.clone(),
+        metrics,
+    };
+    staging.commit(draft)?;
+    Ok(key)
+}
+
 /// Read one split of a dataset artifact directory.
 pub fn read_dataset_split(dir: &Path, split: &str) -> Result<(DatasetInfo, schema::Split)> {
     io::read_split(&dir.join(format!("{split}.parquet")))

@@ -7,6 +7,7 @@
 //! candle's pads and slices was slower still, its backward allocating a padded copy per tap).
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
 
 /// (n, c, h, w) → (n, c·k·k, h·w), zero padding k/2; rows ordered (c, dy, dx).
 pub struct Im2Col {
@@ -28,42 +29,52 @@ fn contiguous<'a, T: WithDType>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-/// Visit every (image index, column index) pair of im2col: `f(i, j)` where image element i
-/// (of the (n, c, h, w) input) lands at column element j (of the (n, c·k·k, h·w) output).
-/// Out-of-image taps (the zero padding) are skipped.
-fn for_each_tap(n: usize, c: usize, h: usize, w: usize, k: usize, mut f: impl FnMut(usize, usize)) {
+/// Visit every (image index, column index) pair of im2col within one (image, channel) plane:
+/// `f(i, j)` where plane element i (of h·w) lands at element j of the plane's k·k column rows
+/// (of k·k·h·w). Out-of-image taps (the zero padding) are skipped.
+fn for_each_tap(h: usize, w: usize, k: usize, mut f: impl FnMut(usize, usize)) {
     let p = k as isize / 2;
     let hw = h * w;
-    for plane in 0..n * c {
-        for dy in 0..k {
-            for dx in 0..k {
-                let row = (plane * k + dy) * k + dx;
-                let (oy, ox) = (dy as isize - p, dx as isize - p);
-                for y in 0..h {
-                    let sy = y as isize + oy;
-                    if sy < 0 || sy >= h as isize {
-                        continue;
-                    }
-                    let (x0, x1) = ((-ox).max(0) as usize, (w as isize - ox).min(w as isize) as usize);
-                    let src = plane * hw + sy as usize * w;
-                    for xx in x0..x1 {
-                        f(src + (xx as isize + ox) as usize, row * hw + y * w + xx);
-                    }
+    for dy in 0..k {
+        for dx in 0..k {
+            let row = dy * k + dx;
+            let (oy, ox) = (dy as isize - p, dx as isize - p);
+            for y in 0..h {
+                let sy = y as isize + oy;
+                if sy < 0 || sy >= h as isize {
+                    continue;
+                }
+                let (x0, x1) = ((-ox).max(0) as usize, (w as isize - ox).min(w as isize) as usize);
+                let src = sy as usize * w;
+                for xx in x0..x1 {
+                    f(src + (xx as isize + ox) as usize, row * hw + y * w + xx);
                 }
             }
         }
     }
 }
 
+// Planes are independent (each writes its own block of the output), so they run in parallel:
+// the convolution's matrix products are multi-threaded, and a serial im2col/col2im left the
+// other cores idle for a large share of a CPU training step.
+
 fn im2col<T: WithDType>(x: &[T], n: usize, c: usize, h: usize, w: usize, k: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); n * c * k * k * h * w];
-    for_each_tap(n, c, h, w, k, |i, j| out[j] = x[i]);
+    let (hw, block) = (h * w, k * k * h * w);
+    let mut out = vec![T::zero(); n * c * block];
+    out.par_chunks_mut(block).enumerate().for_each(|(plane, cols)| {
+        let src = &x[plane * hw..(plane + 1) * hw];
+        for_each_tap(h, w, k, |i, j| cols[j] = src[i]);
+    });
     out
 }
 
 fn col2im<T: WithDType>(cols: &[T], n: usize, c: usize, h: usize, w: usize, k: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); n * c * h * w];
-    for_each_tap(n, c, h, w, k, |i, j| out[i] += cols[j]);
+    let (hw, block) = (h * w, k * k * h * w);
+    let mut out = vec![T::zero(); n * c * hw];
+    out.par_chunks_mut(hw).enumerate().for_each(|(plane, img)| {
+        let src = &cols[plane * block..(plane + 1) * block];
+        for_each_tap(h, w, k, |i, j| img[i] += src[j]);
+    });
     out
 }
 

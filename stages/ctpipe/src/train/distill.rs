@@ -92,15 +92,19 @@ pub fn validate(cfg: &DistillConfig) -> Result<()> {
 
 /// Distil a consistency model from a teacher artifact or imported teacher weights (exactly one).
 pub fn distill(cfg: &DistillConfig, data: &Artifact, teacher_art: Option<&Artifact>, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<Value> {
+    let imported = cfg.teacher_source();
+    match (teacher_art, &imported) {
+        (Some(_), Some(_)) => return Err(usage("two teachers: a `teacher` input and teacher_weights/teacher_repo; give one")),
+        (None, None) => return Err(usage(format!("distill needs a teacher: {}", TEACHER.how_to_get))),
+        _ => {}
+    }
     let train_cfg = cfg.train_config()?;
     let (info, data_set) = super::load_data(data, cfg.limit)?;
     let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
-    let sigma_min = cfg.sigma_min.unwrap_or(0.002);
-    let teacher = match (teacher_art, cfg.teacher_source()) {
-        (Some(art), None) => teacher::from_artifact(art, &net_cfg, cfg.sigma_data, device)?,
-        (None, Some(src)) => teacher::from_weights(&src, &net_cfg, cfg.sigma_data, sigma_min, cfg.sigma_max, device)?,
-        (Some(_), Some(_)) => return Err(usage("two teachers: a `teacher` input and teacher_weights/teacher_repo; give one")),
-        (None, None) => return Err(usage(format!("distill needs a teacher: {}", TEACHER.how_to_get))),
+    let teacher = match (teacher_art, imported) {
+        (Some(art), _) => teacher::from_artifact(art, &net_cfg, cfg.sigma_data, device)?,
+        (None, Some(src)) => teacher::from_weights(&src, &net_cfg, cfg.sigma_data, cfg.sigma_min.unwrap_or(0.002), cfg.sigma_max, device)?,
+        (None, None) => unreachable!("checked above"),
     };
     eprintln!("distill: teacher {} ({} levels, {:?} steps)", teacher.origin, cfg.cd_levels, cfg.cd_solver);
     // The student starts as the teacher (CD's `finetune`), with its own dropout.

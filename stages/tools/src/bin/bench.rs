@@ -9,7 +9,14 @@
 //! - the Fréchet distance of 2048-d statistics: ours (faer, symmetric form) vs pytorch-fid's
 //!   (scipy `sqrtm`), and feature throughput of our FID Inception-v3 vs pytorch-fid's on the CPU
 //!   (`bench/fid_reference.py`, run with `$CTPIPE_PYTHON` or `python3`; rows say n/a without it);
-//! - feature throughput of the in-domain classifier (no reference: images/s).
+//! - feature throughput of the in-domain classifier (no reference: images/s);
+//! - the ECT training step of a U-Net preset: ctpipe's `train-ct` loop against a PyTorch
+//!   reference of the same network and loss (`bench/ddpmpp_reference.py`), on the CPU here;
+//!   `bench train-step PRESET BATCH STEPS [DEVICE] [MODES]` runs that row alone, on a GPU too
+//!   (docs/perf.md).
+//!
+//! `bench ddpmpp-io PRESET OUT` writes a preset's seeded weights, an input and ctpipe's output
+//! to OUT, for `bench/ddpmpp_reference.py check PRESET OUT` (the reference is our network).
 
 use anyhow::{Context, Result};
 use ctpipe::data::io::{read_split, write_split};
@@ -32,12 +39,29 @@ fn median_secs(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 struct Row {
-    what: &'static str,
+    what: String,
     ours: (String, f64),
     reference: (String, f64),
 }
 
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ddpmpp-io") => return ddpmpp_io(args.get(1).context("usage: bench ddpmpp-io PRESET OUT")?, Path::new(args.get(2).context("usage: bench ddpmpp-io PRESET OUT")?)),
+        Some("train-step") => {
+            let usage = "usage: bench train-step PRESET BATCH STEPS [DEVICE] [MODES, e.g. fp32,tf32,bf16]";
+            let preset = args.get(1).context(usage)?;
+            let batch: u64 = args.get(2).context(usage)?.parse().context(usage)?;
+            let steps: u64 = args.get(3).context(usage)?.parse().context(usage)?;
+            let device = args.get(4).map(String::as_str).unwrap_or("auto");
+            let modes = args.get(5).map(String::as_str).unwrap_or("fp32");
+            let rows = bench_train_step(preset, batch, steps, device, modes)?;
+            print_table(rows);
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected: ddpmpp-io, train-step, or nothing for every row)"),
+        None => {}
+    }
     let dir = tempfile::tempdir()?;
     let mut rows = Vec::new();
     rows.push(bench_split_loading(dir.path())?);
@@ -46,7 +70,13 @@ fn main() -> Result<()> {
     rows.push(bench_frechet(dir.path())?);
     rows.push(bench_inception()?);
     rows.push(bench_classifier()?);
+    rows.extend(bench_train_step("tiny", 32, 5, "cpu", "fp32")?);
+    rows.extend(bench_train_step("cifar-ddpmpp", 4, 2, "cpu", "fp32")?);
+    print_table(rows);
+    Ok(())
+}
 
+fn print_table(rows: Vec<Row>) {
     println!("{:<44} {:<34} {:>10}   {:<30} {:>10}   {:>7}", "benchmark", "ours", "time", "reference", "time", "ratio");
     for r in rows {
         println!(
@@ -62,7 +92,6 @@ fn main() -> Result<()> {
     for line in notes() {
         println!("{line}");
     }
-    Ok(())
 }
 
 /// 60000 images of 28×28 with image-like structure (smooth blobs plus texture), so that gzip and
@@ -104,7 +133,7 @@ fn bench_split_loading(dir: &Path) -> Result<Row> {
     let ours = median_secs(3, || read_split(&pq).map(|_| ()))?;
     let reference = median_secs(3, || read_idx(&idx).map(|_| ()))?;
     Ok(Row {
-        what: "load 60000×28×28 split",
+        what: "load 60000×28×28 split".into(),
         ours: (format!("Parquet+zstd ({:.1} MiB)", mib(&pq)), ours),
         reference: (format!("gzip IDX ({:.1} MiB)", mib(&idx)), reference),
     })
@@ -129,7 +158,7 @@ fn bench_hashing(dir: &Path) -> Result<Row> {
         anyhow::ensure!(st.status.success(), "sha256sum failed");
         Ok(())
     })?;
-    Ok(Row { what: "hash a 256 MiB artifact file", ours: ("blake3 (artifacts verify)".into(), ours), reference: ("sha256sum".into(), reference) })
+    Ok(Row { what: "hash a 256 MiB artifact file".into(), ours: ("blake3 (artifacts verify)".into(), ours), reference: ("sha256sum".into(), reference) })
 }
 
 fn bench_cache_hit(dir: &Path) -> Result<Row> {
@@ -152,7 +181,7 @@ fn bench_cache_hit(dir: &Path) -> Result<Row> {
     })?;
     let cached = median_secs(5, run)?;
     Ok(Row {
-        what: "fetch-data toy2d n=400000",
+        what: "fetch-data toy2d n=400000".into(),
         ours: ("second run (cache hit)".into(), cached),
         reference: ("first run (does the work)".into(), work),
     })
@@ -173,7 +202,12 @@ fn reference(args: &[&str]) -> Option<serde_json::Value> {
     serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last()?).ok()
 }
 
+/// The checkout whose `bench/` scripts to run: the current directory when it is one (a binary
+/// carried to another machine runs from the repository root there), else this build's.
 fn ctpipe_root() -> std::path::PathBuf {
+    if Path::new("bench/ddpmpp_reference.py").is_file() {
+        return ".".into();
+    }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -216,7 +250,7 @@ fn bench_frechet(dir: &Path) -> Result<Row> {
         }
         None => ("pytorch-fid: n/a (no Python/scipy)".to_string(), f64::NAN),
     };
-    Ok(Row { what: "Fréchet distance, 2048-d statistics", ours: ("faer f64, symmetric eigen".into(), ours), reference: (ref_name, ref_time) })
+    Ok(Row { what: "Fréchet distance, 2048-d statistics".into(), ours: ("faer f64, symmetric eigen".into(), ours), reference: (ref_name, ref_time) })
 }
 
 /// Throughput as "seconds per image" so the table's ratio column reads as a speed ratio.
@@ -235,7 +269,7 @@ fn bench_inception() -> Result<Row> {
         1.0 / ours,
         1.0 / ref_time
     ));
-    Ok(Row { what: "FID Inception-v3, one image (CPU)", ours: ("candle, BN folded".into(), ours), reference: ("pytorch-fid (torch CPU)".into(), ref_time) })
+    Ok(Row { what: "FID Inception-v3, one image (CPU)".into(), ours: ("candle, BN folded".into(), ours), reference: ("pytorch-fid (torch CPU)".into(), ref_time) })
 }
 
 fn bench_classifier() -> Result<Row> {
@@ -247,5 +281,94 @@ fn bench_classifier() -> Result<Row> {
     let x = ((ctpipe::rng::uniform(&mut ctpipe::rng::stream(0, "bench", 1), (250, 1, 28, 28), candle_core::DType::F32, &dev)? * 2.0)? - 1.0)?;
     let per_batch = median_secs(3, || net.penultimate(&x).map(|_| ()))?;
     NOTES.lock().expect("notes").push(format!("  classifier features (CPU, 28×28): {:.0} images/s", 250.0 / per_batch));
-    Ok(Row { what: "classifier features, batch of 250 (CPU)", ours: ("candle".into(), per_batch), reference: ("(none)".into(), f64::NAN) })
+    Ok(Row { what: "classifier features, batch of 250 (CPU)".into(), ours: ("candle".into(), per_batch), reference: ("(none)".into(), f64::NAN) })
+}
+
+/// The sample shape a U-Net preset is benchmarked on: CIFAR-10's or Fashion-MNIST's.
+fn preset_kind(preset: &str) -> ctpipe::data::schema::SampleKind {
+    use ctpipe::data::schema::SampleKind;
+    match preset {
+        "cifar-ddpmpp" | "cifar-gc" => SampleKind::Images { height: 32, width: 32, channels: 3 },
+        _ => SampleKind::Images { height: 28, width: 28, channels: 1 },
+    }
+}
+
+/// A preset's seeded weights, a random input, noise labels and our output, in one file.
+fn ddpmpp_io(preset: &str, out: &Path) -> Result<()> {
+    use candle_core::{DType, Device};
+    let dev = Device::Cpu;
+    let cfg = ctpipe::nn::preset(preset, preset_kind(preset), 1, Some(0.0))?;
+    let w = ctpipe::model::Weights::init(&cfg, 0, &dev)?;
+    let shape = ctpipe::model::ModelSpec::sample_shape_of(preset_kind(preset));
+    let mut dims = vec![2];
+    dims.extend(shape);
+    let x = ctpipe::rng::normal(&mut ctpipe::rng::stream(0, "bench-io", 0), dims, DType::F32, &dev)?;
+    let c_noise = ((ctpipe::rng::uniform(&mut ctpipe::rng::stream(0, "bench-io", 1), 2, DType::F32, &dev)? * 4.0)? - 2.0)?;
+    let y = w.net.forward(&x, &c_noise, &mut ctpipe::nn::dropout::Dropout::off())?;
+    let mut items: Vec<(String, candle_core::Tensor)> = w.params.tensors().into_iter().collect();
+    items.extend([("x".to_string(), x), ("c_noise".to_string(), c_noise), ("out".to_string(), y)]);
+    ctpipe::model::save_tensors(out, &items, None)?;
+    println!("{}: {} parameters of {preset}, input, noise labels and output", out.display(), w.params.num_params());
+    Ok(())
+}
+
+/// ctpipe's ECT training step (the real `train-ct` loop on random images) beside the PyTorch
+/// reference's, per mode. Ours runs in f32 only; the other modes are the reference's.
+fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &str) -> Result<Vec<Row>> {
+    use ctpipe::data::schema::{Dataset, DatasetInfo, SampleKind, Samples, Split};
+    let dev = ctpipe::device::select(device)?;
+    let kind = preset_kind(preset);
+    let SampleKind::Images { height, width, channels } = kind else { unreachable!("image presets") };
+    let per = (height * width * channels) as usize;
+    let n = (batch as usize * 4).max(64);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let px: Vec<u8> = (0..n * per)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let split = Split { samples: Samples::Images(px), labels: vec![0; n] };
+    let ds = Dataset { info: DatasetInfo { name: "bench:random".into(), kind, class_names: vec!["noise".into()] }, train: split.clone(), test: split };
+    let dir = tempfile::tempdir()?;
+    let store = ctpipe::store::Store::new(dir.path().join("artifacts"));
+    let key = ctpipe::data::publish_as_fetched(&store, &serde_json::json!({ "source": "bench:random", "height": height }), &ds)?;
+    let data = store.open("fetch-data", &key, ctpipe::store::Verify::Sizes)?;
+    let cfg = ctpipe::train::config::TrainConfig {
+        method: "ect".into(),
+        network: preset.into(),
+        steps: steps + 2,
+        batch,
+        checkpoint_every: 1_000_000,
+        log_every: 1_000_000,
+        grid: 1,
+        ..Default::default()
+    };
+    let (out, work) = (dir.path().join("out"), dir.path().join("work"));
+    std::fs::create_dir_all(&out)?;
+    let started = Instant::now();
+    let summary = ctpipe::train::train_ct(&cfg, &data, None, ctpipe::train::RunDirs { out: &out, work: &work }, &Default::default(), &dev)?;
+    let rate = summary["images_per_s"].as_f64().context("images_per_s in the summary")?;
+    let ours = batch as f64 / rate;
+    eprintln!("bench: ctpipe {preset} ECT step, batch {batch}: {:.1} ms ({:.1} s in all)", ours * 1e3, started.elapsed().as_secs_f64());
+    let where_ = if dev.is_cpu() { "cpu" } else { "cuda" };
+    let mut rows = Vec::new();
+    for mode in modes.split(',') {
+        let script = ctpipe_root().join("bench/ddpmpp_reference.py");
+        let args = ["step", preset, &batch.to_string(), &steps.to_string(), mode, where_];
+        let r = Command::new(python()).arg(&script).args(args).output().ok().filter(|o| o.status.success());
+        let reference = r.and_then(|o| serde_json::from_str::<serde_json::Value>(String::from_utf8_lossy(&o.stdout).lines().last()?).ok());
+        let ref_time = reference.as_ref().and_then(|r| r["ms_per_step"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
+        if let Some(r) = &reference {
+            NOTES.lock().expect("notes").push(format!("  {preset} ECT step, batch {batch}, {where_}: PyTorch {mode}: {r}"));
+        }
+        rows.push(Row {
+            what: format!("ECT train step, {preset}, batch {batch} ({where_})"),
+            ours: ("ctpipe f32".into(), ours),
+            reference: (format!("PyTorch eager {mode}"), ref_time),
+        });
+    }
+    Ok(rows)
 }
