@@ -18,7 +18,8 @@ struct Distill;
 
 impl Stage for Distill {
     const NAME: &'static str = "distill";
-    const VERSION: u32 = 1;
+    // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
+    const VERSION: u32 = 2;
     const HANDLES_SIGNALS: bool = true;
     type Config = DistillConfig;
 

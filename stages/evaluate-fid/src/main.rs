@@ -16,7 +16,8 @@ struct EvaluateFid;
 
 impl Stage for EvaluateFid {
     const NAME: &'static str = "evaluate-fid";
-    const VERSION: u32 = 1;
+    // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
+    const VERSION: u32 = 2;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {

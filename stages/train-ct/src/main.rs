@@ -16,7 +16,8 @@ struct TrainCt;
 
 impl Stage for TrainCt {
     const NAME: &'static str = "train-ct";
-    const VERSION: u32 = 1;
+    // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
+    const VERSION: u32 = 2;
     const HANDLES_SIGNALS: bool = true;
     type Config = TrainConfig;
 

@@ -137,15 +137,25 @@ impl GroupNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let compose = || Self::compose(x, &self.weight, &self.bias, self.groups, self.eps);
+        super::fused::group_norm_silu(x, &self.weight, &self.bias, self.groups, self.eps, false, compose)
+    }
+
+    /// SiLU(GroupNorm(x)), the U-Net's usual pair, in one pass where the fused op applies.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        let compose = || Self::compose(x, &self.weight, &self.bias, self.groups, self.eps)?.silu();
+        super::fused::group_norm_silu(x, &self.weight, &self.bias, self.groups, self.eps, true, compose)
+    }
+
+    /// GroupNorm from candle's ops (other devices and dtypes; the fused op's reference).
+    pub fn compose(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize, eps: f64) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        let g = x.reshape((n, self.groups, (c / self.groups) * h * w))?;
+        let g = x.reshape((n, groups, (c / groups) * h * w))?;
         let mean = g.mean_keepdim(D::Minus1)?;
         let centred = g.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape((n, c, h, w))?;
-        normed
-            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?.reshape((n, c, h, w))?;
+        normed.broadcast_mul(&weight.reshape((1, c, 1, 1))?)?.broadcast_add(&bias.reshape((1, c, 1, 1))?)
     }
 }
 
@@ -228,9 +238,9 @@ impl UNetBlock {
 
     pub fn forward(&self, x: &Tensor, emb: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
         let skip_scale = 0.5f64.sqrt();
-        let h = self.conv0.forward(&self.norm0.forward(x)?.silu()?)?;
+        let h = self.conv0.forward(&self.norm0.forward_silu(x)?)?;
         let params = self.affine.forward(emb)?.unsqueeze(2)?.unsqueeze(3)?;
-        let h = self.norm1.forward(&h.broadcast_add(&params)?)?.silu()?;
+        let h = self.norm1.forward_silu(&h.broadcast_add(&params)?)?;
         let h = self.conv1.forward(&drop.apply(&h, self.dropout)?)?;
         let skip = match &self.skip {
             Some(s) => s.forward(x)?,

@@ -136,7 +136,7 @@ impl SongUnet {
                     }
                     x = b.forward(&x, &emb, drop)?;
                 }
-                DecItem::OutNorm(n) => out = Some(n.forward(&x)?.silu()?),
+                DecItem::OutNorm(n) => out = Some(n.forward_silu(&x)?),
                 DecItem::OutConv(c) => out = Some(c.forward(out.as_ref().expect("norm before conv"))?),
             }
         }

@@ -1,0 +1,213 @@
+//! GroupNorm followed by SiLU (or alone) as one custom op with CPU kernels, forward and
+//! backward. Composed from candle's ops, a GroupNorm + SiLU is about a dozen passes over the
+//! activations (mean, centre, square, mean, add, sqrt, divide, scale, shift, sigmoid, multiply)
+//! each way, single-threaded for the unary ones; here it is one pass to gather the statistics
+//! and one to write, per (image, group), in parallel. Other devices and dtypes use the
+//! composition ([`group_norm_silu`] decides), which is also what the tests compare against.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// GroupNorm over `groups` channel groups with per-channel affine `weight`, `bias`, then SiLU
+/// when `silu` is set. f32 on the CPU: the fused op; otherwise `composed`.
+pub fn group_norm_silu(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize, eps: f64, silu: bool, composed: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 || x.rank() != 4 {
+        return composed();
+    }
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, GroupNormSilu { groups, eps, silu })
+}
+
+struct GroupNormSilu {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+/// The layout of one call: n images, c channels in `groups` groups of `cg`, `hw` positions.
+#[derive(Clone, Copy)]
+struct Dims {
+    n: usize,
+    c: usize,
+    cg: usize,
+    hw: usize,
+}
+
+impl Dims {
+    fn of(shape: &Shape, groups: usize) -> Result<Dims> {
+        let (n, c, h, w) = shape.dims4()?;
+        if groups == 0 || c % groups != 0 {
+            candle_core::bail!("group_norm_silu: {c} channels do not split into {groups} groups");
+        }
+        Ok(Dims { n, c, cg: c / groups, hw: h * w })
+    }
+
+    /// Elements of one (image, group) block, contiguous in NCHW.
+    fn block(&self) -> usize {
+        self.cg * self.hw
+    }
+}
+
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { candle_core::bail!("group_norm_silu: {what} must be f32") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("group_norm_silu: {what} must be contiguous"),
+    }
+}
+
+/// Mean and 1/√(var + ε) of a block (f64 accumulation; the variance is the biased one, as
+/// GroupNorm's).
+fn stats(block: &[f32], eps: f64) -> (f64, f64) {
+    let len = block.len() as f64;
+    let mean = block.iter().map(|&v| v as f64).sum::<f64>() / len;
+    let var = block.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+impl CustomOp3 for GroupNormSilu {
+    fn name(&self) -> &'static str {
+        "group-norm-silu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::of(l1.shape(), self.groups)?;
+        let (x, gamma, beta) = (f32s(s1, l1, "input")?, f32s(s2, l2, "weight")?, f32s(s3, l3, "bias")?);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d.block()).zip(x.par_chunks(d.block())).enumerate().for_each(|(b, (o, xb))| {
+            let (mean, rstd) = stats(xb, self.eps);
+            let c0 = (b % self.groups) * d.cg;
+            for (j, (ov, &xv)) in o.iter_mut().zip(xb).enumerate() {
+                let ch = c0 + j / d.hw;
+                let y = (xv as f64 - mean) * rstd * gamma[ch] as f64 + beta[ch] as f64;
+                *ov = if self.silu { (y * sigmoid(y)) as f32 } else { y as f32 };
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, weight: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = weight.dim(0)?;
+        let affine = Tensor::cat(&[weight, bias], 0)?;
+        let bwd = GroupNormSiluBwd { groups: self.groups, eps: self.eps, silu: self.silu };
+        // One flat result: [dx (x's size) | dγ (c) | dβ (c)].
+        let flat = x.contiguous()?.apply_op3_no_bwd(&affine, &grad.contiguous()?, &bwd)?;
+        let len = x.elem_count();
+        let dx = flat.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dw = flat.narrow(0, len, c)?;
+        let db = flat.narrow(0, len + c, c)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The gradients of [`GroupNormSilu`] for (x, [γ | β], dL/dout).
+struct GroupNormSiluBwd {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl CustomOp3 for GroupNormSiluBwd {
+    fn name(&self) -> &'static str {
+        "group-norm-silu-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::of(l1.shape(), self.groups)?;
+        let (x, affine, dout) = (f32s(s1, l1, "input")?, f32s(s2, l2, "weight/bias")?, f32s(s3, l3, "gradient")?);
+        let (gamma, beta) = affine.split_at(d.c);
+        let mut dx = vec![0f32; x.len()];
+        // Per-image partial sums of dγ and dβ, [n][c], reduced over images in a fixed order
+        // below so that the result does not depend on the thread schedule.
+        let mut part_g = vec![0f64; d.n * d.c];
+        let mut part_b = vec![0f64; d.n * d.c];
+        dx.par_chunks_mut(d.block())
+            .zip(part_g.par_chunks_mut(d.cg))
+            .zip(part_b.par_chunks_mut(d.cg))
+            .enumerate()
+            .for_each(|(b, ((dxb, pg), pb))| {
+                let xb = &x[b * d.block()..(b + 1) * d.block()];
+                let gb = &dout[b * d.block()..(b + 1) * d.block()];
+                let (mean, rstd) = stats(xb, self.eps);
+                let c0 = (b % self.groups) * d.cg;
+                // dL/dx̂ and x̂ per element; then the two group means the normalisation's
+                // gradient needs.
+                let mut sum_dxh = 0.0;
+                let mut sum_dxh_xh = 0.0;
+                for j in 0..xb.len() {
+                    let ch = j / d.hw;
+                    let (g, bt) = (gamma[c0 + ch] as f64, beta[c0 + ch] as f64);
+                    let xh = (xb[j] as f64 - mean) * rstd;
+                    let y = xh * g + bt;
+                    let dy = if self.silu {
+                        let s = sigmoid(y);
+                        gb[j] as f64 * s * (1.0 + y * (1.0 - s))
+                    } else {
+                        gb[j] as f64
+                    };
+                    pg[ch] += dy * xh;
+                    pb[ch] += dy;
+                    let dxh = dy * g;
+                    sum_dxh += dxh;
+                    sum_dxh_xh += dxh * xh;
+                    dxb[j] = dxh as f32;
+                }
+                let len = xb.len() as f64;
+                let (m1, m2) = (sum_dxh / len, sum_dxh_xh / len);
+                for j in 0..xb.len() {
+                    let xh = (xb[j] as f64 - mean) * rstd;
+                    dxb[j] = (rstd * (dxb[j] as f64 - m1 - xh * m2)) as f32;
+                }
+            });
+        let mut out = dx;
+        out.reserve(2 * d.c);
+        for part in [&part_g, &part_b] {
+            out.extend((0..d.c).map(|ch| (0..d.n).map(|i| part[i * d.c + ch]).sum::<f64>() as f32));
+        }
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * d.c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::layers::GroupNorm;
+    use candle_core::{DType, Device, Var};
+
+    /// The fused op against the composition it replaces: values and the gradients of x, γ, β,
+    /// with and without SiLU, for several group sizes.
+    #[test]
+    fn fused_equals_the_composition() {
+        let dev = Device::Cpu;
+        for (i, &(n, c, h, w, groups, silu)) in [(2, 8, 5, 3, 2, true), (3, 32, 4, 4, 8, false), (1, 64, 6, 6, 16, true), (2, 4, 7, 7, 1, true)].iter().enumerate() {
+            let r = |purpose: &str, shape: &[usize], scale: f64, shift: f64| {
+                let t = crate::rng::normal(&mut crate::rng::stream(i as u64, purpose, 0), shape, DType::F32, &dev).unwrap();
+                Var::from_tensor(&((t * scale).unwrap() + shift).unwrap()).unwrap()
+            };
+            let x = r("x", &[n, c, h, w], 2.0, 0.7);
+            let g = r("g", &[c], 0.5, 1.0);
+            let b = r("b", &[c], 0.3, 0.0);
+            let dout = crate::rng::normal(&mut crate::rng::stream(i as u64, "dout", 0), (n, c, h, w), DType::F32, &dev).unwrap();
+            let composed = || -> Result<Tensor> {
+                let y = GroupNorm::compose(&x, &g, &b, groups, 1e-6)?;
+                if silu { y.silu() } else { Ok(y) }
+            };
+            let fused = group_norm_silu(&x, &g, &b, groups, 1e-6, silu, || unreachable!("the CPU f32 path is fused")).unwrap();
+            let reference = composed().unwrap();
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
+                let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff / scale < 2e-5, "case {i}: {what} differs by {:.2e} of {scale}", diff / scale);
+            };
+            close(&fused, &reference, "output");
+            let ga = fused.mul(&dout).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = reference.mul(&dout).unwrap().sum_all().unwrap().backward().unwrap();
+            for (v, what) in [(&x, "dx"), (&g, "dγ"), (&b, "dβ")] {
+                close(ga.get(v).unwrap(), gb.get(v).unwrap(), what);
+            }
+        }
+    }
+}
