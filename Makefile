@@ -106,7 +106,7 @@ clobber: clean
 	find $(DATA) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
 
 help:
-	@sed -n '2,13p' $(ROOT)/Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,11p' $(ROOT)/Makefile | sed 's/^# \{0,1\}//'
 	@echo
 	@echo "Variables: PROFILE=$(PROFILE) PIPELINE=$(PIPELINE)"
 	@echo "           ARTIFACTS=$(ARTIFACTS) DATA=$(DATA) BIN=$(BIN)"
