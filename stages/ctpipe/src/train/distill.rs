@@ -3,7 +3,7 @@
 //! artifact files as `train-ct`; only the method (CD's grid, the teacher's ODE step as the
 //! target point, an optional μ-EMA target network) and the teacher differ.
 
-use super::fit::TrainState;
+use super::fit::{TargetNet, TrainState};
 use super::teacher::{self, TEACHER};
 use super::{config::TrainConfig, data::TrainData, Job, RunDirs};
 use crate::error::usage;
@@ -129,10 +129,10 @@ pub fn distill_from(
     let resolved = spec::resolve_cd(cfg, info.kind.sample_len())?;
     let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
     let ema = net.duplicate(&net_cfg, device)?;
-    let target = if cfg.target_ema > 0.0 { Some(net.duplicate(&net_cfg, device)?) } else { None };
+    let target = if cfg.target_ema > 0.0 { Some(TargetNet { weights: net.duplicate(&net_cfg, device)?, rate: cfg.target_ema }) } else { None };
     let state = TrainState { net, ema, encoder: None, target, teacher: Some(teacher) };
     super::run(
-        Job { stage: "distill", cfg: train_cfg, resolved, data, info, net_cfg, enc_cfg: None, state, target_ema: cfg.target_ema },
+        Job { stage: "distill", cfg: train_cfg, resolved, data, info, net_cfg, enc_cfg: None, state },
         dirs,
         stop,
         device,

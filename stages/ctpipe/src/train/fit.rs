@@ -25,8 +25,14 @@ pub struct TrainState {
     pub net: Weights,
     pub ema: Weights,
     pub encoder: Option<(Weights, Weights)>,
-    pub target: Option<Weights>,
+    pub target: Option<TargetNet>,
     pub teacher: Option<Box<dyn Denoiser>>,
+}
+
+/// The network the target is computed with, an EMA of the trained one with rate μ.
+pub struct TargetNet {
+    pub weights: Weights,
+    pub rate: f64,
 }
 
 impl TrainState {
@@ -59,7 +65,7 @@ impl TrainState {
             add("encoder_ema", ee);
         }
         if let Some(t) = &self.target {
-            add("target", t);
+            add("target", &t.weights);
         }
         out.extend(opt.state()?.into_iter().map(|(n, t)| (format!("opt/{n}"), t)));
         Ok(out)
@@ -77,7 +83,7 @@ impl TrainState {
             ee.params.assign_from(&part("encoder_ema"))?;
         }
         if let Some(t) = &self.target {
-            t.params.assign_from(&part("target"))?;
+            t.weights.params.assign_from(&part("target"))?;
         }
         opt.load_state(ckpt.meta.optimizer_t, &part("opt"))
     }
@@ -94,8 +100,6 @@ pub struct Fit<'a> {
     pub method: &'a dyn Method,
     pub data: &'a TrainData,
     pub grad_clip: Option<f64>,
-    /// EMA rate μ of the state's target network, if it has one.
-    pub target_ema: f64,
     pub device: Device,
     pub work_dir: &'a Path,
     pub stop: &'a StopFlag,
@@ -152,7 +156,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         on_checkpoint(step, state)?;
     }
     let ema_pairs = state.ema_pairs();
-    let target_pairs = state.target.as_ref().map(|t| averaged_pairs(t, &state.net)).unwrap_or_default();
+    let target_pairs = state.target.as_ref().map(|t| (averaged_pairs(&t.weights, &state.net), t.rate));
     let encoder = state.encoder.as_ref().map(|(e, _)| &e.net);
     let batch = cfg.batch as usize;
     let mut progress = crate::progress::Progress::new(&f.label, cfg.steps);
@@ -178,7 +182,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             net: &state.net.net,
             ema: &state.ema.net,
             encoder,
-            target: state.target.as_ref().map(|t| &t.net),
+            target: state.target.as_ref().map(|t| &t.weights.net),
             teacher: state.teacher.as_deref(),
         };
         let out = f.method.loss(&ctx, &x0)?;
@@ -189,8 +193,8 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         let lr = lr_at(cfg, step);
         let grad_norm = opt.step(&params, &g, lr, f.grad_clip)?;
         optim::ema_update(&ema_pairs, ema_beta_at(cfg, step))?;
-        if !target_pairs.is_empty() {
-            optim::ema_update(&target_pairs, f.target_ema)?;
+        if let Some((pairs, rate)) = &target_pairs {
+            optim::ema_update(pairs, *rate)?;
         }
         step += 1;
 

@@ -84,8 +84,6 @@ pub struct Job<'a> {
     pub net_cfg: NetworkConfig,
     pub enc_cfg: Option<NetworkConfig>,
     pub state: TrainState,
-    /// EMA rate of `state.target` (unused without one).
-    pub target_ema: f64,
 }
 
 /// Train a consistency model (or an EDM denoiser) and write the model artifact's files.
@@ -109,14 +107,14 @@ pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dir
         None => None,
     };
     let state = TrainState { net, ema, encoder: encoder_state, target: None, teacher: None };
-    let job = Job { stage: "train-ct", cfg, resolved, data: &data_set, info: &info, net_cfg, enc_cfg, state, target_ema: 0.0 };
+    let job = Job { stage: "train-ct", cfg, resolved, data: &data_set, info: &info, net_cfg, enc_cfg, state };
     run(job, dirs, stop, device)
 }
 
 /// Run the loop with checkpoints and pictures, then write the model artifact's files; the
 /// metrics summary.
 pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<Value> {
-    let Job { stage, cfg, resolved, data: data_set, info, net_cfg, enc_cfg, state, target_ema } = job;
+    let Job { stage, cfg, resolved, data: data_set, info, net_cfg, enc_cfg, state } = job;
     let Resolved { method, kernel, schedule, grad_clip, .. } = resolved;
     let spec = ModelSpec {
         format: MODEL_FORMAT,
@@ -148,7 +146,7 @@ pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<
     let reference = data_set.first_points(1000);
     let grids = dirs.work.join("grids");
     let snapshots = dirs.work.join("snapshots");
-    let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, target_ema, device: device.clone(), work_dir: dirs.work, stop, label };
+    let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, device: device.clone(), work_dir: dirs.work, stop, label };
     let mut on_checkpoint = |step: u64, st: &TrainState| -> Result<()> {
         std::fs::create_dir_all(&grids)?;
         for (name, png) in sample_pictures(&spec, cfg, st, &reference, device)? {
