@@ -15,6 +15,9 @@ use crate::schedule::karras_sigmas;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+/// CD's smallest noise level (CM's σ_min), unless `sigma_min` sets another.
+pub const SIGMA_MIN: f64 = 0.002;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CdSchedule {
     /// The grid, ascending: σ_min = σ_1 < … < σ_N = σ_max.

@@ -175,7 +175,7 @@ pub fn resolve_cd(cfg: &DistillConfig, values_per_sample: usize) -> Result<Resol
     if !(0.0..1.0).contains(&cfg.target_ema) {
         return Err(usage(format!("field `target_ema`: {} (expected μ in [0, 1))", cfg.target_ema)));
     }
-    let sigma_min = cfg.sigma_min.unwrap_or(0.002);
+    let sigma_min = cfg.sigma_min.unwrap_or(super::cd::SIGMA_MIN);
     check_positive("sigma_min", sigma_min)?;
     check_positive("sigma_data", cfg.sigma_data)?;
     if cfg.sigma_max <= sigma_min {

@@ -103,23 +103,24 @@ pub fn distill(cfg: &DistillConfig, data: &Artifact, teacher_art: Option<&Artifa
     let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
     let teacher = match (teacher_art, imported) {
         (Some(art), _) => teacher::from_artifact(art, &net_cfg, cfg.sigma_data, device)?,
-        (None, Some(src)) => teacher::from_weights(&src, &net_cfg, cfg.sigma_data, cfg.sigma_min.unwrap_or(0.002), cfg.sigma_max, device)?,
+        (None, Some(src)) => teacher::from_weights(&src, &net_cfg, cfg.sigma_data, cfg.sigma_min.unwrap_or(crate::methods::cd::SIGMA_MIN), cfg.sigma_max, device)?,
         (None, None) => unreachable!("checked above"),
     };
     eprintln!("distill: teacher {} ({} levels, {:?} steps)", teacher.origin, cfg.cd_levels, cfg.cd_solver);
     // The student starts as the teacher (CD's `finetune`), with its own dropout.
     let net = teacher.weights.duplicate(&net_cfg, device)?;
-    distill_from(cfg, &train_cfg, Box::new(teacher), net, &info, &data_set, dirs, stop, device)
+    distill_from(cfg, &train_cfg, Box::new(teacher), net, net_cfg, &info, &data_set, dirs, stop, device)
 }
 
 /// The distillation run itself, for any teacher (tests use the closed-form denoiser of a
-/// Gaussian mixture) and any initial student.
+/// Gaussian mixture) and any initial student `net` of network `net_cfg`.
 #[allow(clippy::too_many_arguments)]
 pub fn distill_from(
     cfg: &DistillConfig,
     train_cfg: &TrainConfig,
     teacher: Box<dyn Denoiser>,
     net: Weights,
+    net_cfg: crate::nn::NetworkConfig,
     info: &crate::data::schema::DatasetInfo,
     data: &TrainData,
     dirs: RunDirs,
@@ -127,7 +128,6 @@ pub fn distill_from(
     device: &Device,
 ) -> Result<Value> {
     let resolved = spec::resolve_cd(cfg, info.kind.sample_len())?;
-    let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
     let ema = net.duplicate(&net_cfg, device)?;
     let target = if cfg.target_ema > 0.0 { Some(TargetNet { weights: net.duplicate(&net_cfg, device)?, rate: cfg.target_ema }) } else { None };
     let state = TrainState { net, ema, encoder: None, target, teacher: Some(teacher) };
