@@ -25,17 +25,17 @@ pub fn write_dataset(dir: &Path, dataset: &Dataset) -> Result<Value> {
     Ok(json!({ "dataset": dataset.info.name, "kind": dataset.info.kind, "splits": stats }))
 }
 
-/// Publish an in-memory dataset as a `fetch-data` artifact keyed by `config` (the key a
-/// `fetch-data` run with that config would have), unless it exists: for tests and benchmarks
-/// that need a dataset without running the stage.
-pub fn publish_as_fetched(store: &crate::store::Store, config: &Value, dataset: &Dataset) -> Result<crate::store::Key> {
+/// Publish `make()`'s dataset as a `fetch-data` artifact keyed by `config` (the key a
+/// `fetch-data` run with that config would have), unless it exists (then `make` is not
+/// called): for tests and benchmarks that need a dataset without running the stage.
+pub fn publish_as_fetched(store: &crate::store::Store, config: &Value, make: impl FnOnce() -> Dataset) -> Result<crate::store::Key> {
     use std::collections::BTreeMap;
     let key = crate::store::artifact_key("fetch-data", 1, config, &BTreeMap::new(), &BTreeMap::new())?;
     if store.contains("fetch-data", &key) {
         return Ok(key);
     }
     let staging = store.begin("fetch-data", &key)?;
-    let metrics = write_dataset(staging.path(), dataset)?;
+    let metrics = write_dataset(staging.path(), &make())?;
     let draft = crate::store::Draft {
         stage: "fetch-data".into(),
         version: 1,

@@ -334,7 +334,7 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
     let ds = Dataset { info: DatasetInfo { name: "bench:random".into(), kind, class_names: vec!["noise".into()] }, train: split.clone(), test: split };
     let dir = tempfile::tempdir()?;
     let store = ctpipe::store::Store::new(dir.path().join("artifacts"));
-    let key = ctpipe::data::publish_as_fetched(&store, &serde_json::json!({ "source": "bench:random", "height": height }), &ds)?;
+    let key = ctpipe::data::publish_as_fetched(&store, &serde_json::json!({ "source": "bench:random", "height": height }), || ds)?;
     let data = store.open("fetch-data", &key, ctpipe::store::Verify::Sizes)?;
     let cfg = ctpipe::train::config::TrainConfig {
         method: "ect".into(),
