@@ -11,6 +11,7 @@ pub fn select(spec: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "auto" => {
             if candle_core::utils::cuda_is_available() {
+                crate::cuda::check_env()?;
                 Device::new_cuda(0).or(Ok(Device::Cpu))
             } else {
                 Ok(Device::Cpu)
@@ -24,6 +25,7 @@ pub fn select(spec: &str) -> Result<Device> {
             if !candle_core::utils::cuda_is_available() {
                 return Err(usage(format!("--device {s}: this build has no CUDA support (build with `make cuda`)")));
             }
+            crate::cuda::check_env()?;
             Device::new_cuda(ordinal).map_err(|e| usage(format!("--device {s}: {e}")))
         }
         s => Err(usage(format!("--device {s}: expected cpu, cuda, cuda:N or auto"))),

@@ -22,6 +22,7 @@
 //! - [`sample`]   — 1-step, 2-step, multistep consistency sampling; Heun for denoisers
 //! - [`report`]   — sample grids, scatter plots, loss curves
 //! - [`device`]   — choosing CPU or CUDA
+//! - [`cuda`]     — our own CUDA kernels (fused GroupNorm+SiLU, optimiser, EMA) and their switch
 //! - [`error`]    — failure kinds and exit codes; one-line messages
 //! - [`progress`] — progress bars on a terminal, plain lines in logs
 //! - [`fsx`]      — fsync and atomic file writes
@@ -30,6 +31,7 @@
 pub mod analytic;
 pub mod config;
 pub mod coupling;
+pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -2,16 +2,19 @@
 //! backward. Composed from candle's ops, a GroupNorm + SiLU is about a dozen passes over the
 //! activations (mean, centre, square, mean, add, sqrt, divide, scale, shift, sigmoid, multiply)
 //! each way, single-threaded for the unary ones; here it is one pass to gather the statistics
-//! and one to write, per (image, group), in parallel. Other devices and dtypes use the
+//! and one to write, per (image, group), in parallel. On a GPU the same op runs
+//! kernels/fused.cu when [`crate::cuda::kernels`] says so; other devices and dtypes use the
 //! composition ([`group_norm_silu`] decides), which is also what the tests compare against.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// GroupNorm over `groups` channel groups with per-channel affine `weight`, `bias`, then SiLU
-/// when `silu` is set. f32 on the CPU: the fused op; otherwise `composed`.
+/// when `silu` is set. f32 on the CPU, or on a GPU with our kernels on: the fused op;
+/// otherwise `composed`.
 pub fn group_norm_silu(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize, eps: f64, silu: bool, composed: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 || x.rank() != 4 {
+    let fused = (x.device().is_cpu() && x.dtype() == candle_core::DType::F32) || crate::cuda::fused_applies(x);
+    if !fused || x.rank() != 4 {
         return composed();
     }
     x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, GroupNormSilu { groups, eps, silu })
@@ -87,6 +90,15 @@ impl CustomOp3 for GroupNormSilu {
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout, s3: &candle_core::CudaStorage, l3: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::launch::{group_norm_fwd, view};
+        let d = Dims::of(l1.shape(), self.groups)?;
+        let (x, gamma, beta) = (view(s1, l1, "input")?, view(s2, l2, "weight")?, view(s3, l3, "bias")?);
+        let y = group_norm_fwd(&x, &gamma, &beta, &s1.device, d.n, d.c, self.groups, d.hw, self.eps, self.silu)?;
+        Ok((y, l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, weight: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -168,6 +180,15 @@ impl CustomOp3 for GroupNormSiluBwd {
             out.extend((0..d.c).map(|ch| (0..d.n).map(|i| part[i * d.c + ch]).sum::<f64>() as f32));
         }
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * d.c)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout, s3: &candle_core::CudaStorage, l3: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::launch::{group_norm_bwd, view};
+        let d = Dims::of(l1.shape(), self.groups)?;
+        let (x, affine, dout) = (view(s1, l1, "input")?, view(s2, l2, "weight/bias")?, view(s3, l3, "gradient")?);
+        let out = group_norm_bwd(&x, &affine, &dout, &s1.device, d.n, d.c, self.groups, d.hw, self.eps, self.silu)?;
+        Ok((out, Shape::from(d.n * d.c * d.hw + 2 * d.c)))
     }
 }
 

@@ -3,7 +3,7 @@
 //! F(x, c_noise) of EDM; preconditioning (c_skip, c_out, c_in, c_noise) lives in `precond.rs`.
 
 pub mod dropout;
-mod fused;
+pub(crate) mod fused;
 mod im2col;
 pub mod layers;
 pub mod mlp;

@@ -100,12 +100,20 @@ impl Optimizer {
     pub fn step(&mut self, params: &[(String, Var)], grads: &HashMap<String, Tensor>, lr: f64, clip: Option<f64>) -> Result<f64> {
         // Pass 1: the global norm of the cleaned gradients.
         let mut sq = 0f64;
-        for (name, _) in params {
+        let mut on_our_kernels = Vec::new();
+        for (name, var) in params {
             let Some(g) = grads.get(name) else { continue };
             sq += match self.moments.get(name) {
                 Some(Moments::Host { .. }) => with_host_f32(g, |v| v.iter().map(|&x| (clean(x) as f64).powi(2)).sum::<f64>())?,
+                _ if crate::cuda::fused_applies(var.as_tensor()) => {
+                    on_our_kernels.push(g);
+                    0.0
+                }
                 _ => clean_tensor(g)?.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
             };
+        }
+        if !on_our_kernels.is_empty() {
+            sq += kernel_sumsq(&on_our_kernels)?;
         }
         let norm = sq.sqrt();
         let scale = match clip {
@@ -124,14 +132,16 @@ impl Optimizer {
         } else {
             None
         };
+        let scalars = StepScalars::new(c, lr, scale, bc1, bc2, rect);
         for (name, var) in params {
             let Some(g) = grads.get(name) else { continue };
             match self.moments.get_mut(name).expect("moments for every parameter") {
                 Moments::Host { m, v } => {
-                    let new = with_host_f32(g, |gs| {
-                        with_host_f32(var.as_tensor(), |th| host_update(c, lr, scale, bc1, bc2, rect, gs, th, m, v))
-                    })??;
+                    let new = with_host_f32(g, |gs| with_host_f32(var.as_tensor(), |th| host_update(&scalars, gs, th, m, v)))??;
                     var.set(&Tensor::from_vec(new, var.shape(), var.device())?)?;
+                }
+                Moments::Device { m, v } if crate::cuda::fused_applies(var.as_tensor()) => {
+                    kernel_update(var.as_tensor(), g, m, v.as_ref().unwrap_or(m), &scalars)?;
                 }
                 Moments::Device { m, v } => {
                     let g = (clean_tensor(g)? * scale)?;
@@ -194,15 +204,53 @@ impl Optimizer {
     }
 }
 
+/// The per-step scalars of the update in f32, computed once per step for every parameter,
+/// on the host and in the GPU kernel alike (kernels/fused.cu `ct_optimizer_step`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepScalars {
+    pub kind: Kind,
+    pub b1: f32,
+    pub b2: f32,
+    pub eps: f32,
+    pub lr: f32,
+    pub wd: f32,
+    /// The gradient clipping factor.
+    pub scale: f32,
+    /// Adam's lr / (1 − β1ᵗ).
+    pub adam_step: f32,
+    /// 1 − β1ᵗ.
+    pub bc1: f32,
+    /// √(1 − β2ᵗ).
+    pub sbc2: f32,
+    /// RAdam's rectification; None in its unrectified first steps.
+    pub rect: Option<f32>,
+}
+
+impl StepScalars {
+    pub fn new(c: OptimConfig, lr: f64, scale: f64, bc1: f64, bc2: f64, rect: Option<f64>) -> StepScalars {
+        StepScalars {
+            kind: c.kind,
+            b1: c.beta1 as f32,
+            b2: c.beta2 as f32,
+            eps: c.eps as f32,
+            lr: lr as f32,
+            wd: c.weight_decay as f32,
+            scale: scale as f32,
+            adam_step: (lr / bc1) as f32,
+            bc1: bc1 as f32,
+            sbc2: bc2.sqrt() as f32,
+            rect: rect.map(|r| r as f32),
+        }
+    }
+}
+
 /// One parameter's update on the host; returns the new values. Follows PyTorch's Adam/RAdam
 /// (the bias corrections and RAdam's rectification are computed once per step by the caller)
 /// and Lion (Chen et al. 2023), with decoupled weight decay.
-#[allow(clippy::too_many_arguments)]
-fn host_update(c: OptimConfig, lr: f64, scale: f64, bc1: f64, bc2: f64, rect: Option<f64>, g: &[f32], theta: &[f32], m: &mut [f32], v: &mut [f32]) -> Vec<f32> {
-    let (b1, b2, eps, wd) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32, c.weight_decay as f32);
-    let (lr32, scale) = (lr as f32, scale as f32);
+pub(crate) fn host_update(s: &StepScalars, g: &[f32], theta: &[f32], m: &mut [f32], v: &mut [f32]) -> Vec<f32> {
+    let (b1, b2, eps, wd, lr32, scale) = (s.b1, s.b2, s.eps, s.wd, s.lr, s.scale);
     let mut out = Vec::with_capacity(theta.len());
-    match c.kind {
+    match s.kind {
         Kind::Lion => {
             for i in 0..theta.len() {
                 let gi = clean(g[i]) * scale;
@@ -213,7 +261,7 @@ fn host_update(c: OptimConfig, lr: f64, scale: f64, bc1: f64, bc2: f64, rect: Op
             }
         }
         Kind::Adam => {
-            let (step, sbc2) = ((lr / bc1) as f32, bc2.sqrt() as f32);
+            let (step, sbc2) = (s.adam_step, s.sbc2);
             for i in 0..theta.len() {
                 let gi = clean(g[i]) * scale;
                 m[i] = b1 * m[i] + (1.0 - b1) * gi;
@@ -222,14 +270,14 @@ fn host_update(c: OptimConfig, lr: f64, scale: f64, bc1: f64, bc2: f64, rect: Op
             }
         }
         Kind::RAdam => {
-            let sbc2 = bc2.sqrt() as f32;
+            let sbc2 = s.sbc2;
             for i in 0..theta.len() {
                 let gi = clean(g[i]) * scale;
                 m[i] = b1 * m[i] + (1.0 - b1) * gi;
                 v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                let mhat = m[i] / bc1 as f32;
-                let delta = match rect {
-                    Some(r) => lr32 * mhat * r as f32 * sbc2 / (v[i].sqrt() + eps),
+                let mhat = m[i] / s.bc1;
+                let delta = match s.rect {
+                    Some(r) => lr32 * mhat * r * sbc2 / (v[i].sqrt() + eps),
                     None => lr32 * mhat,
                 };
                 out.push(theta[i] * (1.0 - lr32 * wd) - delta);
@@ -237,6 +285,28 @@ fn host_update(c: OptimConfig, lr: f64, scale: f64, bc1: f64, bc2: f64, rect: Op
         }
     }
     out
+}
+
+/// Σ clean(g)² of gradients on the GPU through our kernel.
+fn kernel_sumsq(grads: &[&Tensor]) -> Result<f64> {
+    #[cfg(feature = "cuda")]
+    return crate::cuda::launch::clean_sumsq(grads);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = grads;
+        candle_core::bail!("this build has no CUDA kernels")
+    }
+}
+
+/// The update of one GPU parameter in place through our kernel (`v` is `m` for Lion).
+fn kernel_update(theta: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &StepScalars) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    return crate::cuda::launch::optimizer_step(theta, g, m, v, s);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (theta, g, m, v, s);
+        candle_core::bail!("this build has no CUDA kernels")
+    }
 }
 
 fn clean_tensor(g: &Tensor) -> Result<Tensor> {
@@ -277,6 +347,9 @@ pub fn ema_update(pairs: &[(Var, Var)], beta: f64) -> Result<()> {
         if e.device().is_cpu() && e.dtype() == candle_core::DType::F32 {
             let new = with_host_f32(e.as_tensor(), |ev| with_host_f32(o.as_tensor(), |ov| ev.iter().zip(ov).map(|(x, y)| b * x + a * y).collect::<Vec<f32>>()))??;
             e.set(&Tensor::from_vec(new, e.shape(), e.device())?)?;
+        } else if crate::cuda::fused_applies(e.as_tensor()) {
+            #[cfg(feature = "cuda")]
+            crate::cuda::launch::ema(e.as_tensor(), o.as_tensor(), b, a)?;
         } else {
             e.set(&((e.as_tensor() * beta)? + (o.as_tensor() * (1.0 - beta))?)?)?;
         }
