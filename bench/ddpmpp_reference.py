@@ -11,6 +11,9 @@ same parameter names, so ctpipe's safetensors weights load into it unchanged.
         gradient with the student's dropout mask, RAdam, EMA) on random data; MODE is fp32
         (TF32 off), tf32 (TF32 on) or bf16 (autocast); cudnn.benchmark on for CUDA. Prints one
         JSON line: ms per step, images/s, peak memory.
+    python3 bench/ddpmpp_reference.py sample NETWORK BATCH REPS MODE [DEVICE]
+        times 1-step consistency sampling (one evaluation of the preconditioned network at
+        σ_max per image, no gradients), the same MODEs; prints ms per batch and images/s.
 
 NETWORK is a ctpipe preset: tiny (1×28×28), fmnist (1×28×28), cifar-ddpmpp (3×32×32).
 """
@@ -269,11 +272,50 @@ def step(preset, batch, steps, mode, device="cuda"):
                       "images_per_s": batch / ms * 1e3, "peak_gib": peak, "threads": torch.get_num_threads()}))
 
 
+def sample(preset, batch, reps, mode, device="cuda"):
+    """1-step consistency sampling: one evaluation of the preconditioned network at sigma_max
+    per image (ECT's consistency preconditioning), no gradients; median time per batch."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+        torch.backends.cudnn.allow_tf32 = mode == "tf32"
+    torch.manual_seed(0)
+    m = Model(preset).to(dev).eval()
+    _, _, _, _, _, (c, res) = PRESETS[preset]
+    sd, smin, smax = 0.5, 0.002, 80.0
+
+    def one():
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
+            s = torch.full((batch,), smax, device=dev)
+            x = torch.randn(batch, c, res, res, device=dev) * smax
+            sc = s[:, None, None, None]
+            c_in = 1 / (sc * sc + sd * sd).sqrt()
+            c_skip = sd * sd / ((sc - smin) ** 2 + sd * sd)
+            c_out = (sc - smin) * sd / (sc * sc + sd * sd).sqrt()
+            out = c_skip * x + c_out * m.model(c_in * x, s.log() / 4)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    one()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        one()
+        times.append(time.perf_counter() - start)
+    ms = sorted(times)[len(times) // 2] * 1e3
+    print(json.dumps({"preset": preset, "batch": batch, "mode": mode, "device": str(dev), "ms_per_batch": ms,
+                      "images_per_s": batch / ms * 1e3, "threads": torch.get_num_threads()}))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "check":
         check(sys.argv[2], sys.argv[3])
     elif cmd == "step":
         step(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] if len(sys.argv) > 6 else "cuda")
+    elif cmd == "sample":
+        sample(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] if len(sys.argv) > 6 else "cuda")
     else:
         sys.exit(__doc__)

@@ -9,11 +9,14 @@
 //! - the Fréchet distance of 2048-d statistics: ours (faer, symmetric form) vs pytorch-fid's
 //!   (scipy `sqrtm`), and feature throughput of our FID Inception-v3 vs pytorch-fid's on the CPU
 //!   (`bench/fid_reference.py`, run with `$CTPIPE_PYTHON` or `python3`; rows say n/a without it);
+//!   `bench inception [DEVICE] [BATCH]` runs the Inception row alone, on a GPU too;
 //! - feature throughput of the in-domain classifier (no reference: images/s);
 //! - the ECT training step of a U-Net preset: ctpipe's `train-ct` loop against a PyTorch
 //!   reference of the same network and loss (`bench/ddpmpp_reference.py`), on the CPU here;
 //!   `bench train-step PRESET BATCH STEPS [DEVICE] [MODES]` runs that row alone, on a GPU too
-//!   (docs/perf.md).
+//!   (docs/perf.md);
+//! - 1-step sampling throughput of the model that row trained against the reference's forward
+//!   pass (both in eval mode, no gradients).
 //!
 //! `bench ddpmpp-io PRESET OUT` writes a preset's seeded weights, an input and ctpipe's output
 //! to OUT, for `bench/ddpmpp_reference.py check PRESET OUT` (the reference is our network).
@@ -59,7 +62,14 @@ fn main() -> Result<()> {
             print_table(rows);
             return Ok(());
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected: ddpmpp-io, train-step, or nothing for every row)"),
+        Some("inception") => {
+            let usage = "usage: bench inception [DEVICE] [BATCH]";
+            let device = args.get(1).map(String::as_str).unwrap_or("auto");
+            let n: usize = args.get(2).map(|v| v.parse()).transpose().context(usage)?.unwrap_or(16);
+            print_table(vec![bench_inception(device, n)?]);
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected: ddpmpp-io, train-step, inception, or nothing for every row)"),
         None => {}
     }
     let dir = tempfile::tempdir()?;
@@ -68,7 +78,7 @@ fn main() -> Result<()> {
     rows.push(bench_hashing(dir.path())?);
     rows.push(bench_cache_hit(dir.path())?);
     rows.push(bench_frechet(dir.path())?);
-    rows.push(bench_inception()?);
+    rows.push(bench_inception("cpu", 16)?);
     rows.push(bench_classifier()?);
     rows.extend(bench_train_step("tiny", 32, 5, "cpu", "fp32")?);
     rows.extend(bench_train_step("cifar-ddpmpp", 4, 2, "cpu", "fp32")?);
@@ -191,9 +201,10 @@ fn python() -> String {
     std::env::var("CTPIPE_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Run `bench/fid_reference.py`; its JSON line, or None when Python or a package is missing.
-fn reference(args: &[&str]) -> Option<serde_json::Value> {
-    let script = ctpipe_root().join("bench/fid_reference.py");
+/// Run a script of `bench/` (fid_reference.py, ddpmpp_reference.py); its JSON line, or None
+/// when Python or a package is missing (the row then says NaN).
+fn reference(script: &str, args: &[&str]) -> Option<serde_json::Value> {
+    let script = ctpipe_root().join("bench").join(script);
     let out = Command::new(python()).arg(script).args(args).output().ok()?;
     if !out.status.success() {
         eprintln!("bench: reference {args:?} unavailable: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
@@ -241,7 +252,7 @@ fn bench_frechet(dir: &Path) -> Result<Row> {
     let t = |v: &[f64], shape: &[usize]| candle_core::Tensor::from_slice(v, shape, &dev);
     let tensors = [("mu1", t(&a.mean, &[d])?), ("sigma1", t(&a.cov, &[d, d])?), ("mu2", t(&b.mean, &[d])?), ("sigma2", t(&b.cov, &[d, d])?)];
     candle_core::safetensors::save(&tensors.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), &path)?;
-    let reference = reference(&["fd", path.to_str().context("path")?]);
+    let reference = reference("fid_reference.py", &["fd", path.to_str().context("path")?]);
     let (ref_name, ref_time) = match &reference {
         Some(r) => {
             let v = r["fd"].as_f64().unwrap_or(f64::NAN);
@@ -254,22 +265,27 @@ fn bench_frechet(dir: &Path) -> Result<Row> {
 }
 
 /// Throughput as "seconds per image" so the table's ratio column reads as a speed ratio.
-fn bench_inception() -> Result<Row> {
+fn bench_inception(device: &str, n: usize) -> Result<Row> {
     use ctpipe::features::inception::FidInception;
-    let dev = candle_core::Device::Cpu;
+    let dev = ctpipe::device::select(device)?;
+    let where_ = if dev.is_cpu() { "CPU" } else { "CUDA" };
     let net = FidInception::from_tensors(&FidInception::random_tensors(0, &dev)?)?;
-    let n = 16;
     let x = ((ctpipe::rng::uniform(&mut ctpipe::rng::stream(0, "bench", 0), (n, 3, 32, 32), candle_core::DType::F32, &dev)? * 2.0)? - 1.0)?;
-    net.pool3(&x.narrow(0, 0, 2)?)?;
-    let ours = median_secs(1, || net.pool3(&x).map(|_| ()))? / n as f64;
-    let reference = reference(&["inception", &n.to_string()]);
+    // to_vec: waits for the device.
+    let features = |x: &candle_core::Tensor| -> Result<()> {
+        net.pool3(x)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(())
+    };
+    features(&x.narrow(0, 0, 2.min(n))?)?;
+    let ours = median_secs(if dev.is_cpu() { 1 } else { 3 }, || features(&x))? / n as f64;
+    let reference = reference("fid_reference.py", &["inception", &n.to_string(), if dev.is_cpu() { "cpu" } else { "cuda" }]);
     let ref_time = reference.as_ref().and_then(|r| r["images_per_s"].as_f64()).map(|v| 1.0 / v).unwrap_or(f64::NAN);
     NOTES.lock().expect("notes").push(format!(
-        "  Inception-v3 features (CPU, 32×32 → 299×299): ours {:.1} images/s, pytorch-fid {:.1} images/s",
+        "  Inception-v3 features ({where_}, 32×32 → 299×299, batch {n}): ours {:.1} images/s, pytorch-fid {:.1} images/s",
         1.0 / ours,
         1.0 / ref_time
     ));
-    Ok(Row { what: "FID Inception-v3, one image (CPU)".into(), ours: ("candle, BN folded".into(), ours), reference: ("pytorch-fid (torch CPU)".into(), ref_time) })
+    Ok(Row { what: format!("FID Inception-v3, one image ({where_})"), ours: ("candle, BN folded".into(), ours), reference: (format!("pytorch-fid (torch {where_})"), ref_time) })
 }
 
 fn bench_classifier() -> Result<Row> {
@@ -349,6 +365,7 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
     };
     // One ctpipe timing per (kernels, TF32) setting, measured once and shared by the rows.
     let mut timings: Vec<((Kernels, bool), f64)> = Vec::new();
+    let trained = dir.path().join("trained");
     let mut ctpipe_step = |kernels: Kernels, tf32: bool| -> Result<f64> {
         if let Some((_, t)) = timings.iter().find(|(k, _)| *k == (kernels, tf32)) {
             return Ok(*t);
@@ -356,7 +373,9 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
         ctpipe::cuda::set_kernels(kernels);
         candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
         let run = tempfile::tempdir_in(dir.path())?;
-        let (out, work) = (run.path().join("out"), run.path().join("work"));
+        // The first run's model is kept for the sampling rows.
+        let out = if timings.is_empty() { trained.clone() } else { run.path().join("out") };
+        let work = run.path().join("work");
         std::fs::create_dir_all(&out)?;
         let started = Instant::now();
         let summary = ctpipe::train::train_ct(&cfg, &data, None, ctpipe::train::RunDirs { out: &out, work: &work }, &Default::default(), &dev)?;
@@ -367,29 +386,54 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
         Ok(ours)
     };
     let where_ = if dev.is_cpu() { "cpu" } else { "cuda" };
-    let mut rows = Vec::new();
-    for mode in modes.split(',') {
-        let script = ctpipe_root().join("bench/ddpmpp_reference.py");
-        let args = ["step", preset, &batch.to_string(), &steps.to_string(), mode, where_];
-        let r = Command::new(python()).arg(&script).args(args).output().ok().filter(|o| o.status.success());
-        let reference = r.and_then(|o| serde_json::from_str::<serde_json::Value>(String::from_utf8_lossy(&o.stdout).lines().last()?).ok());
-        let ref_time = reference.as_ref().and_then(|r| r["ms_per_step"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
-        if let Some(r) = &reference {
-            NOTES.lock().expect("notes").push(format!("  {preset} ECT step, batch {batch}, {where_}: PyTorch {mode}: {r}"));
-        }
-        // ctpipe's side of each mode. On the CPU there is one path; on a GPU, strict fp32 is
-        // measured with candle's ops and with our kernels, TF32 with our kernels, and bf16
-        // (which ctpipe does not train in yet) is ctpipe's fastest f32 path against it.
-        let ours: Vec<(&str, Kernels, bool)> = match (where_, mode) {
+    // ctpipe's side of each mode. On the CPU there is one path; on a GPU, strict fp32 is
+    // measured with candle's ops and with our kernels, TF32 with our kernels, and bf16 (which
+    // ctpipe does not run in yet) is ctpipe's fastest f32 path against it.
+    let variants = |mode: &str| -> Vec<(&'static str, Kernels, bool)> {
+        match (where_, mode) {
             ("cpu", _) => vec![("ctpipe f32", Kernels::Composed, false)],
             (_, "tf32") => vec![("ctpipe TF32, our kernels", Kernels::Fused, true)],
             (_, "bf16") => vec![("ctpipe TF32, our kernels (no bf16 yet)", Kernels::Fused, true)],
             _ => vec![("ctpipe f32, candle ops", Kernels::Composed, false), ("ctpipe f32, our kernels", Kernels::Fused, false)],
-        };
-        for (label, kernels, tf32) in ours {
+        }
+    };
+    let mut rows = Vec::new();
+    for mode in modes.split(',') {
+        let reference = reference("ddpmpp_reference.py", &["step", preset, &batch.to_string(), &steps.to_string(), mode, where_]);
+        let ref_time = reference.as_ref().and_then(|r| r["ms_per_step"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
+        if let Some(r) = &reference {
+            NOTES.lock().expect("notes").push(format!("  {preset} ECT step, batch {batch}, {where_}: PyTorch {mode}: {r}"));
+        }
+        for (label, kernels, tf32) in variants(mode) {
             rows.push(Row {
                 what: format!("ECT train step, {preset}, batch {batch} ({where_})"),
                 ours: (label.into(), ctpipe_step(kernels, tf32)?),
+                reference: (format!("PyTorch eager {mode}"), ref_time),
+            });
+        }
+    }
+    // 1-step sampling throughput of the model just trained: one network evaluation per image
+    // (ctpipe's sampler, as evaluate-fid runs it) against the reference's forward pass.
+    let spec: ctpipe::model::ModelSpec = serde_json::from_str(&std::fs::read_to_string(trained.join("model.json"))?)?;
+    let w = ctpipe::model::Weights::from_tensors(&spec.network, ctpipe::model::load_tensors(&trained.join("ema.safetensors"), &dev)?, &dev)?;
+    let n = batch as usize;
+    let generate = || -> Result<()> {
+        let x = ctpipe::sample::consistency_samples(&spec, &w.net, None, &[], 0, 0, n, &dev)?;
+        x.sum_all()?.to_scalar::<f32>()?; // waits for the device
+        Ok(())
+    };
+    for mode in modes.split(',') {
+        let reference = reference("ddpmpp_reference.py", &["sample", preset, &batch.to_string(), "5", mode, where_]);
+        let ref_time = reference.as_ref().and_then(|r| r["ms_per_batch"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
+        for (label, kernels, tf32) in variants(mode) {
+            ctpipe::cuda::set_kernels(kernels);
+            candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
+            generate()?;
+            let ours = median_secs(5, generate)?;
+            NOTES.lock().expect("notes").push(format!("  {preset} 1-step sampling, batch {batch}, {where_}, {label}: {:.1} images/s", n as f64 / ours));
+            rows.push(Row {
+                what: format!("1-step sampling, {preset}, batch {batch} ({where_})"),
+                ours: (label.into(), ours),
                 reference: (format!("PyTorch eager {mode}"), ref_time),
             });
         }
