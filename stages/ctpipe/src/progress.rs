@@ -14,6 +14,9 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     started: Instant,
     last_log: Instant,
+    log_every: Duration,
+    /// The position the last plain line showed (finish does not repeat it).
+    logged: Option<u64>,
     message: String,
 }
 
@@ -29,7 +32,7 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Progress { label: label.to_string(), total, pos: 0, bar, started: now, last_log: now, message: String::new() }
+        Progress { label: label.to_string(), total, pos: 0, bar, started: now, last_log: now, log_every: LOG_EVERY, logged: None, message: String::new() }
     }
 
     pub fn set_message(&mut self, msg: impl Into<String>) {
@@ -47,7 +50,7 @@ impl Progress {
         self.pos = pos;
         match &self.bar {
             Some(b) => b.set_position(pos),
-            None if self.last_log.elapsed() >= LOG_EVERY => {
+            None if self.last_log.elapsed() >= self.log_every => {
                 self.last_log = Instant::now();
                 self.log_line();
             }
@@ -55,7 +58,8 @@ impl Progress {
         }
     }
 
-    fn log_line(&self) {
+    fn log_line(&mut self) {
+        self.logged = Some(self.pos);
         let pct = if self.total > 0 { 100.0 * self.pos as f64 / self.total as f64 } else { 100.0 };
         eprintln!(
             "{}: {}/{} ({pct:.0}%) {:.1}s {}",
@@ -75,10 +79,37 @@ impl Progress {
         }
     }
 
-    pub fn finish(self) {
+    pub fn finish(mut self) {
         match &self.bar {
             Some(b) => b.finish_and_clear(),
-            None => self.log_line(),
+            None if self.needs_final_line() => self.log_line(),
+            None => {}
         }
+    }
+
+    /// Whether the plain log has not shown the current position yet.
+    fn needs_final_line(&self) -> bool {
+        self.logged != Some(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log line written at the last position is not written again by `finish`.
+    #[test]
+    fn the_last_line_is_written_once() {
+        let mut p = Progress::new("test", 4);
+        p.bar = None;
+        p.log_every = Duration::ZERO;
+        p.set_position(3);
+        assert!(!p.needs_final_line());
+        p.log_every = Duration::from_secs(3600);
+        p.set_position(4);
+        assert!(p.needs_final_line(), "position 4 was not logged yet");
+        p.log_every = Duration::ZERO;
+        p.set_position(4);
+        assert!(!p.needs_final_line(), "position 4 was logged: finish must not repeat it");
     }
 }

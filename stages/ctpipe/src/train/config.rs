@@ -33,7 +33,7 @@ macro_rules! training_config {
                 pub limit: Option<u64> = None,
                 /// Random horizontal flips of training images.
                 pub x_flip: bool = false,
-                /// Smallest noise level (default: 0.002 for edm and the iCT schedule, 0.003 for ECT/SCT).
+                /// Smallest noise level (default: 0.002 for edm, cd and the iCT schedule; 0.003 for ECT/SCT).
                 pub sigma_min: Option<f64> = None,
                 /// Largest noise level; 1-step sampling starts here.
                 pub sigma_max: f64 = 80.0,

@@ -48,6 +48,9 @@ struct Row {
 }
 
 fn main() -> Result<()> {
+    // What every stage binary does first (stage::main): measure the settings users run with.
+    ctpipe::stage::pin_thread_count();
+    ctpipe::stage::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ddpmpp-io") => return ddpmpp_io(args.get(1).context("usage: bench ddpmpp-io PRESET OUT")?, Path::new(args.get(2).context("usage: bench ddpmpp-io PRESET OUT")?)),
