@@ -209,16 +209,22 @@ def check(preset, io_path):
     print(json.dumps({"preset": preset, "parameters": sum(p.numel() for p in m.parameters()), "max_relative_error": err}))
 
 
-def step(preset, batch, steps, mode, device="cuda"):
-    """ECT's training step on random data, with ctpipe's ECT arithmetic (EDM preconditioning in
-    training, pseudo-Huber c = 0, weight 1/(t − r), dropout masks shared by both passes). r is a
-    fixed fraction of t rather than ECT's staged mapping: its value does not change the work."""
+def prepare(mode, device):
+    """The device, with cudnn.benchmark on and TF32 only in tf32 mode on CUDA; seeds torch."""
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
         torch.backends.cudnn.allow_tf32 = mode == "tf32"
     torch.manual_seed(0)
+    return dev
+
+
+def step(preset, batch, steps, mode, device="cuda"):
+    """ECT's training step on random data, with ctpipe's ECT arithmetic (EDM preconditioning in
+    training, pseudo-Huber c = 0, weight 1/(t − r), dropout masks shared by both passes). r is a
+    fixed fraction of t rather than ECT's staged mapping: its value does not change the work."""
+    dev = prepare(mode, device)
     m = Model(preset).to(dev)
     ema = Model(preset).to(dev)
     ema.load_state_dict(m.state_dict())
@@ -275,12 +281,7 @@ def step(preset, batch, steps, mode, device="cuda"):
 def sample(preset, batch, reps, mode, device="cuda"):
     """1-step consistency sampling: one evaluation of the preconditioned network at sigma_max
     per image (ECT's consistency preconditioning), no gradients; median time per batch."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
-        torch.backends.cudnn.allow_tf32 = mode == "tf32"
-    torch.manual_seed(0)
+    dev = prepare(mode, device)
     m = Model(preset).to(dev).eval()
     _, _, _, _, _, (c, res) = PRESETS[preset]
     sd, smin, smax = 0.5, 0.002, 80.0

@@ -57,13 +57,19 @@ pub fn kernel_kind(s: &StepScalars) -> (i32, f32) {
     (kind, s.rect.unwrap_or(-1.0))
 }
 
-/// Refuse a misspelt `CTPIPE_CUDA_KERNELS` (checked when a CUDA device is chosen).
-pub fn check_env() -> anyhow::Result<()> {
+/// `CTPIPE_CUDA_KERNELS`: fused, composed, or unset (composed).
+fn from_env() -> anyhow::Result<Kernels> {
     match std::env::var("CTPIPE_CUDA_KERNELS").as_deref() {
-        Ok("fused") | Ok("composed") | Err(std::env::VarError::NotPresent) => Ok(()),
+        Ok("fused") => Ok(Kernels::Fused),
+        Ok("composed") | Err(std::env::VarError::NotPresent) => Ok(Kernels::Composed),
         Ok(v) => Err(crate::error::usage(format!("CTPIPE_CUDA_KERNELS={v}: expected fused or composed"))),
         Err(_) => Err(crate::error::usage("CTPIPE_CUDA_KERNELS: not valid UTF-8 (expected fused or composed)".to_string())),
     }
+}
+
+/// Refuse a misspelt `CTPIPE_CUDA_KERNELS` (checked when a CUDA device is chosen).
+pub fn check_env() -> anyhow::Result<()> {
+    from_env().map(|_| ())
 }
 
 /// The GPU path's kernels: [`set_kernels`] if called, else `CTPIPE_CUDA_KERNELS`, else composed.
@@ -72,10 +78,8 @@ pub fn kernels() -> Kernels {
         1 => Kernels::Composed,
         2 => Kernels::Fused,
         _ => {
-            let k = match std::env::var("CTPIPE_CUDA_KERNELS").as_deref() {
-                Ok("fused") => Kernels::Fused,
-                _ => Kernels::Composed,
-            };
+            // A bad value was refused when the device was chosen.
+            let k = from_env().unwrap_or(Kernels::Composed);
             CHOICE.store(code(k), Ordering::Relaxed);
             k
         }
