@@ -4,11 +4,12 @@
 # binary); the stage's content key decides *whether to work* (a known key is a cache hit in
 # milliseconds). The per-profile rules come from `plan`, which writes artifacts/plans/<profile>.mk.
 #
-#   make all                     every node of the profile, then a status table and the report
+#   make all                     check the profile, run every node, then a status table and the report
+#   make all SCALE=smoke         the same nodes with their counts cut to minutes on a CPU (a rehearsal)
 #   make fetch-data              every node of one stage (SOURCE= / METHOD= narrows it)
 #   make fetch-data.toy          one node
 #   make -n all                  show the plan;   make -j2 all   run independent nodes in parallel
-#   make test | bench | cuda | status | gc | clean | clobber | help
+#   make check | test | bench | cuda | status | gc | clean | clobber | help
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,6 +19,10 @@ MAKEFLAGS += --no-builtin-rules --no-builtin-variables
 
 ROOT      := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 PROFILE   ?= default
+# full, or smoke: every node with its counts (steps, samples, rows, seeds) cut to minutes on a CPU;
+# its refs, logs, plans and report live under $(PROFILE)@smoke, apart from the full run's.
+SCALE     ?= full
+NS        := $(if $(filter smoke,$(SCALE)),$(PROFILE)@smoke,$(PROFILE))
 PIPELINE  ?= $(ROOT)/pipeline.toml
 ARTIFACTS ?= $(ROOT)/artifacts
 DATA      ?= $(ROOT)/data
@@ -30,8 +35,9 @@ STAGE_BINS := fetch-data train-ct distill precompute-encoder evaluate-fid
 TOOL_BINS  := artifacts plan bench features
 BINARIES   := $(addprefix $(BIN)/,$(STAGE_BINS) $(TOOL_BINS))
 STORE      := --artifacts $(ARTIFACTS)
+PLAN       := $(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) --scale $(SCALE) $(STORE)
 
-.PHONY: all build cuda test bench status gc clean clobber help
+.PHONY: all build check plan-check cuda test bench status gc clean clobber help
 
 ifeq ($(BUILD),1)
 SOURCES := $(shell find $(ROOT)/stages -name '*.rs' -o -name Cargo.toml) $(ROOT)/Cargo.toml $(wildcard $(ROOT)/Cargo.lock)
@@ -63,26 +69,34 @@ cuda:
 # A stage node: run its binary, log to artifacts/logs/<profile>/<node>.log. The binary writes
 # the node's ref (the target) only after publishing or finding its artifact.
 define run_node
-@mkdir -p $(ARTIFACTS)/logs/$(PROFILE)
-$(BIN)/$(1) --pipeline $(PIPELINE) --profile $(PROFILE) --node $(2) $(STORE) --data-dir $(DATA) 2>&1 | tee $(ARTIFACTS)/logs/$(PROFILE)/$(2).log
+@mkdir -p $(ARTIFACTS)/logs/$(NS)
+$(BIN)/$(1) --pipeline $(PIPELINE) --profile $(PROFILE) --scale $(SCALE) --node $(2) $(STORE) --data-dir $(DATA) 2>&1 | tee $(ARTIFACTS)/logs/$(NS)/$(2).log
 endef
 
+# Every node of the profile checked (settings, ranges, that an init or teacher fits its student,
+# imported weights present) before any node runs: every node rule waits for it (order-only).
+plan-check: $(BIN)/plan
+	@$(PLAN) check
+check: plan-check
+
 # The generated rules are needed by every goal except these.
-NO_PLAN_GOALS := build cuda test bench clean clobber help
+NO_PLAN_GOALS := build check plan-check cuda test bench clean clobber help
 ifneq ($(if $(MAKECMDGOALS),$(filter-out $(NO_PLAN_GOALS),$(MAKECMDGOALS)),all),)
-PLAN_MK := $(ARTIFACTS)/plans/$(PROFILE).mk
+PLAN_MK := $(ARTIFACTS)/plans/$(NS).mk
 $(PLAN_MK): $(PIPELINE) $(BIN)/plan
-	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) make
+	@$(PLAN) make
 include $(PLAN_MK)
 endif
 
-all: $(PLAN_REFS)
-	@echo "all $(words $(PLAN_NODES)) nodes of profile $(PROFILE) are up to date"
-	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) status
-	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) report
+# plan-check first also when every node is up to date, so `make all` always says whether the
+# profile can run.
+all: plan-check $(PLAN_REFS)
+	@echo "all $(words $(PLAN_NODES)) nodes of profile $(NS) are up to date"
+	@$(PLAN) status
+	@$(PLAN) report
 
 status: $(BIN)/plan
-	@$(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) $(STORE) status
+	@$(PLAN) status
 
 test:
 	$(CARGO) build --release --bins --manifest-path $(ROOT)/Cargo.toml
@@ -106,9 +120,9 @@ clobber: clean
 	find $(DATA) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
 
 help:
-	@sed -n '2,11p' $(ROOT)/Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,12p' $(ROOT)/Makefile | sed 's/^# \{0,1\}//'
 	@echo
-	@echo "Variables: PROFILE=$(PROFILE) PIPELINE=$(PIPELINE)"
+	@echo "Variables: PROFILE=$(PROFILE) SCALE=$(SCALE) PIPELINE=$(PIPELINE)"
 	@echo "           ARTIFACTS=$(ARTIFACTS) DATA=$(DATA) BIN=$(BIN)"
 	@echo "Profiles:"
 	@if [ -x $(BIN)/plan ]; then $(BIN)/plan --pipeline $(PIPELINE) profiles; else grep -E '^\[[A-Za-z0-9_-]+\]' $(PIPELINE); fi

@@ -4,24 +4,9 @@ use ctpipe_e2e::{release_bin_dir, run, workspace_root, Run, Sandbox};
 use std::process::Command;
 use std::time::Instant;
 
-/// `make -f <repo>/Makefile` with the sandbox's pipeline, store and data, the release binaries
-/// as they are (BUILD=0), and profile `tiny`.
+/// `make` on the sandbox with profile `tiny`.
 fn make(sb: &Sandbox, args: &[&str]) -> Run {
-    let mut c = Command::new("make");
-    c.current_dir(sb.path())
-        .arg("-f")
-        .arg(workspace_root().join("Makefile"))
-        .arg("--no-print-directory")
-        .arg("BUILD=0")
-        .arg(format!("BIN={}", release_bin_dir().display()))
-        .arg(format!("PIPELINE={}", sb.path().join("pipeline.toml").display()))
-        .arg(format!("ARTIFACTS={}", sb.artifacts().display()))
-        .arg(format!("DATA={}", sb.path().join("data").display()))
-        .arg("PROFILE=tiny")
-        .args(args)
-        .env_remove("MAKEFLAGS")
-        .env_remove("MFLAGS");
-    run(&mut c)
+    run(sb.make().arg("PROFILE=tiny").args(args))
 }
 
 fn tiny() -> Sandbox {
@@ -141,11 +126,66 @@ fn bad_pipeline_file_is_one_line() {
     assert_ne!(r.code, 0);
     let line = r.stderr.lines().find(|l| l.starts_with("error: plan:")).unwrap_or_else(|| panic!("{}", r.stderr));
     assert!(line.contains("unknown key `train-c`"), "{line}");
-    sb.write("pipeline.toml", "[tiny]\n[tiny.fetch-data.a]\nsource = \"toy2d\"\nn = \"many\"\n");
+    // A bad setting is found by `plan check` before any node runs, with file, node and field.
+    let text = std::fs::read_to_string(workspace_root().join("tests/profiles/tiny.toml")).unwrap();
+    sb.write("pipeline.toml", &text.replacen("n = 500\nn_test = 100", "n = \"many\"\nn_test = 100", 1));
     let r = make(&sb, &["all"]);
     assert_ne!(r.code, 0);
-    assert!(r.stdout.contains("error: fetch-data: ") || r.stderr.contains("error: fetch-data: "), "{}{}", r.stdout, r.stderr);
-    assert!(format!("{}{}", r.stdout, r.stderr).contains("[tiny.fetch-data.a]: field `n`"));
+    let line = r.stderr.lines().find(|l| l.starts_with("error: plan:")).unwrap_or_else(|| panic!("{}", r.stderr));
+    assert!(line.contains("[tiny.fetch-data.a]: field `n`"), "{line}");
+    assert!(ran(&r).is_empty() && !sb.artifacts().join("refs").exists(), "a node ran before the check:\n{}", r.stdout);
+}
+
+/// `make all` checks every node first: an ECT node whose init is another network stops the
+/// whole profile before anything runs (also the nodes that could have run), and `plan sbatch`
+/// writes no scripts for it.
+#[test]
+fn a_profile_that_cannot_run_stops_before_any_node() {
+    let sb = tiny();
+    let text = std::fs::read_to_string(workspace_root().join("tests/profiles/tiny.toml")).unwrap();
+    let bad = text + "\n[tiny.train-ct.bad]\ndata = \"fetch-data.a\"\ninit = \"train-ct.edm\"\nmethod = \"ect\"\nnetwork = \"mlp-toy\"\n";
+    sb.write("pipeline.toml", &bad);
+    let r = make(&sb, &["all"]);
+    assert_ne!(r.code, 0);
+    let line = r.stderr.lines().find(|l| l.starts_with("error: plan:")).unwrap_or_else(|| panic!("{}", r.stderr));
+    assert!(line.contains("[tiny.train-ct.bad]: init `train-ct.edm` has network = \"mlp-small\", this node \"mlp-toy\""), "{line}");
+    assert!(ran(&r).is_empty(), "{}", r.stdout);
+    let r = run(sb.cmd(release_bin_dir().join("plan")).args(["--profile", "tiny", "sbatch", "--out", "slurm"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.one_error_line().contains("[tiny.train-ct.bad]"));
+    assert!(!sb.path().join("slurm").exists());
+}
+
+/// SCALE=smoke runs every node with its counts cut, under `tiny@smoke`: the full run's refs
+/// stay as they were, the cut nodes get their own keys (the datasets, which smoke does not
+/// cut, are the same artifacts), and a second smoke run does no work.
+#[test]
+fn smoke_scale_is_keyed_apart_from_the_full_run() {
+    let sb = tiny();
+    make(&sb, &["all"]).expect_code(0);
+    let refs = |ns: &str| -> Vec<(String, String)> {
+        ALL.iter().map(|n| (n.to_string(), std::fs::read_to_string(sb.artifacts().join(format!("refs/{ns}/{n}.ref"))).unwrap())).collect()
+    };
+    let full = refs("tiny");
+    let smoke = make(&sb, &["all", "SCALE=smoke"]).expect_code(0);
+    assert_eq!(ran(&smoke), ALL);
+    assert!(smoke.stdout.contains("--scale smoke"), "{}", smoke.stdout);
+    assert!(smoke.stdout.contains(&format!("all {} nodes of profile tiny@smoke are up to date", ALL.len())), "{}", smoke.stdout);
+    assert_eq!(refs("tiny"), full, "the full run's refs moved");
+    for ((node, a), (_, b)) in full.iter().zip(refs("tiny@smoke")) {
+        if node.starts_with("fetch-data") {
+            assert_eq!(*a, b, "{node}: the same dataset");
+        } else {
+            assert_ne!(*a, b, "{node}: a smoke model is keyed apart");
+        }
+    }
+    let store = ctpipe::store::Store::new(sb.artifacts());
+    let r = store.read_ref("tiny@smoke", "train-ct.ect").unwrap().unwrap();
+    let m = store.open(&r.stage, &r.key, ctpipe::store::Verify::Hashes).unwrap().manifest;
+    assert_eq!((m.config["steps"].as_u64(), m.config["batch"].as_u64()), (Some(2), Some(2)));
+    assert!(sb.artifacts().join("reports/tiny@smoke.md").is_file());
+    assert!(sb.artifacts().join("logs/tiny@smoke/train-ct.ect.log").is_file());
+    assert!(ran(&make(&sb, &["all", "SCALE=smoke"]).expect_code(0)).is_empty());
 }
 
 #[test]

@@ -37,6 +37,25 @@ impl Sandbox {
         c
     }
 
+    /// `make -f <repo>/Makefile` in the sandbox with its pipeline file, store and data
+    /// directory, and the release binaries as they are (BUILD=0).
+    pub fn make(&self) -> Command {
+        let mut c = Command::new("make");
+        c.current_dir(self.path())
+            .arg("-f")
+            .arg(workspace_root().join("Makefile"))
+            .arg("--no-print-directory")
+            .arg("BUILD=0")
+            .arg(format!("BIN={}", release_bin_dir().display()))
+            .arg(format!("PIPELINE={}", self.path().join("pipeline.toml").display()))
+            .arg(format!("ARTIFACTS={}", self.artifacts().display()))
+            .arg(format!("DATA={}", self.path().join("data").display()))
+            .env_remove("MAKEFLAGS")
+            .env_remove("MFLAGS")
+            .env_remove("CTPIPE_SCALE");
+        c
+    }
+
     pub fn write(&self, rel: &str, text: &str) -> PathBuf {
         let p = self.path().join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -225,4 +244,77 @@ pub fn blob_images(n_train: usize, n_test: usize, seed: u64) -> ctpipe::data::sc
         train,
         test,
     }
+}
+
+/// The Python of the interop virtual environment: the tools users have, pinned in
+/// `tests/interop/requirements.txt` (pyarrow, pandas, safetensors, Pillow, numpy). Created on
+/// first use under `target/interop-venv/<hash of the requirements>` and shared by every test
+/// binary (a file lock serialises the creation). `None`, after saying why, only when the
+/// package registry cannot be reached; any other failure to build it fails the test.
+pub fn python_env() -> Option<PathBuf> {
+    let req_path = workspace_root().join("tests/interop/requirements.txt");
+    let req = std::fs::read(&req_path).expect("tests/interop/requirements.txt");
+    // FNV-1a: a stable name for this set of pins.
+    let hash = req.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+    let root = workspace_root().join("target").join("interop-venv");
+    let dir = root.join(format!("{hash:016x}"));
+    let python = dir.join("bin").join("python");
+    let complete = dir.join(".complete");
+    if complete.is_file() {
+        return Some(python);
+    }
+    std::fs::create_dir_all(&root).expect("create target/interop-venv");
+    let lock = std::fs::File::create(root.join(".lock")).expect("lock file");
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    if complete.is_file() {
+        return Some(python);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let base = std::env::var("CTPIPE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let venv = run(Command::new(&base).args(["-m", "venv"]).arg(&dir));
+    assert_eq!(venv.code, 0, "`{base} -m venv` failed (the tests need Python 3 with its venv module):\n{}", venv.stderr);
+    let pip = run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&req_path));
+    if pip.code != 0 {
+        let index = std::env::var("PIP_INDEX_URL").unwrap_or_else(|_| "https://pypi.org/simple/".into());
+        let probe = format!("import urllib.request; urllib.request.urlopen('{}/pyarrow/', timeout=20)", index.trim_end_matches('/'));
+        if run(Command::new(&base).args(["-c", &probe])).code != 0 {
+            eprintln!("SKIPPED: the package registry ({index}) cannot be reached, so the Python interop environment cannot be built");
+            return None;
+        }
+        panic!("pip install -r {} failed although the registry answers:\n{}\n{}", req_path.display(), pip.stdout, pip.stderr);
+    }
+    std::fs::write(&complete, b"").expect("mark the environment complete");
+    Some(python)
+}
+
+/// Run `tests/interop/pytools.py` with the interop environment's Python; its JSON answer.
+pub fn pytools<S: AsRef<std::ffi::OsStr>>(python: &Path, args: &[S]) -> serde_json::Value {
+    let script = workspace_root().join("tests/interop/pytools.py");
+    let r = run(Command::new(python).arg(&script).args(args));
+    let shown: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().chars().take(200).collect()).collect();
+    assert_eq!(r.code, 0, "pytools.py {shown:?} failed:\n{}", r.stderr);
+    serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("pytools.py {shown:?}: not JSON ({e}):\n{}", r.stdout))
+}
+
+/// The learned parameters of NVlabs/edm's `SongUNet` in a preset's configuration, names
+/// prefixed `model.` as `EDMPrecond` holds them, sorted, with their shapes: dumped with PyTorch
+/// from EDM's own code (tests/interop/fixtures/README.md). EDM's constant resampling-filter
+/// buffers are left out: EDM builds them itself.
+pub fn edm_songunet(preset: &str) -> Vec<(String, Vec<u64>)> {
+    let path = workspace_root().join(format!("tests/interop/fixtures/edm-songunet-{preset}.json"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("fixture JSON");
+    let entries = |key: &str| -> Vec<(String, Vec<u64>)> {
+        v[key].as_array().expect("a list").iter().map(|t| (t[0].as_str().expect("name").to_string(), t[1].as_array().expect("shape").iter().map(|x| x.as_u64().expect("dim")).collect())).collect()
+    };
+    let buffers = entries("buffers");
+    let mut out: Vec<(String, Vec<u64>)> = entries("tensors").into_iter().filter(|t| !buffers.contains(t)).map(|(n, s)| (format!("model.{n}"), s)).collect();
+    out.sort();
+    out
+}
+
+/// Names and shapes of a safetensors file as pytools.py read-safetensors reports them, sorted.
+pub fn tensor_shapes(read: &serde_json::Value) -> Vec<(String, Vec<u64>)> {
+    let t = read["tensors"].as_object().expect("tensors");
+    t.iter().map(|(k, d)| (k.clone(), d["shape"].as_array().expect("shape").iter().map(|x| x.as_u64().expect("dim")).collect())).collect()
 }

@@ -127,8 +127,33 @@ fn bad_config_values_are_one_line_errors() {
     let r = train(&sb, &[("data", &model)], &with(&[]));
     assert_eq!(r.code, 3);
     assert!(r.one_error_line().contains("input `data` must be a fetch-data artifact"));
-    let r = train(&sb, &[("data", &data), ("init", &model)], &with(&["method=ect", "dropout=0.2"]));
+    let r = train(&sb, &[("data", &data), ("init", &model)], &with(&["method=ect", "network=mlp-small"]));
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.one_error_line().contains("has a different network"));
+    assert!(r.one_error_line().contains("has a different network"), "{}", r.stderr);
+    let r = train(&sb, &[("data", &data), ("init", &model)], &with(&["method=ect", "sigma_data=0.7"]));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.one_error_line().contains("trained with sigma_data = 0.5, this run sets 0.7"), "{}", r.stderr);
     assert!(Store::new(sb.artifacts()).list().unwrap().iter().filter(|(s, _)| s == "train-ct").count() == 1, "no partial artifacts");
+}
+
+/// ECT's recipe tunes at dropout 0.2 from an EDM model trained at another rate: dropout has no
+/// parameters, so the init is accepted and the tuned network starts from the init's EMA weights.
+#[test]
+fn tuning_at_another_dropout_starts_from_the_init() {
+    let sb = Sandbox::new();
+    let data = ctpipe_e2e::publish_toy(&sb, 1000).to_string();
+    let edm = train(&sb, &[("data", &data)], &with(&["method=edm", "dropout=0.1"])).expect_code(0).key();
+    let ect = train(&sb, &[("data", &data), ("init", &edm)], &with(&["method=ect", "dropout=0.2", "lr=1e-12", "steps=2", "checkpoint_every=2"]))
+        .expect_code(0)
+        .key();
+    let dev = candle_core::Device::Cpu;
+    let load = |key: &str, file: &str| ctpipe::model::load_tensors(&sb.artifacts().join("train-ct").join(key).join(file), &dev).unwrap();
+    let (init, tuned) = (load(&edm, "ema.safetensors"), load(&ect, "net.safetensors"));
+    assert_eq!(init.len(), tuned.len());
+    for (name, a) in &init {
+        let moved = (a - &tuned[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(moved < 1e-6, "{name} moved by {moved}");
+    }
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(sb.artifacts().join("train-ct").join(&ect).join("model.json")).unwrap()).unwrap();
+    assert_eq!((spec["network"]["arch"].as_str(), spec["network"]["dropout"].as_f64()), (Some("mlp"), Some(0.2)), "{spec}");
 }

@@ -61,7 +61,11 @@ pub struct SplitWriter {
 
 impl SplitWriter {
     pub fn create(path: &Path, info: &DatasetInfo, split: &str) -> Result<SplitWriter> {
-        let schema = arrow_schema(info.kind);
+        let meta = [(META_DATASET.to_string(), serde_json::to_string(info)?), (META_SPLIT.to_string(), split.to_string())];
+        // In the file's key-value metadata (what parquet-rs and `pq.read_metadata` show) and in
+        // the Arrow schema's (what `pq.read_schema`, `pq.read_table(...).schema` and pandas'
+        // users see: pyarrow takes a file's schema metadata from its embedded Arrow schema).
+        let schema = Arc::new(arrow_schema(info.kind).as_ref().clone().with_metadata(meta.iter().cloned().collect::<std::collections::HashMap<_, _>>()));
         let col = ColumnPath::from(sample_column(info.kind));
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
@@ -69,10 +73,7 @@ impl SplitWriter {
             .set_column_dictionary_enabled(col.clone(), false)
             .set_column_statistics_enabled(col, EnabledStatistics::None)
             .set_created_by(format!("ctpipe {}", env!("CARGO_PKG_VERSION")))
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new(META_DATASET.to_string(), serde_json::to_string(info)?),
-                KeyValue::new(META_SPLIT.to_string(), split.to_string()),
-            ]))
+            .set_key_value_metadata(Some(meta.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()))
             .build();
         let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;

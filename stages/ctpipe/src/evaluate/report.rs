@@ -64,13 +64,17 @@ pub fn markdown(ev: &Evaluation, cfg: &EvalConfig) -> String {
 
 /// A profile's report: the `report.md` of every evaluate-fid node that has run, with its
 /// pictures' paths; nodes not run yet are listed as such.
-pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Profile) -> anyhow::Result<String> {
-    let mut s = format!("# ctpipe report — profile `{}`\n\n{}\n\n", profile.name, profile.about);
+pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Profile, scale: crate::stage::scale::Scale) -> anyhow::Result<String> {
+    let ns = scale.namespace(&profile.name);
+    let mut s = format!("# ctpipe report — profile `{ns}`\n\n{}\n\n", profile.about);
+    if scale == crate::stage::scale::Scale::Smoke {
+        s.push_str("Smoke scale: every node ran with its counts cut to minutes on a CPU (stage::scale); the numbers only show that the profile runs.\n\n");
+    }
     let mut any = false;
     for node in profile.topo_order().into_iter().filter(|n| n.stage.name == "evaluate-fid") {
         any = true;
         let _ = writeln!(s, "## {}\n", node.id);
-        let Some(r) = store.read_ref(&profile.name, &node.id)? else {
+        let Some(r) = store.read_ref(&ns, &node.id)? else {
             let _ = writeln!(s, "not run yet (`make {}`)\n", node.id);
             continue;
         };

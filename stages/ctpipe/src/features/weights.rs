@@ -51,16 +51,23 @@ impl WeightsSource {
         Ok(())
     }
 
+    /// Before any work (`plan check`): the description is complete and the file is there — a
+    /// local file, or offline a file of the Hub cache (online it is downloaded when the node
+    /// runs). Its sha256 is checked when it is used.
+    pub fn check_present(&self, role: &WeightsRole) -> Result<()> {
+        self.check(role)?;
+        match (&self.path, &self.repo, &self.file) {
+            (Some(p), _, _) if !p.is_file() => Err(bad_input(format!("{}: {} not found ({})", p.display(), role.what, role.how_to_get))),
+            (None, Some(repo), Some(file)) if crate::data::sources::hub::offline_from_env() => cached_hub_file(repo, file, &self.revision).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
     /// The local, verified file.
     pub fn resolve(&self, role: &WeightsRole) -> Result<PathBuf> {
-        self.check(role)?;
+        self.check_present(role)?;
         let path = match (&self.path, &self.repo, &self.file) {
-            (Some(p), _, _) => {
-                if !p.is_file() {
-                    return Err(bad_input(format!("{}: {} not found ({})", p.display(), role.what, role.how_to_get)));
-                }
-                p.clone()
-            }
+            (Some(p), _, _) => p.clone(),
             (None, Some(repo), Some(file)) => hub_file(repo, file, &self.revision)?,
             _ => unreachable!("checked above"),
         };
@@ -74,17 +81,21 @@ impl WeightsSource {
 
 /// A model-repo file from the local Hub cache (offline) or downloaded into it.
 fn hub_file(repo_id: &str, file: &str, revision: &str) -> Result<PathBuf> {
-    let repo = hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, revision.to_string());
     if crate::data::sources::hub::offline_from_env() {
-        return hf_hub::Cache::from_env()
-            .repo(repo)
-            .get(file)
-            .ok_or_else(|| bad_input(format!("hub:{repo_id}/{file} is not in the local cache (offline mode)")));
+        return cached_hub_file(repo_id, file, revision);
     }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .build()
-        .map_err(|e| bad_input(format!("hub:{repo_id}: cannot set up the Hub client: {e}")))?;
+    let repo = hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, revision.to_string());
+    let api = crate::data::sources::hub::api().map_err(|e| e.context(format!("hub:{repo_id}")))?;
     api.repo(repo).get(file).map_err(|e| bad_input(format!("hub:{repo_id}: downloading {file} failed: {e}")))
+}
+
+/// A model-repo file from the local Hub cache, without any network call.
+fn cached_hub_file(repo_id: &str, file: &str, revision: &str) -> Result<PathBuf> {
+    let repo = hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, revision.to_string());
+    crate::data::sources::hub::cache_from_env()
+        .repo(repo)
+        .get(file)
+        .ok_or_else(|| bad_input(format!("hub:{repo_id}/{file} is not in the local cache (offline mode)")))
 }
 
 /// The sha256 of a file, hex.

@@ -16,6 +16,7 @@
 //! roles. Everything here is checked when the file is loaded: unknown stages, bad names,
 //! dangling or mistyped inputs, cycles — each a one-line error naming file and node.
 
+pub mod check;
 pub mod plan;
 pub mod slurm;
 pub mod stages;

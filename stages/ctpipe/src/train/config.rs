@@ -78,6 +78,19 @@ macro_rules! training_config {
                 pub sigma_mid: f64 = 0.821,
             }
         }
+
+        impl $name {
+            /// The smoke scale's cuts of the loop (`stage::scale`): two steps of at most two
+            /// samples from the first 64 rows, one checkpoint (at the end), one-sample pictures.
+            pub fn smoke_loop(&mut self) {
+                self.steps = self.steps.min(2);
+                self.batch = self.batch.min(2);
+                $crate::stage::scale::cap_opt(&mut self.limit, 64);
+                self.checkpoint_every = self.checkpoint_every.min(self.steps);
+                self.log_every = 1;
+                self.grid = self.grid.min(1);
+            }
+        }
     };
 }
 

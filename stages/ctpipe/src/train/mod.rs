@@ -94,7 +94,7 @@ pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dir
     let enc_cfg = resolved.encoder.as_deref().map(|size| nn::vct_encoder(&net_cfg, size)).transpose()?;
 
     let net = match init {
-        Some(art) => init_from(art, &net_cfg, device)?,
+        Some(art) => init_from(art, &net_cfg, cfg.sigma_data, device)?,
         None => Weights::init(&net_cfg, cfg.seed, device)?,
     };
     let ema = net.duplicate(&net_cfg, device)?;
@@ -183,15 +183,20 @@ fn fmt_count(n: usize) -> String {
 }
 
 /// Tune from another model's EMA weights (ECT/SCT from an EDM pre-training): same network.
-fn init_from(art: &Artifact, net_cfg: &NetworkConfig, device: &Device) -> Result<Weights> {
+/// The init model's EMA weights. Its network must be the student's up to dropout: dropout has
+/// no parameters, and tuning at another rate than pre-training is the papers' recipe (ECT tunes
+/// CIFAR-10 at 0.2 from EDM trained at 0.13).
+fn init_from(art: &Artifact, net_cfg: &NetworkConfig, sigma_data: f64, device: &Device) -> Result<Weights> {
     let spec = model::read_spec(art)?;
-    if &spec.network != net_cfg {
+    let origin = format!("{}/{}", art.stage(), art.key().short());
+    if spec.network.with_dropout(0.0) != net_cfg.with_dropout(0.0) {
         return Err(bad_input(format!(
-            "init model {}/{} has a different network ({}); train it with the same preset and data",
-            art.stage(),
-            art.key().short(),
+            "init model {origin} has a different network ({}); train it with the same preset and data",
             serde_json::to_string(&spec.network)?
         )));
+    }
+    if spec.precond.sigma_data != sigma_data {
+        return Err(bad_input(format!("init model {origin} was trained with sigma_data = {}, this run sets {sigma_data}", spec.precond.sigma_data)));
     }
     let tensors = model::load_tensors(&art.file("ema.safetensors")?, device)?;
     Weights::from_tensors(net_cfg, tensors, device)

@@ -1,9 +1,11 @@
-//! plan: turn a profile of pipeline.toml into make rules, and report on its nodes.
+//! plan: check a profile of pipeline.toml, turn it into make rules or SLURM jobs, and report on
+//! its nodes.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ctpipe::error::one_line;
-use ctpipe::pipeline::{plan, Pipeline};
+use ctpipe::pipeline::{check, plan, Pipeline, Profile};
+use ctpipe::stage::scale::Scale;
 use ctpipe::store::{Store, Verify};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,12 +22,18 @@ struct Cli {
     /// Artifact store root
     #[arg(long, env = "CTPIPE_ARTIFACTS", default_value = "artifacts", global = true)]
     artifacts: PathBuf,
+    /// full, or smoke: every node's counts cut to minutes on a CPU, refs under <profile>@smoke
+    #[arg(long, env = "CTPIPE_SCALE", default_value = "full", global = true)]
+    scale: String,
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Check every node of the profile before anything runs: settings, ranges, method
+    /// combinations, input stages, that an init or teacher fits its student, outside files
+    Check,
     /// Write plans/<profile>/<node>.json stamps (only where changed) and plans/<profile>.mk
     Make,
     /// One line per node: its stage, inputs, and the artifact its ref points to
@@ -55,18 +63,32 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let pipeline = Pipeline::load(&cli.pipeline)?;
+    let scale = Scale::parse(&cli.scale)?;
+    let ns = scale.namespace(&cli.profile);
+    let check = |profile: &Profile| -> Result<()> {
+        let report = check::check_profile(&pipeline, profile, scale)?;
+        for note in &report.notes {
+            eprintln!("plan check: note: {note}");
+        }
+        Ok(())
+    };
     match cli.command {
+        Cmd::Check => {
+            let profile = pipeline.profile(&cli.profile)?;
+            check(profile)?;
+            eprintln!("plan check: {} nodes of profile {ns} are fit to run", profile.nodes.len());
+        }
         Cmd::Make => {
             let profile = pipeline.profile(&cli.profile)?;
-            let path = plan::write_make_plan(&pipeline, profile, &cli.artifacts)?;
-            eprintln!("plan: {} nodes of profile {} -> {}", profile.nodes.len(), profile.name, path.display());
+            let path = plan::write_make_plan(&pipeline, profile, &ns, &cli.artifacts)?;
+            eprintln!("plan: {} nodes of profile {ns} -> {}", profile.nodes.len(), path.display());
         }
         Cmd::Status => {
             let profile = pipeline.profile(&cli.profile)?;
             let store = Store::new(&cli.artifacts);
-            println!("profile {}: {}", profile.name, profile.about);
+            println!("profile {ns}: {}", profile.about);
             for node in profile.topo_order() {
-                let state = match store.read_ref(&profile.name, &node.id)? {
+                let state = match store.read_ref(&ns, &node.id)? {
                     None => "not run".to_string(),
                     Some(r) => match store.open(&r.stage, &r.key, Verify::Sizes) {
                         Ok(a) => format!("ok       {}  created {}", r.key.short(), a.manifest.created),
@@ -80,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Sbatch { out, bin, data_dir } => {
             let profile = pipeline.profile(&cli.profile)?;
+            check(profile)?;
             let bin = match bin {
                 Some(b) => b,
                 None => std::env::current_exe()?.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
@@ -89,15 +112,16 @@ fn run(cli: Cli) -> Result<()> {
                 artifacts: std::path::absolute(&cli.artifacts)?,
                 data: std::path::absolute(data_dir)?,
                 workdir: std::env::current_dir()?,
+                scale,
             };
-            let dir = ctpipe::pipeline::slurm::write_sbatch(&pipeline, profile, &paths, &out.join(&profile.name))?;
+            let dir = ctpipe::pipeline::slurm::write_sbatch(&pipeline, profile, &paths, &out.join(&ns))?;
             println!("{} scripts in {}; submit with {}/submit.sh", profile.nodes.len(), dir.display(), dir.display());
         }
         Cmd::Report => {
             let profile = pipeline.profile(&cli.profile)?;
             let store = Store::new(&cli.artifacts);
-            let text = ctpipe::evaluate::report::profile_report(&store, profile)?;
-            let path = cli.artifacts.join("reports").join(format!("{}.md", profile.name));
+            let text = ctpipe::evaluate::report::profile_report(&store, profile, scale)?;
+            let path = cli.artifacts.join("reports").join(format!("{ns}.md"));
             ctpipe::fsx::write_atomic(&path, text.as_bytes())?;
             print!("{text}");
             eprintln!("report: {}", path.display());

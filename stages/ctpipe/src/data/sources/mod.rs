@@ -231,31 +231,31 @@ impl FetchConfig {
 
     fn import_parquet(&self, name: String, files: &[(Option<&'static str>, PathBuf)]) -> Result<Dataset> {
         let cols = parquet_file::Columns { image: self.image_column.clone(), label: self.label_column.clone() };
-        let has_splits = files.iter().any(|(s, _)| *s == Some("train")) && files.iter().any(|(s, _)| *s == Some("test"));
-        let mut names = Vec::new();
-        if has_splits {
-            let mut splits = Vec::new();
-            for split in ["train", "test"] {
-                let mut c = ImageCollector::new(self.channels);
-                for (_, p) in files.iter().filter(|(s, _)| *s == Some(split)) {
-                    let n = parquet_file::import_file(p, &cols, &mut c)?;
-                    if names.is_empty() {
-                        names = n;
-                    }
-                }
-                splits.push(c);
-            }
-            let classes = class_names_for(names, splits.iter().flat_map(|c| c.labels.iter()));
-            self.two_splits(name, classes, splits)
-        } else {
+        let mut labels = parquet_file::Labels::default();
+        let mut read = |files: &[&PathBuf]| -> Result<ImageCollector> {
             let mut c = ImageCollector::new(self.channels);
-            for (_, p) in files {
-                let n = parquet_file::import_file(p, &cols, &mut c)?;
-                if names.is_empty() {
-                    names = n;
-                }
+            for p in files {
+                parquet_file::import_file(p, &cols, &mut c, &mut labels)?;
             }
-            let classes = class_names_for(names, c.labels.iter());
+            Ok(c)
+        };
+        let of = |split: &str| files.iter().filter(|(s, _)| *s == Some(split)).map(|(_, p)| p).collect::<Vec<_>>();
+        let (train, test, validation) = (of("train"), of("test"), of("validation"));
+        let held_out = if test.is_empty() && !validation.is_empty() {
+            eprintln!("fetch-data: {name} has no test split; its validation split serves as test");
+            validation
+        } else {
+            test
+        };
+        if !train.is_empty() && !held_out.is_empty() {
+            let (mut tr, mut te) = (read(&train)?, read(&held_out)?);
+            let classes = class_names_for(labels.finish(&mut [&mut tr, &mut te]), tr.labels.iter().chain(&te.labels));
+            self.two_splits(name, classes, vec![tr, te])
+        } else {
+            // One pool, split by a seeded shuffle: the train files if any are named so, else all.
+            let pool: Vec<&PathBuf> = if train.is_empty() { files.iter().map(|(_, p)| p).collect() } else { train };
+            let mut c = read(&pool)?;
+            let classes = class_names_for(labels.finish(&mut [&mut c]), c.labels.iter());
             self.one_pool(name, classes, c)
         }
     }
@@ -362,10 +362,6 @@ pub fn parquet_files(path: &Path) -> Result<Vec<(Option<&'static str>, PathBuf)>
         return Err(bad_input(format!("{}: no .parquet files", path.display())));
     }
     files.sort_by(|a, b| a.1.cmp(&b.1));
-    // Files that name neither split are used only when no file names one.
-    if files.iter().any(|(s, _)| s.is_some()) {
-        files.retain(|(s, _)| s.is_some());
-    }
     Ok(files)
 }
 

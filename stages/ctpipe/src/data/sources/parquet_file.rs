@@ -1,13 +1,18 @@
 //! Importing images from Parquet files laid out as the Hugging Face Hub stores image datasets:
-//! an image column (a struct `{bytes, path}` of PNG/JPEG bytes, or plain binary) and an integer
-//! label column. Class names come from the `huggingface` schema metadata when it is there.
+//! an image column (a struct `{bytes, path}` of PNG/JPEG bytes, or plain binary) and a label
+//! column of integers (class names from the `huggingface` schema metadata when it is there) or
+//! of strings (class names: the distinct strings, sorted). Every codec pyarrow writes is read
+//! (snappy, its default; gzip, LZ4, Brotli, zstd, none).
 
 use super::images::ImageCollector;
 use crate::error::{bad_input, TagContext};
 use anyhow::Result;
-use arrow_array::{Array, BinaryArray, LargeBinaryArray, RecordBatch, StructArray};
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Which columns to read; `None` means "detect".
@@ -17,21 +22,91 @@ pub struct Columns {
     pub label: Option<String>,
 }
 
-/// Read one Parquet file's images and labels into `out`; returns the class names found in
-/// its metadata (empty if none).
-pub fn import_file(path: &Path, cols: &Columns, out: &mut ImageCollector) -> Result<Vec<String>> {
+/// The labels of every file of one import. Integer labels are used as they are; string labels
+/// get provisional ids in order of appearance, renumbered by sorted name in [`Labels::finish`]
+/// so that the numbering does not depend on which file or row came first.
+#[derive(Debug, Default)]
+pub struct Labels {
+    kind: Option<LabelKind>,
+    /// Class names from the first file's `huggingface` metadata (integer labels).
+    metadata_names: Vec<String>,
+    /// String label → provisional id.
+    provisional: BTreeMap<String, i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LabelKind {
+    Integers,
+    Strings,
+}
+
+impl Labels {
+    fn set_kind(&mut self, kind: LabelKind, what: &str) -> Result<()> {
+        match self.kind {
+            Some(k) if k != kind => Err(bad_input(format!(
+                "{what}: labels are {} here but {} in an earlier file; every file must use one kind",
+                kind.name(),
+                k.name()
+            ))),
+            _ => {
+                self.kind = Some(kind);
+                Ok(())
+            }
+        }
+    }
+
+    fn string_id(&mut self, s: &str) -> i32 {
+        let next = self.provisional.len() as i32;
+        *self.provisional.entry(s.to_string()).or_insert(next)
+    }
+
+    /// Renumber string labels by sorted name in every collector of this import; return the
+    /// class names (empty when integer labels came without names).
+    pub fn finish(self, collectors: &mut [&mut ImageCollector]) -> Vec<String> {
+        match self.kind {
+            Some(LabelKind::Strings) => {
+                // BTreeMap iterates in sorted order: the final id of a name is its rank.
+                let mut rank = vec![0i32; self.provisional.len()];
+                for (final_id, provisional) in self.provisional.values().enumerate() {
+                    rank[*provisional as usize] = final_id as i32;
+                }
+                for c in collectors.iter_mut() {
+                    for l in c.labels.iter_mut() {
+                        *l = rank[*l as usize];
+                    }
+                }
+                self.provisional.into_keys().collect()
+            }
+            _ => self.metadata_names,
+        }
+    }
+}
+
+impl LabelKind {
+    fn name(self) -> &'static str {
+        match self {
+            LabelKind::Integers => "integers",
+            LabelKind::Strings => "strings",
+        }
+    }
+}
+
+/// Read one Parquet file's images and labels into `out`, its labels through `labels`.
+pub fn import_file(path: &Path, cols: &Columns, out: &mut ImageCollector, labels: &mut Labels) -> Result<()> {
     let file = std::fs::File::open(path).bad_input_ctx(|| format!("{}: cannot open", path.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .bad_input_ctx(|| format!("{}: not a Parquet file", path.display()))?;
     let schema = builder.schema().clone();
+    let columns = || schema.fields().iter().map(|f| format!("{} ({})", f.name(), f.data_type())).collect::<Vec<_>>().join(", ");
     let image_col = match &cols.image {
         Some(c) => c.clone(),
-        None => schema
-            .fields()
-            .iter()
-            .find(|f| is_image_type(f.data_type()))
-            .map(|f| f.name().clone())
-            .ok_or_else(|| bad_input(format!("{}: no image column (a binary or {{bytes, path}} struct column); set image_column", path.display())))?,
+        None => schema.fields().iter().find(|f| is_image_type(f.data_type())).map(|f| f.name().clone()).ok_or_else(|| {
+            bad_input(format!(
+                "{}: no image column (binary, or a struct with a `bytes` field) among {}; set image_column",
+                path.display(),
+                columns()
+            ))
+        })?,
     };
     let label_col = match &cols.label {
         Some(c) => c.clone(),
@@ -39,70 +114,114 @@ pub fn import_file(path: &Path, cols: &Columns, out: &mut ImageCollector) -> Res
             .iter()
             .find(|n| schema.field_with_name(n).is_ok())
             .map(|s| s.to_string())
-            .ok_or_else(|| bad_input(format!("{}: no label column (label, labels, fine_label, class); set label_column", path.display())))?,
+            .ok_or_else(|| bad_input(format!("{}: no label column (label, labels, fine_label, class) among {}; set label_column", path.display(), columns())))?,
     };
     for name in [&image_col, &label_col] {
         if schema.field_with_name(name).is_err() {
-            let have = schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
-            return Err(bad_input(format!("{}: missing column `{name}` (columns: {have})", path.display())));
+            return Err(bad_input(format!("{}: missing column `{name}` (columns: {})", path.display(), columns())));
         }
     }
-    let class_names = hf_class_names(builder.metadata().file_metadata().key_value_metadata(), &label_col);
+    let image_type = schema.field_with_name(&image_col).expect("checked").data_type().clone();
+    if !is_image_type(&image_type) {
+        return Err(bad_input(format!(
+            "{}: column `{image_col}` holds {image_type}, expected encoded images (binary, or a struct with a `bytes` field)",
+            path.display()
+        )));
+    }
+    if labels.metadata_names.is_empty() {
+        labels.metadata_names = hf_class_names(builder.metadata().file_metadata().key_value_metadata(), &label_col);
+    }
     let mut row = 0usize;
     for rb in builder.build()? {
         let rb = rb.bad_input_ctx(|| format!("{}: unreadable row group", path.display()))?;
-        let labels = label_values(&rb, &label_col).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+        let batch_labels = label_values(&rb, &label_col, labels).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
         let col = rb.column_by_name(&image_col).expect("checked");
-        for (i, label) in labels.into_iter().enumerate() {
+        for (i, label) in batch_labels.into_iter().enumerate() {
             let what = format!("{} row {}", path.display(), row + i);
-            let bytes = image_bytes(col.as_ref(), i).ok_or_else(|| bad_input(format!("{what}: empty image cell")))?;
-            let label = i32::try_from(label).map_err(|_| bad_input(format!("{what}: label {label} out of range")))?;
-            if label < 0 {
-                return Err(bad_input(format!("{what}: negative label {label}")));
-            }
+            let bytes = image_bytes(col.as_ref(), i).map_err(|e| bad_input(format!("{what}: {e}")))?;
             out.push(bytes, label, &what)?;
         }
         row += rb.num_rows();
     }
-    Ok(class_names)
+    Ok(())
 }
 
 fn is_image_type(t: &DataType) -> bool {
     match t {
-        DataType::Binary | DataType::LargeBinary => true,
-        DataType::Struct(fields) => fields.iter().any(|f| f.name() == "bytes"),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => true,
+        DataType::Struct(fields) => fields.iter().any(|f| f.name() == "bytes" && is_image_type(f.data_type())),
         _ => false,
     }
 }
 
-fn image_bytes(col: &dyn Array, i: usize) -> Option<&[u8]> {
+/// The encoded image of row `i`. A Hub image cell whose `bytes` is null points at a file by
+/// `path` only, which a Parquet file on its own cannot resolve.
+fn image_bytes(col: &dyn Array, i: usize) -> std::result::Result<&[u8], String> {
     if col.is_null(i) {
-        return None;
+        return Err("empty image cell".into());
     }
-    if let Some(b) = col.as_any().downcast_ref::<BinaryArray>() {
-        return Some(b.value(i));
+    match col.data_type() {
+        DataType::Binary => Ok(col.as_binary::<i32>().value(i)),
+        DataType::LargeBinary => Ok(col.as_binary::<i64>().value(i)),
+        DataType::BinaryView => Ok(col.as_binary_view().value(i)),
+        DataType::Struct(_) => {
+            let s = col.as_struct();
+            let bytes = s.column_by_name("bytes").expect("checked by is_image_type");
+            if bytes.is_null(i) {
+                let path = s.column_by_name("path").and_then(|p| p.as_string_opt::<i32>().filter(|p| p.is_valid(i)).map(|p| p.value(i).to_string()));
+                return Err(match path {
+                    Some(p) => format!("image has no bytes, only a path (`{p}`); re-export the dataset with embedded images"),
+                    None => "empty image cell".into(),
+                });
+            }
+            image_bytes(bytes.as_ref(), i)
+        }
+        other => Err(format!("unexpected image type {other}")),
     }
-    if let Some(b) = col.as_any().downcast_ref::<LargeBinaryArray>() {
-        return Some(b.value(i));
-    }
-    let s = col.as_any().downcast_ref::<StructArray>()?;
-    image_bytes(s.column_by_name("bytes")?.as_ref(), i)
 }
 
-fn label_values(rb: &RecordBatch, name: &str) -> std::result::Result<Vec<i64>, String> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::*;
+/// The labels of one record batch as ids: integers as they are, strings through `labels`.
+fn label_values(rb: &RecordBatch, name: &str, labels: &mut Labels) -> std::result::Result<Vec<i32>, String> {
     let c = rb.column_by_name(name).ok_or_else(|| format!("missing column `{name}`"))?;
     if c.null_count() > 0 {
         return Err(format!("column `{name}` has missing labels"));
     }
-    macro_rules! ints {
-        ($($t:ty),*) => {
-            $(if let Some(a) = c.as_primitive_opt::<$t>() { return Ok(a.values().iter().map(|&v| v as i64).collect()); })*
-        };
+    if let DataType::Dictionary(_, values) = c.data_type() {
+        // pandas writes categoricals as dictionaries (pandas 3: of large strings).
+        let d = c.as_any_dictionary();
+        let names = strings(d.values().as_ref()).ok_or_else(|| format!("column `{name}` must hold integers or strings, found a dictionary of {values}"))?;
+        labels.set_kind(LabelKind::Strings, &format!("column `{name}`")).map_err(|e| e.to_string())?;
+        return Ok(d.normalized_keys().into_iter().map(|k| labels.string_id(names[k])).collect());
     }
-    ints!(Int64Type, Int32Type, Int16Type, Int8Type, UInt64Type, UInt32Type, UInt16Type, UInt8Type);
-    Err(format!("column `{name}` must hold integers, found {}", c.data_type()))
+    if let Some(strings) = strings(c.as_ref()) {
+        labels.set_kind(LabelKind::Strings, &format!("column `{name}`")).map_err(|e| e.to_string())?;
+        return Ok(strings.into_iter().map(|s| labels.string_id(s)).collect());
+    }
+    let ints: Vec<i64> = {
+        macro_rules! ints {
+            ($($t:ty),*) => {
+                'found: {
+                    $(if let Some(a) = c.as_primitive_opt::<$t>() { break 'found a.values().iter().map(|&v| v as i64).collect(); })*
+                    return Err(format!("column `{name}` must hold integers or strings, found {}", c.data_type()));
+                }
+            };
+        }
+        ints!(Int64Type, Int32Type, Int16Type, Int8Type, UInt64Type, UInt32Type, UInt16Type, UInt8Type)
+    };
+    labels.set_kind(LabelKind::Integers, &format!("column `{name}`")).map_err(|e| e.to_string())?;
+    ints.into_iter()
+        .map(|v| i32::try_from(v).ok().filter(|v| *v >= 0).ok_or_else(|| format!("column `{name}`: label {v} is not a class index (expected 0 ≤ label < 2³¹)")))
+        .collect()
+}
+
+/// The values of a string column (of any of Arrow's three string layouts).
+fn strings(c: &dyn Array) -> Option<Vec<&str>> {
+    Some(match c.data_type() {
+        DataType::Utf8 => c.as_string::<i32>().iter().map(Option::unwrap_or_default).collect(),
+        DataType::LargeUtf8 => c.as_string::<i64>().iter().map(Option::unwrap_or_default).collect(),
+        DataType::Utf8View => c.as_string_view().iter().map(Option::unwrap_or_default).collect(),
+        _ => return None,
+    })
 }
 
 /// Class names of a `ClassLabel` feature, from the `huggingface` metadata the Hub writes.
@@ -117,3 +236,6 @@ fn hf_class_names(kv: Option<&Vec<parquet::file::metadata::KeyValue>>, label_col
         .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,11 +10,26 @@
 //! Exit codes: 0 done or cached; 2 usage/config error; 3 bad input; 75 checkpointed on a
 //! signal (run again to resume); 1 internal failure. Errors print as one line.
 
+pub mod scale;
+
+mod distill;
+mod evaluate_fid;
+mod fetch_data;
+mod precompute_encoder;
+mod train_ct;
+
+pub use distill::Distill;
+pub use evaluate_fid::EvaluateFid;
+pub use fetch_data::FetchData;
+pub use precompute_encoder::PrecomputeEncoder;
+pub use train_ct::TrainCt;
+
 use crate::config::{self, Describe};
 use crate::error::{bad_input, usage};
 use crate::pipeline::stages::{stage_spec, Arity, StageSpec};
 use crate::pipeline::Pipeline;
 use crate::store::{artifact_key, Artifact, Draft, InputRecord, Key, Store, Verify};
+use scale::Scale;
 use anyhow::{Context, Result};
 use clap::{Args, Command, FromArgMatches};
 use serde::{de::DeserializeOwned, Serialize};
@@ -38,6 +53,17 @@ pub trait Stage {
 
     /// Check values that serde cannot (ranges, names); return a usage error naming the field.
     fn validate(_config: &Self::Config) -> Result<()> {
+        Ok(())
+    }
+
+    /// The smoke scale's cuts (`scale.rs`): lower the counts (steps, samples, rows, seeds) to
+    /// what a 2-core CPU runs in minutes; change nothing else. Cuts are caps, so a count a
+    /// node already keeps small stays as it is.
+    fn smoke(_config: &mut Self::Config) {}
+
+    /// Check, before anything runs (`plan check`), that the files from outside the store
+    /// which the config names are there (imported weights). No work, no hashing.
+    fn preflight(_config: &Self::Config) -> Result<()> {
         Ok(())
     }
 
@@ -86,6 +112,10 @@ pub struct CommonArgs {
     /// Print the effective config, inputs and key as JSON, and stop
     #[arg(long)]
     pub dry_run: bool,
+    /// full, or smoke: the node's counts (steps, samples, rows, seeds) cut to minutes on a
+    /// CPU, refs kept under `<profile>@smoke`
+    #[arg(long, env = "CTPIPE_SCALE", default_value = "full")]
+    pub scale: String,
     /// Compute device: cpu, cuda, cuda:N, or auto (CUDA when built with it and present).
     /// Not part of the artifact key.
     #[arg(long, env = "CTPIPE_DEVICE", default_value = "auto")]
@@ -212,8 +242,7 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
     };
     config::apply_overrides(&mut table, &args.set)?;
     let origin = if args.set.is_empty() { origin } else { format!("{origin} with --set") };
-    let config: S::Config = config::from_table(table, &origin)?;
-    S::validate(&config)?;
+    let config = typed_config::<S>(table, &origin, args.node.is_some(), Scale::parse(&args.scale)?)?;
 
     // --input replaces what the node table says for that role.
     let mut overridden = BTreeMap::<String, Vec<InputSpec>>::new();
@@ -241,7 +270,7 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
         }
         let mut arts = Vec::new();
         for s in specs {
-            let (stage, key) = s.locate(store, &args.profile)?;
+            let (stage, key) = s.locate(store, &Scale::parse(&args.scale)?.namespace(&args.profile))?;
             if !role.from.contains(&stage.as_str()) {
                 return Err(bad_input(format!(
                     "input `{}` must be a {} artifact, got {stage}/{}",
@@ -259,6 +288,19 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
     }
     let config_json = config::to_json(&config)?;
     Ok(Resolved { config, config_json, inputs, node: args.node.clone() })
+}
+
+/// A node's settings as the stage's config at `scale`, checked. `origin` names the settings in
+/// errors (file, profile and node); `in_node` says whether to lead range errors with it.
+pub fn typed_config<S: Stage>(table: toml::Table, origin: &str, in_node: bool, scale: Scale) -> Result<S::Config> {
+    let mut config: S::Config = config::from_table(table, origin)?;
+    let validate = |c: &S::Config, origin: String| S::validate(c).map_err(|e| if in_node { e.context(origin) } else { e });
+    validate(&config, origin.to_string())?;
+    if scale == Scale::Smoke {
+        S::smoke(&mut config);
+        validate(&config, format!("{origin} at smoke scale"))?;
+    }
+    Ok(config)
 }
 
 /// How an input was named: by a node of the profile (through its ref) or directly.
@@ -370,7 +412,7 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs) -> Result<()> {
 
 fn write_refs(store: &Store, args: &CommonArgs, stage: &str, node: Option<&str>, key: &Key) -> Result<()> {
     if let Some(node) = node {
-        store.write_ref(&args.profile, node, stage, key)?;
+        store.write_ref(&Scale::parse(&args.scale)?.namespace(&args.profile), node, stage, key)?;
     }
     if let Some(path) = &args.write_ref {
         crate::store::write_ref_file(path, stage, key)?;

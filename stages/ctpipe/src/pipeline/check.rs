@@ -1,0 +1,95 @@
+//! `plan check`: every node of a profile checked before anything runs, so that a profile which
+//! cannot run fails in milliseconds, naming the node and the reason, instead of hours into a
+//! cluster run.
+//!
+//! Per node: its settings as its stage's typed config (unknown fields, types, ranges, method
+//! combinations) at the scale being run, and the outside files it names (imported weights).
+//! Between nodes: an `init` or a `teacher` fits its student (same network preset and σ_data;
+//! a teacher is an EDM denoiser), and image evaluations have reference statistics. Input
+//! roles and their stages are checked when the pipeline file is loaded (`mod.rs`).
+
+use super::{Node, Pipeline, Profile};
+use crate::error::usage;
+use crate::stage::scale::Scale;
+use crate::stage::{self, Stage};
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// What the check found worth saying that is not an error.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub notes: Vec<String>,
+}
+
+/// Check every node of `profile` at `scale`; the first problem is the error.
+pub fn check_profile(pipeline: &Pipeline, profile: &Profile, scale: Scale) -> Result<Report> {
+    let origin = |node: &Node| format!("{} [{}.{}]", pipeline.path.display(), profile.name, node.id);
+    let mut configs: BTreeMap<&str, Value> = BTreeMap::new();
+    for node in profile.topo_order() {
+        let config = match node.stage.name {
+            "fetch-data" => node_config::<stage::FetchData>(node, &origin(node), scale),
+            "train-ct" => node_config::<stage::TrainCt>(node, &origin(node), scale),
+            "distill" => node_config::<stage::Distill>(node, &origin(node), scale),
+            "precompute-encoder" => node_config::<stage::PrecomputeEncoder>(node, &origin(node), scale),
+            "evaluate-fid" => node_config::<stage::EvaluateFid>(node, &origin(node), scale),
+            other => unreachable!("stage {other} is in the registry but not checked here"),
+        }?;
+        configs.insert(&node.id, config);
+    }
+    let mut report = Report::default();
+    for node in profile.topo_order() {
+        let cfg = &configs[node.id.as_str()];
+        let input = |role: &str| node.inputs.get(role).and_then(|ids| ids.first()).map(String::as_str);
+        match node.stage.name {
+            "train-ct" | "distill" => {
+                let role = if node.stage.name == "train-ct" { "init" } else { "teacher" };
+                if let Some(from) = input(role) {
+                    let from_node = profile.node(from)?;
+                    fits(node, cfg, role, from_node, &configs[from], &mut report).with_context(|| origin(node))?;
+                }
+            }
+            "evaluate-fid" => {
+                let data = input("data").expect("a required role");
+                let images = configs[data]["source"].as_str() != Some("toy2d");
+                if images && input("reference").is_none() {
+                    return Err(usage(format!(
+                        "{}: `{data}` holds images, whose evaluation needs reference statistics: add reference = \"<a precompute-encoder node>\"",
+                        origin(node)
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(report)
+}
+
+/// The node's settings as its stage's config (checked, cut to `scale`), and its outside files.
+fn node_config<S: Stage>(node: &Node, origin: &str, scale: Scale) -> Result<Value> {
+    let config = stage::typed_config::<S>(node.settings.clone(), origin, true, scale)?;
+    S::preflight(&config).with_context(|| origin.to_string())?;
+    Ok(serde_json::to_value(&config)?)
+}
+
+/// An `init` or `teacher` node fits the student: the same network preset (dropout may differ:
+/// it has no parameters) and σ_data; a teacher is an EDM denoiser. Both read the same dataset,
+/// or the shapes are compared when the student runs.
+fn fits(student: &Node, cfg: &Value, role: &str, from: &Node, from_cfg: &Value, report: &mut Report) -> Result<()> {
+    if role == "teacher" && from_cfg["method"] != "edm" {
+        return Err(usage(format!("teacher `{}` trains method {}; distillation needs an EDM denoiser (method = \"edm\")", from.id, from_cfg["method"])));
+    }
+    for field in ["network", "sigma_data"] {
+        if cfg[field] != from_cfg[field] {
+            return Err(usage(format!("{role} `{}` has {field} = {}, this node {}: the {role} must be the same network", from.id, from_cfg[field], cfg[field])));
+        }
+    }
+    let data = |n: &Node| n.inputs.get("data").and_then(|v| v.first()).cloned();
+    if data(student) != data(from) {
+        report.notes.push(format!("{}: reads other data than its {role} `{}`; their shapes are compared when it runs", student.id, from.id));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,40 @@
+//! `distill`: consistency distillation of an EDM teacher (a `train-ct` artifact or imported
+//! weights) into a consistency model.
+
+use super::{Ctx, Stage};
+use crate::train::distill::{distill, validate, DistillConfig};
+use crate::train::teacher::TEACHER;
+use crate::train::RunDirs;
+use anyhow::Result;
+use serde_json::Value;
+
+pub struct Distill;
+
+impl Stage for Distill {
+    const NAME: &'static str = "distill";
+    // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
+    const VERSION: u32 = 2;
+    const HANDLES_SIGNALS: bool = true;
+    type Config = DistillConfig;
+
+    fn validate(config: &DistillConfig) -> Result<()> {
+        validate(config)
+    }
+
+    fn smoke(config: &mut DistillConfig) {
+        config.smoke_loop();
+    }
+
+    fn preflight(config: &DistillConfig) -> Result<()> {
+        match config.teacher_source() {
+            Some(source) => source.check_present(&TEACHER),
+            None => Ok(()),
+        }
+    }
+
+    fn run(config: &DistillConfig, ctx: &mut Ctx) -> Result<Value> {
+        let work = ctx.work_dir()?.to_path_buf();
+        let dirs = RunDirs { out: ctx.out_dir(), work: &work };
+        distill(config, ctx.input("data")?, ctx.optional_input("teacher"), dirs, &ctx.stop, &ctx.device)
+    }
+}

@@ -1,0 +1,34 @@
+//! `evaluate-fid`: sample models and measure them (FD against reference statistics; toy
+//! metrics), with a report and pictures.
+
+use super::{Ctx, Stage};
+use crate::evaluate::fid::{evaluate, EvalConfig};
+use anyhow::Result;
+use serde_json::Value;
+
+pub struct EvaluateFid;
+
+impl Stage for EvaluateFid {
+    const NAME: &'static str = "evaluate-fid";
+    // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
+    const VERSION: u32 = 2;
+    type Config = EvalConfig;
+
+    fn validate(config: &EvalConfig) -> Result<()> {
+        config.validate()
+    }
+
+    /// Four samples per model and sampler, one seed (the first), EDM's Heun sampler on two
+    /// levels (3 evaluations), small pictures.
+    fn smoke(config: &mut EvalConfig) {
+        config.n = config.n.min(4);
+        config.seeds.truncate(1);
+        config.heun_steps = config.heun_steps.min(2);
+        config.grid = config.grid.min(4);
+        config.mmd_n = config.mmd_n.min(64);
+    }
+
+    fn run(config: &EvalConfig, ctx: &mut Ctx) -> Result<Value> {
+        evaluate(config, ctx.input("data")?, ctx.optional_input("reference"), ctx.inputs("models"), ctx.out_dir(), &ctx.device)
+    }
+}

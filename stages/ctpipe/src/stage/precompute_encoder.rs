@@ -1,0 +1,41 @@
+//! `precompute-encoder`: choose (for `classifier`, train) a feature encoder for a dataset and
+//! store reference statistics.
+
+use super::scale::cap_opt;
+use super::{Ctx, Stage};
+use crate::evaluate::precompute::{precompute, PrecomputeConfig};
+use crate::features::weights::INCEPTION;
+use anyhow::Result;
+use serde_json::Value;
+
+pub struct PrecomputeEncoder;
+
+impl Stage for PrecomputeEncoder {
+    const NAME: &'static str = "precompute-encoder";
+    const VERSION: u32 = 1;
+    type Config = PrecomputeConfig;
+
+    fn validate(config: &PrecomputeConfig) -> Result<()> {
+        config.validate()
+    }
+
+    /// Statistics of 16 images per split and of 16 noise images; the classifier trains one
+    /// epoch on 256 rows.
+    fn smoke(config: &mut PrecomputeConfig) {
+        cap_opt(&mut config.stats_limit, 16);
+        config.noise_n = config.noise_n.min(16);
+        config.epochs = config.epochs.min(1);
+        cap_opt(&mut config.limit, 256);
+    }
+
+    fn preflight(config: &PrecomputeConfig) -> Result<()> {
+        if config.encoder == "inception" {
+            config.weights_source().check_present(&INCEPTION)?;
+        }
+        Ok(())
+    }
+
+    fn run(config: &PrecomputeConfig, ctx: &mut Ctx) -> Result<Value> {
+        precompute(config, ctx.input("data")?, ctx.out_dir(), &ctx.device)
+    }
+}

@@ -1,0 +1,227 @@
+"""The Python ecosystem's side of ctpipe's interop tests: files written by the tools users have
+(pyarrow with its defaults, Pillow, Hugging Face's cache layout) and ctpipe's files read by them
+(pandas, pyarrow, safetensors). Run by tests/interop.rs and tests/rehearsal.rs in the virtual
+environment of tests/interop/requirements.txt; every command prints one JSON document.
+
+    pytools.py write-hub HF_HOME SPEC_JSON
+        Write a dataset repo into a Hugging Face cache laid out as huggingface_hub lays it out
+        (refs/main, blobs/<sha256>, snapshots/<commit>/<path> symlinks). SPEC: {"repo":
+        "owner/name", "files": [{"path", "rows", "height", "width", "channels", "format": png|jpeg,
+        "image": struct|bytes, "image_column", "labels": int|string|category, "codec", "seed",
+        "class_names"}]}; codec is a pyarrow compression name or "default" (pyarrow's own
+        default). Prints, per split (by the Hub's file naming), what a reader must find: rows,
+        labels as class indices, class names, and the sum and shape of the pixels as PIL decodes
+        them (HWC uint8; files in sorted path order, rows in file order). Saves those pixels as
+        <HF_HOME>/truth/<owner>--<name>.npz for read-dataset.
+    pytools.py read-dataset ARTIFACT_DIR [TRUTH_NPZ [TEST_TRUTH]]
+        Read a fetch-data artifact's train.parquet and test.parquet with pandas; decode the
+        images with numpy from the shape in the files' `ctpipe.dataset` schema metadata. Prints
+        dtypes, rows, labels, class names, pixel sums and, against TRUTH, the largest and mean
+        absolute pixel difference per split (the test split against TRUTH's TEST_TRUTH split,
+        default test).
+    pytools.py read-parquet FILE
+        pandas.read_parquet: columns, dtypes, rows, and for numeric columns whether all values
+        are finite.
+    pytools.py read-safetensors FILE
+        safetensors.numpy.load_file: names with dtype and shape, metadata, whether all values
+        are finite.
+"""
+import hashlib
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+
+def split_of(path):
+    """The Hub's split naming, as datasets' data-files patterns read it."""
+    for part in reversed(path.split("/")):
+        stem = part[: -len(".parquet")] if part.endswith(".parquet") else part
+        for split, names in (("train", ["train"]), ("test", ["test"]), ("validation", ["validation", "valid", "val"])):
+            for name in names:
+                if stem == name or stem.startswith(name + "-") or stem.startswith(name + "_"):
+                    return split
+    return None
+
+
+def encode(pixels, fmt):
+    mode = "L" if pixels.shape[2] == 1 else "RGB"
+    img = Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels, mode)
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, format="PNG")
+    else:
+        img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def decode(data, channels):
+    img = Image.open(io.BytesIO(data))
+    img = img.convert("L" if channels == 1 else "RGB")
+    a = np.asarray(img, dtype=np.uint8)
+    return a.reshape(a.shape[0], a.shape[1], channels)
+
+
+def write_file(f):
+    rng = np.random.default_rng(f["seed"])
+    n, h, w, c = f["rows"], f["height"], f["width"], f["channels"]
+    # Smooth images (a gradient plus noise) so that JPEG keeps them close to what was written.
+    yy, xx = np.mgrid[0:h, 0:w]
+    names = f["class_names"]
+    label_idx = rng.integers(0, len(names), size=n)
+    encoded, decoded = [], []
+    for i in range(n):
+        base = (yy * 255 // max(h - 1, 1) + xx * 3 + 17 * int(label_idx[i])) % 256
+        px = np.clip(base[:, :, None] + rng.integers(-8, 9, size=(h, w, c)), 0, 255).astype(np.uint8)
+        data = encode(px, f["format"])
+        encoded.append(data)
+        decoded.append(decode(data, c))
+    if f["image"] == "struct":
+        images = pa.array(
+            [{"bytes": b, "path": f"{i}.{f['format']}"} for i, b in enumerate(encoded)],
+            type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+        )
+    else:
+        images = pa.array(encoded, type=pa.binary())
+    kind = f["labels"]
+    if kind == "int":
+        labels = pa.array(label_idx.astype(np.int64))
+    elif kind == "string":
+        labels = pa.array([names[i] for i in label_idx], type=pa.string())
+    else:
+        labels = pa.array(pd.Categorical([names[i] for i in label_idx], categories=sorted(names)))
+    table = pa.table({f["image_column"]: images, "label": labels})
+    if kind == "int":
+        # What the datasets library writes for an Image column and a ClassLabel.
+        features = {f["image_column"]: {"_type": "Image"}, "label": {"names": names, "_type": "ClassLabel"}}
+        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    return table, decoded, label_idx
+
+
+def write_hub(hf_home, spec):
+    owner, name = spec["repo"].split("/")
+    repo_dir = os.path.join(hf_home, "hub", f"datasets--{owner}--{name}")
+    commit = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    written = []
+    for f in spec["files"]:
+        table, decoded, label_idx = write_file(f)
+        buf = io.BytesIO()
+        if f["codec"] == "default":
+            pq.write_table(table, buf)
+        else:
+            pq.write_table(table, buf, compression=f["codec"])
+        data = buf.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        os.makedirs(os.path.join(repo_dir, "blobs"), exist_ok=True)
+        with open(os.path.join(repo_dir, "blobs", sha), "wb") as out:
+            out.write(data)
+        link = os.path.join(repo_dir, "snapshots", commit, f["path"])
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        target = os.path.relpath(os.path.join(repo_dir, "blobs", sha), os.path.dirname(link))
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(target, link)
+        written.append((f, decoded, label_idx))
+    os.makedirs(os.path.join(repo_dir, "refs"), exist_ok=True)
+    with open(os.path.join(repo_dir, "refs", "main"), "w") as out:
+        out.write(commit)
+    summary, arrays = {}, {}
+    for split in sorted({split_of(f["path"]) for f, _, _ in written}, key=str):
+        # A split's files are read in sorted path order, each in row order.
+        files = sorted((w for w in written if split_of(w[0]["path"]) == split), key=lambda w: w[0]["path"])
+        pixels = [p for _, decoded, _ in files for p in decoded]
+        names = files[0][0]["class_names"]
+        labels = [int(i) for _, _, idx in files for i in idx]
+        if files[0][0]["labels"] != "int":
+            # String labels number by sorted name.
+            rank = {n: r for r, n in enumerate(sorted(names))}
+            labels = [rank[names[i]] for i in labels]
+            names = sorted(names)
+        stacked = np.stack(pixels)
+        arrays[str(split)] = stacked
+        summary[str(split)] = {
+            "rows": len(labels),
+            "labels": labels,
+            "class_names": names,
+            "pixel_sum": int(stacked.astype(np.int64).sum()),
+            "shape": list(stacked.shape[1:]),
+        }
+    truth_dir = os.path.join(hf_home, "truth")
+    os.makedirs(truth_dir, exist_ok=True)
+    np.savez(os.path.join(truth_dir, f"{owner}--{name}.npz"), **arrays)
+    summary["commit"] = commit
+    return summary
+
+
+def read_dataset(art_dir, truth_path=None, test_truth="test"):
+    truth = np.load(truth_path) if truth_path else None
+    out = {}
+    for split in ("train", "test"):
+        path = os.path.join(art_dir, f"{split}.parquet")
+        df = pd.read_parquet(path)
+        meta = json.loads(pq.read_schema(path).metadata[b"ctpipe.dataset"])
+        r = {"rows": len(df), "dtypes": {c: str(t) for c, t in df.dtypes.items()}, "labels": [int(v) for v in df["label"]], "class_names": meta.get("class_names")}
+        if "image" in df.columns:
+            h, w, c = meta["height"], meta["width"], meta["channels"]
+            px = np.stack([np.frombuffer(b, dtype=np.uint8).reshape(h, w, c) for b in df["image"]])
+            r["pixel_sum"] = int(px.astype(np.int64).sum())
+            r["shape"] = [h, w, c]
+            truth_split = test_truth if split == "test" else split
+            if truth is not None and truth_split in truth:
+                want = truth[truth_split]
+                if want.shape != px.shape:
+                    r["truth_shape_mismatch"] = [list(want.shape), list(px.shape)]
+                else:
+                    d = np.abs(want.astype(np.int64) - px.astype(np.int64))
+                    r["max_abs_diff"] = int(d.max())
+                    r["mean_abs_diff"] = float(d.mean())
+        out[split] = r
+    return out
+
+
+def read_parquet(path):
+    df = pd.read_parquet(path)
+    finite = {}
+    for c in df.columns:
+        if pd.api.types.is_numeric_dtype(df[c]):
+            finite[c] = bool(np.isfinite(df[c].to_numpy(dtype=np.float64)).all())
+    return {"rows": len(df), "dtypes": {c: str(t) for c, t in df.dtypes.items()}, "finite": finite}
+
+
+def read_safetensors(path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    tensors = load_file(path)
+    with safe_open(path, framework="numpy") as f:
+        meta = f.metadata() or {}
+    return {
+        "tensors": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in sorted(tensors.items())},
+        "metadata_keys": sorted(meta.keys()),
+        "all_finite": bool(all(np.isfinite(v).all() for v in tensors.values() if v.dtype.kind == "f")),
+    }
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "write-hub":
+        result = write_hub(sys.argv[2], json.loads(sys.argv[3]))
+    elif cmd == "read-dataset":
+        result = read_dataset(*sys.argv[2:5])
+    elif cmd == "read-parquet":
+        result = read_parquet(sys.argv[2])
+    elif cmd == "read-safetensors":
+        result = read_safetensors(sys.argv[2])
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
