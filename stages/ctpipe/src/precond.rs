@@ -7,9 +7,13 @@
 //!   and evaluation, so that f(x, σ_min) = x holds exactly by construction.
 //! - `Ect` (ECT, VCT-ECM: locuslab/ect `ECMPrecond`): EDM's coefficients while training, the
 //!   σ_min-shifted ones for evaluation — ECT enforces the boundary in its loss instead.
-//! - `Li` (VCT's linear-interpolation kernel, x_t = (1 − t/T)·x + t·z): with a = 1 − t/T,
-//!   c_in = 1/√(σd²a² + t²), c_skip = σd²a/(t² + σd²a²), c_out = t·σd·c_in; for evaluation t
-//!   becomes t − σ_min and a becomes 1 − (t − σ_min)/(T − σ_min) in c_skip and c_out.
+//! - `Li` (VCT's linear-interpolation kernel, x_t = (1 − t/T)·x + t·z; sony/vct
+//!   kernels/conditional_ot.py): with a = 1 − t/T, c_in = 1/√(σd²a² + t²),
+//!   c_skip = σd²a/(t² + σd²a²), c_out = t·σd·c_in (:24-28) while training on ECT's schedule;
+//!   the shifted set (:15-20) for evaluation: t − σ_min for t and 1 − (t − σ_min)/(T − σ_min)
+//!   for a in c_skip, c_out = (t − σ_min)·σd·c_in with the *unshifted* c_in.
+//! - `LiCm`: the same kernel on the iCT schedule, shifted in training too (sony/vct
+//!   models/cm_base.py:75), as `Cm` is for the VE kernel.
 //!
 //! The coefficients are computed per sample on the host in f64 and uploaded.
 
@@ -25,6 +29,7 @@ pub enum PrecondKind {
     Cm,
     Ect,
     Li,
+    LiCm,
 }
 
 /// Training or evaluation: the coefficients of `Ect` and `Li` differ between the two.
@@ -58,10 +63,10 @@ impl Precond {
         let c_noise = sigma.ln() / 4.0;
         let shifted = match self.kind {
             PrecondKind::Edm => false,
-            PrecondKind::Cm => true,
+            PrecondKind::Cm | PrecondKind::LiCm => true,
             PrecondKind::Ect | PrecondKind::Li => phase == Phase::Eval,
         };
-        if self.kind == PrecondKind::Li {
+        if matches!(self.kind, PrecondKind::Li | PrecondKind::LiCm) {
             let a = 1.0 - sigma / self.t_max;
             let c_in = 1.0 / (sd * sd * a * a + sigma * sigma).sqrt();
             let (t, a) = if shifted {
@@ -70,7 +75,7 @@ impl Precond {
                 (sigma, a)
             };
             let c_skip = sd * sd * a / (t * t + sd * sd * a * a);
-            let c_out = t * sd / (sd * sd * a * a + t * t).sqrt();
+            let c_out = t * sd * c_in;
             return Coefficients { c_skip, c_out, c_in, c_noise };
         }
         let s = if shifted { sigma - self.sigma_min } else { sigma };
@@ -130,7 +135,7 @@ mod tests {
 
     #[test]
     fn boundary_coefficients() {
-        for kind in [PrecondKind::Cm, PrecondKind::Ect, PrecondKind::Li] {
+        for kind in [PrecondKind::Cm, PrecondKind::Ect, PrecondKind::Li, PrecondKind::LiCm] {
             let c = pc(kind).coefficients(0.002, Phase::Eval);
             assert_eq!((c.c_skip, c.c_out), (1.0, 0.0), "{kind:?}");
         }
@@ -147,6 +152,29 @@ mod tests {
         assert!((c.c_out - 40.0 * 0.5 / 1600.0625f64.sqrt()).abs() < 1e-12);
     }
 
+    /// The evaluation (boundary-shifted) set of sony/vct kernels/conditional_ot.py:15-20,
+    /// recomputed: a_bc = 1 − (t − σ_min)/(T − σ_min), c_skip = σd²a_bc/((t − σ_min)² + σd²a_bc²),
+    /// c_out = (t − σ_min)·σd·c_in with the unshifted c_in = 1/√(σd²(1 − t/T)² + t²). iCT with
+    /// the LI kernel (`LiCm`) trains with that set too (cm_base.py:75); ECT's (`Li`) with the
+    /// unshifted one (ecm.py:93-96).
+    #[test]
+    fn linear_interpolation_shifted_coefficients() {
+        let (t, tt, smin, sd) = (1.5f64, 80.0f64, 0.002f64, 0.5f64);
+        let a = 1.0 - t / tt;
+        let c_in = 1.0 / (sd * sd * a * a + t * t).sqrt();
+        let a_bc = 1.0 - (t - smin) / (tt - smin);
+        let want_skip = sd * sd * a_bc / ((t - smin).powi(2) + sd * sd * a_bc * a_bc);
+        let want_out = (t - smin) * sd * c_in;
+        for (kind, phase) in [(PrecondKind::Li, Phase::Eval), (PrecondKind::LiCm, Phase::Eval), (PrecondKind::LiCm, Phase::Train)] {
+            let c = pc(kind).coefficients(t, phase);
+            assert!((c.c_in - c_in).abs() < 1e-15, "{kind:?} {phase:?}");
+            assert!((c.c_skip - want_skip).abs() < 1e-15, "{kind:?} {phase:?}");
+            assert!((c.c_out - want_out).abs() < 1e-15, "{kind:?} {phase:?}: {} vs {want_out}", c.c_out);
+        }
+        let train = pc(PrecondKind::Li).coefficients(t, Phase::Train);
+        assert!((train.c_out - t * sd * c_in).abs() < 1e-15 && (train.c_skip - sd * sd * a / (t * t + sd * sd * a * a)).abs() < 1e-15);
+    }
+
     /// f(x, σ_min) = x, bit for bit, with a randomly initialised network.
     #[test]
     fn consistency_boundary_is_exact() {
@@ -158,7 +186,7 @@ mod tests {
             let store = ParamStore::seeded(9);
             let net = Network::new(store.var_builder(DType::F32, &dev), &preset(name, kind, 1, None).unwrap()).unwrap();
             let x = crate::rng::normal(&mut crate::rng::stream(1, "x", 0), shape, DType::F32, &dev).unwrap();
-            for k in [PrecondKind::Cm, PrecondKind::Ect, PrecondKind::Li] {
+            for k in [PrecondKind::Cm, PrecondKind::Ect, PrecondKind::Li, PrecondKind::LiCm] {
                 let p = Precond { kind: k, sigma_data: 0.5, sigma_min: 0.003, t_max: 80.0 };
                 let f = p.apply(&net, &x, &[0.003; 3], Phase::Eval, &mut Dropout::off()).unwrap();
                 let (a, b): (Vec<f32>, Vec<f32>) = (f.flatten_all().unwrap().to_vec1().unwrap(), x.flatten_all().unwrap().to_vec1().unwrap());

@@ -70,6 +70,9 @@ fn recipe(method: &str) -> Vec<String> {
     if matches!(method, "ict" | "gc" | "vct") {
         s.push("ict_s1=320".into());
     }
+    if matches!(method, "ect" | "sct") {
+        s.push("ect_stages=8".into());
+    }
     s
 }
 

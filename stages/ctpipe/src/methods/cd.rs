@@ -43,9 +43,9 @@ impl PairSchedule for CdSchedule {
         pairs
     }
 
-    fn top_weight(&self, _progress: Progress) -> f64 {
+    fn kl_scale(&self, _progress: Progress) -> f64 {
         let n = self.sigmas.len();
-        self.weighting.weight(self.sigmas[n - 1], self.sigmas[n - 2], self.sigma_data)
+        self.weighting.kl_scale(self.sigmas[n - 1], self.sigmas[n - 2])
     }
 
     fn sigma_min(&self) -> f64 {

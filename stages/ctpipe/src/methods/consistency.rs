@@ -53,8 +53,9 @@ impl Pairs {
 /// Draws the noise-level pairs of a step.
 pub trait PairSchedule: Send + Sync {
     fn draw(&self, n: usize, progress: Progress, rng: &mut ChaCha8Rng) -> Pairs;
-    /// The loss weight at the top of the noise range now (VCT rescales β by it).
-    fn top_weight(&self, progress: Progress) -> f64;
+    /// VCT's scale of β now: the inverse-gap weight at the top of the noise range with the
+    /// inverse-gap weighting, 1 with any other (sony/vct ecm.py:154-163; ict.py:148).
+    fn kl_scale(&self, progress: Progress) -> f64;
     fn sigma_min(&self) -> f64;
 }
 
@@ -159,7 +160,7 @@ impl Method for ConsistencyLoss {
         let mut logs = pairs.logs.clone();
         logs.extend(coupled.logs.iter().cloned());
         if let Some(kl) = &coupled.kl {
-            let beta = self.kl_beta * self.schedule.top_weight(ctx.progress);
+            let beta = self.kl_beta * self.schedule.kl_scale(ctx.progress);
             per_sample_loss = per_sample_loss.add(&(kl * beta)?)?;
             logs.push(("kl_beta", beta));
         }

@@ -4,11 +4,16 @@ use crate::nn::ops::per_sample_sum;
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-/// How student and teacher outputs are compared, over each whole flattened sample.
+/// How student and teacher outputs are compared, one value per sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Distance {
-    /// √(‖a − b‖² + c²) − c. iCT: c = 0.00054·√D; ECT on CIFAR: c = 0, the unsquared L2 norm.
+    /// √(‖a − b‖² + c²) − c over the whole flattened sample. iCT (and GC, utils.py:92-97):
+    /// c = 0.00054·√D; ECT on CIFAR: c = 0, the unsquared L2 norm.
     PseudoHuber { c: f64 },
+    /// Σ_j (√((a_j − b_j)² + c²) − c): pseudo-Huber per value, summed over the sample, as
+    /// sony/vct's iCT loss computes it (models/ict.py:29-30 per element, :142 summed), with the
+    /// same c = 0.00054·√D.
+    PseudoHuberPerValue { c: f64 },
     /// ‖a − b‖² (CD's l2, the GC toy).
     L2Squared,
 }
@@ -21,6 +26,7 @@ impl Distance {
         let sq = per_sample_sum(&a.sub(b)?.sqr()?)?;
         match *self {
             Distance::PseudoHuber { c } => (sq + (c * c + SQRT_GUARD))?.sqrt()? - c,
+            Distance::PseudoHuberPerValue { c } => per_sample_sum(&((a.sub(b)?.sqr()? + (c * c + SQRT_GUARD))?.sqrt()? - c)?),
             Distance::L2Squared => Ok(sq),
         }
     }
@@ -39,6 +45,17 @@ pub enum Weighting {
 }
 
 impl Weighting {
+    /// How VCT scales its KL weight β at the top pair (σ_hi, σ_lo) of the noise range: by the
+    /// consistency weight 1/(σ_hi − σ_lo) with that weighting, not at all with the others —
+    /// sony/vct ecm.py:154-163 (`kl_loss_scale = 1/(t_w − r_w)·β` for 'consistency', raw β
+    /// else) and ict.py:148.
+    pub fn kl_scale(&self, hi: f64, lo: f64) -> f64 {
+        match self {
+            Weighting::InverseGap => 1.0 / (hi - lo),
+            Weighting::Karras | Weighting::Uniform => 1.0,
+        }
+    }
+
     pub fn weight(&self, hi: f64, lo: f64, sigma_data: f64) -> f64 {
         match self {
             Weighting::InverseGap => 1.0 / (hi - lo),
@@ -65,6 +82,10 @@ mod tests {
         let l2 = Distance::PseudoHuber { c: 0.0 }.per_sample(&a, &b).unwrap().to_vec1::<f32>().unwrap();
         assert!((l2[0] - 5.0).abs() < 1e-6 && l2[1].abs() < 1e-9);
         assert_eq!(Distance::L2Squared.per_sample(&a, &b).unwrap().to_vec1::<f32>().unwrap(), [25.0, 0.0]);
+        // Per value: (√(9 + c²) − c) + (√(16 + c²) − c) = 7 − 2c + O(c²), against 5 for the whole sample.
+        let v = Distance::PseudoHuberPerValue { c: 0.03 }.per_sample(&a, &b).unwrap().to_vec1::<f32>().unwrap();
+        let want = (9.0f64 + 0.0009).sqrt() - 0.03 + (16.0f64 + 0.0009).sqrt() - 0.03;
+        assert!((v[0] as f64 - want).abs() < 1e-5 && v[1].abs() < 1e-6, "{v:?}");
         assert_eq!(Weighting::InverseGap.weight(2.0, 1.5, 0.5), 2.0);
         assert_eq!(Weighting::Karras.weight(2.0, 1.5, 0.5), 4.25);
     }

@@ -1,7 +1,8 @@
 //! ECT — easy consistency tuning (Geng et al., "Consistency Models Made Easy", ICLR 2025;
 //! locuslab/ect `ECMLoss`), as its schedule: t with ln t ~ N(P_mean, P_std), r = t·(r/t)(stage)
 //! from the mapping function (sigmoid or const, q, k, b), the stage advancing every
-//! `stage_steps` steps, and the weight 1/(t − r). Where r = 0 the teacher is replaced by the
+//! `stage_steps` steps (ECT: a fixed number of images, `spec::ect_stage_steps`), and the weight
+//! 1/(t − r). Where r = 0 the teacher is replaced by the
 //! clean sample (the boundary condition; `consistency.rs`). ECT trains with EDM's
 //! preconditioning and evaluates with the σ_min-shifted one (`Precond::Ect`); its distance is
 //! the unsquared L2 norm on CIFAR (pseudo-Huber with c = 0).
@@ -28,6 +29,8 @@ pub struct EctSchedule {
     pub sigma_min: f64,
     /// Where VCT measures the top weight (t_w = 80).
     pub sigma_max: f64,
+    /// The largest t drawn (the LI kernel's T); unbounded for VE.
+    pub t_cap: Option<f64>,
 }
 
 impl Default for EctSchedule {
@@ -44,6 +47,7 @@ impl Default for EctSchedule {
             sigma_data: 0.5,
             sigma_min: 0.003,
             sigma_max: 80.0,
+            t_cap: None,
         }
     }
 }
@@ -65,6 +69,7 @@ impl PairSchedule for EctSchedule {
         for _ in 0..n {
             let z: f64 = StandardNormal.sample(rng);
             let t = (self.p_mean + self.p_std * z).exp();
+            let t = self.t_cap.map_or(t, |cap| t.min(cap));
             let r = self.r_of_t(t, progress);
             pairs.push(t, r, self.weighting.weight(t, r, self.sigma_data));
         }
@@ -72,9 +77,9 @@ impl PairSchedule for EctSchedule {
         pairs
     }
 
-    fn top_weight(&self, progress: Progress) -> f64 {
+    fn kl_scale(&self, progress: Progress) -> f64 {
         let t = self.sigma_max;
-        self.weighting.weight(t, self.r_of_t(t, progress), self.sigma_data)
+        self.weighting.kl_scale(t, self.r_of_t(t, progress))
     }
 
     fn sigma_min(&self) -> f64 {

@@ -65,10 +65,10 @@ impl PairSchedule for IctSchedule {
         pairs
     }
 
-    fn top_weight(&self, progress: Progress) -> f64 {
+    fn kl_scale(&self, progress: Progress) -> f64 {
         let s = self.grid(progress);
         let n = s.len();
-        self.weighting.weight(s[n - 1], s[n - 2], self.sigma_data)
+        self.weighting.kl_scale(s[n - 1], s[n - 2])
     }
 
     fn sigma_min(&self) -> f64 {

@@ -14,6 +14,7 @@ use crate::precond::{Precond, PrecondKind};
 use crate::schedule::pseudo_huber_c;
 use crate::train::config::TrainConfig;
 use crate::train::distill::DistillConfig;
+use crate::train::ema::EmaSchedule;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,58 @@ pub struct Resolved {
     pub schedule: &'static str,
     /// Gradient-norm clip after method defaults.
     pub grad_clip: Option<f64>,
+    /// How the evaluated EMA follows the weights, after method defaults.
+    pub ema: EmaSchedule,
+}
+
+/// Steps per ECT stage. ECT advances the stage every `--double` ticks of `--tick` kimg, a
+/// fixed number of images whatever the run's length (locuslab/ect ct_train.py:69, :88;
+/// ct_training_loop.py:241, :383-386; run_ecm.sh:5: 250 × 12.8 kimg = 3200 kimg, 25k iterations
+/// at batch 128); sony/vct divides its run into 8 stages instead (ecm.py:70, ecm.yaml:23).
+pub fn ect_stage_steps(cfg: &TrainConfig, method: &str) -> Result<u64> {
+    const ECT_STAGE_KIMG: f64 = 250.0 * 12.8;
+    const VCT_STAGES: u64 = 8;
+    match (cfg.ect_stage_kimg, cfg.ect_stages) {
+        (Some(_), Some(_)) => Err(usage("fields `ect_stage_kimg` and `ect_stages`: set one (a stage length in images, or a number of stages over the run)")),
+        (Some(kimg), None) => {
+            if !(kimg > 0.0 && kimg.is_finite()) {
+                return Err(usage(format!("field `ect_stage_kimg`: expected a positive number, got {kimg}")));
+            }
+            Ok(((kimg * 1000.0 / cfg.batch as f64).round() as u64).max(1))
+        }
+        (None, Some(0)) => Err(usage("field `ect_stages`: at least 1")),
+        (None, Some(stages)) => Ok(cfg.steps.div_ceil(stages).max(1)),
+        (None, None) if method == "vct" => Ok(cfg.steps.div_ceil(VCT_STAGES).max(1)),
+        (None, None) => Ok(((ECT_STAGE_KIMG * 1000.0 / cfg.batch as f64).round() as u64).max(1)),
+    }
+}
+
+/// The EMA's schedule: EDM's half-life when `ema_halflife_kimg` is set, ema-pytorch's warm-up
+/// when `ema_update_after` is (GC's default: after 0, every 5; train/ema.rs), else a constant β.
+pub fn ema_schedule(cfg: &TrainConfig, method: &str) -> Result<EmaSchedule> {
+    let gc = method == "gc";
+    if cfg.ema_update_every == Some(0) {
+        return Err(usage("field `ema_update_every`: at least 1"));
+    }
+    let beta = cfg.ema_beta.unwrap_or(0.9999);
+    match cfg.ema_halflife_kimg {
+        Some(kimg) => {
+            if cfg.ema_update_after.is_some() || cfg.ema_update_every.is_some() {
+                return Err(usage("fields `ema_update_after`/`ema_update_every` and `ema_halflife_kimg`: choose ema-pytorch's warm-up or EDM's half-life"));
+            }
+            if !(kimg > 0.0) {
+                return Err(usage(format!("field `ema_halflife_kimg`: expected a positive number, got {kimg}")));
+            }
+            Ok(EmaSchedule::HalfLife { kimg, rampup: cfg.ema_rampup, batch: cfg.batch })
+        }
+        None => {
+            let every = cfg.ema_update_every.unwrap_or(if gc { 5 } else { 1 });
+            Ok(match cfg.ema_update_after.or(gc.then_some(0)) {
+                Some(after) => EmaSchedule::Warmup { beta, after, every },
+                None => EmaSchedule::Constant { beta, every },
+            })
+        }
+    }
 }
 
 /// Resolve and check. `values_per_sample` is D (pixels × channels, or coordinates).
@@ -61,7 +114,7 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
         (Some(_), false) => return Err(usage(format!("field `schedule` applies to gc and vct only, not {method}"))),
         (None, false) => method,
     };
-    if !matches!(schedule_name, "ict" | "ect" | "sct" | "edm") {
+    if coupled && !matches!(schedule_name, "ict" | "ect" | "sct") {
         return Err(usage(format!("field `schedule`: `{schedule_name}` (expected ict, ect or sct)")));
     }
     if method == "vct" && schedule_name == "sct" {
@@ -84,6 +137,7 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
     }
     let precond_kind = match (method, schedule_name, kernel) {
         ("edm", _, _) => PrecondKind::Edm,
+        (_, "ict", KernelSpec::Li { .. }) => PrecondKind::LiCm,
         (_, _, KernelSpec::Li { .. }) => PrecondKind::Li,
         (_, "ict", _) => PrecondKind::Cm,
         _ => PrecondKind::Ect,
@@ -100,6 +154,7 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
             kernel,
             schedule: "edm",
             grad_clip: cfg.grad_clip,
+            ema: ema_schedule(cfg, method)?,
         });
     }
 
@@ -107,7 +162,7 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
         if cfg.ect_q <= 1.0 {
             return Err(usage(format!("field `ect_q`: {} must exceed 1", cfg.ect_q)));
         }
-        let stages = cfg.ect_stages.max(1);
+        let stage_steps = ect_stage_steps(cfg, method)?;
         Box::new(EctSchedule {
             p_mean,
             p_std,
@@ -115,11 +170,13 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
             k: cfg.ect_k,
             b: cfg.ect_b,
             mapping: cfg.ect_mapping,
-            stage_steps: cfg.steps.div_ceil(stages).max(1),
+            stage_steps,
             weighting: cfg.weighting,
             sigma_data: cfg.sigma_data,
             sigma_min,
             sigma_max: cfg.sigma_max,
+            // The LI kernel is defined up to t = T: sony/vct clamps t there (ecm.py:113-114).
+            t_cap: matches!(kernel, KernelSpec::Li { .. }).then_some(cfg.sigma_max),
         })
     } else {
         if cfg.ict_s0 < 1 || cfg.ict_s1 < cfg.ict_s0 {
@@ -137,7 +194,7 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
             sigma_data: cfg.sigma_data,
         })
     };
-    let distance = parse_distance(&cfg.distance, cfg.huber_c, if ect_like { 0.0 } else { pseudo_huber_c(values_per_sample) })?;
+    let distance = consistency_distance(cfg, method, ect_like, values_per_sample)?;
     if !(0.0..=1.0).contains(&cfg.gc_keep) || cfg.gc_keep_end.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
         return Err(usage("fields `gc_keep`/`gc_keep_end`: probabilities in [0, 1]"));
     }
@@ -163,6 +220,7 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
         kernel,
         schedule: if ect_like { "ect" } else { "ict" },
         grad_clip,
+        ema: ema_schedule(cfg, method)?,
     })
 }
 
@@ -198,26 +256,36 @@ pub fn resolve_cd(cfg: &DistillConfig, values_per_sample: usize) -> Result<Resol
         kernel: KernelSpec::Ve,
         schedule: "cd",
         grad_clip: cfg.grad_clip,
+        ema: ema_schedule(&cfg.train_config()?, "cd")?,
     })
+}
+
+/// The distance of a consistency method: the `distance` field, or the method's own —
+/// per value for VCT on the iCT schedule (sony/vct models/ict.py:29-30, summed at :142), over
+/// the whole sample otherwise (iCT; GC utils.py:92-97; ECT loss.py:82-92) — with c = 0.00054·√D
+/// on the iCT schedule and 0 on ECT's unless `huber_c` says otherwise.
+pub fn consistency_distance(cfg: &TrainConfig, method: &str, ect_like: bool, values_per_sample: usize) -> Result<Distance> {
+    let default = if method == "vct" && !ect_like { "pseudo-huber-per-value" } else { "pseudo-huber" };
+    parse_distance(cfg.distance.as_deref().unwrap_or(default), cfg.huber_c, if ect_like { 0.0 } else { pseudo_huber_c(values_per_sample) })
 }
 
 /// The `distance` field (with `huber_c`; `default_c` where it is unset).
 fn parse_distance(name: &str, huber_c: Option<f64>, default_c: f64) -> Result<Distance> {
     match name {
-        "pseudo-huber" => {
+        "pseudo-huber" | "pseudo-huber-per-value" => {
             let c = huber_c.unwrap_or(default_c);
             if c < 0.0 {
                 return Err(usage(format!("field `huber_c`: {c} must be ≥ 0")));
             }
-            Ok(Distance::PseudoHuber { c })
+            Ok(if name == "pseudo-huber" { Distance::PseudoHuber { c } } else { Distance::PseudoHuberPerValue { c } })
         }
         "l2-squared" => {
             if huber_c.is_some() {
-                return Err(usage("field `huber_c` applies to distance = \"pseudo-huber\" only"));
+                return Err(usage("field `huber_c` applies to the pseudo-huber distances only"));
             }
             Ok(Distance::L2Squared)
         }
-        d => Err(usage(format!("field `distance`: `{d}` (expected pseudo-huber or l2-squared)"))),
+        d => Err(usage(format!("field `distance`: `{d}` (expected pseudo-huber, pseudo-huber-per-value or l2-squared)"))),
     }
 }
 

@@ -84,7 +84,7 @@ impl PairSchedule for SameLevel {
         }
         p
     }
-    fn top_weight(&self, _: Progress) -> f64 {
+    fn kl_scale(&self, _: Progress) -> f64 {
         1.0
     }
     fn sigma_min(&self) -> f64 {
@@ -129,15 +129,74 @@ fn ect_boundary_replaces_the_teacher_by_the_clean_sample() {
 #[test]
 fn vct_beta_rescaling() {
     let ict = IctSchedule::default();
-    let b0 = 30.0 * ict.top_weight(Progress { step: 0, total: 400_000 });
+    let b0 = 30.0 * ict.kl_scale(Progress { step: 0, total: 400_000 });
     assert!((b0 - 30.0 / (80.0 - 45.3137340752)).abs() < 1e-9 && (b0 - 0.865).abs() < 1e-3, "{b0}");
-    let b_end = 30.0 * ict.top_weight(Progress { step: 399_999, total: 400_000 });
+    let b_end = 30.0 * ict.kl_scale(Progress { step: 399_999, total: 400_000 });
     assert!((b_end - 88.0).abs() < 1.0, "{b_end}");
     let ect = EctSchedule { stage_steps: 50_000, ..EctSchedule::default() };
     for s in 0..8u64 {
-        let b = 10.0 * ect.top_weight(Progress { step: s * 50_000, total: 400_000 });
+        let b = 10.0 * ect.kl_scale(Progress { step: s * 50_000, total: 400_000 });
         let want = 0.25 * 2f64.powi(s as i32);
         assert!((b - want).abs() < 1e-6 * want, "stage {s}: {b} vs {want}");
     }
     assert_eq!(Weighting::Karras.weight(80.0, 40.0, 0.5), 4.0 + 1.0 / 6400.0);
+    // With the karras weighting β is used as it is (ecm.py:160), not times the weight ≈ 4.0002.
+    let karras = EctSchedule { stage_steps: 50_000, weighting: Weighting::Karras, ..EctSchedule::default() };
+    assert_eq!(10.0 * karras.kl_scale(Progress { step: 0, total: 400_000 }), 10.0);
+}
+
+/// ECT's stage length is a number of images (run_ecm.sh: 250 ticks × 12.8 kimg = 3.2 Mimg, 25k
+/// iterations at batch 128), whatever the run's length; VCT's is a fraction of the run (8
+/// stages, sony/vct ecm.py:70); either can be set.
+#[test]
+fn ect_stage_length_follows_ect_and_vct() {
+    use crate::methods::spec::ect_stage_steps;
+    let cfg = |sets: &str| -> crate::train::config::TrainConfig { crate::config::from_table(toml::from_str(sets).unwrap(), "test").unwrap() };
+    assert_eq!(ect_stage_steps(&cfg("steps = 200000\nbatch = 128"), "ect").unwrap(), 25_000);
+    assert_eq!(ect_stage_steps(&cfg("steps = 400000\nbatch = 128"), "ect").unwrap(), 25_000, "a longer run keeps ECT's stage length");
+    assert_eq!(ect_stage_steps(&cfg("steps = 200000\nbatch = 256"), "sct").unwrap(), 12_500);
+    assert_eq!(ect_stage_steps(&cfg("steps = 400000\nbatch = 128"), "vct").unwrap(), 50_000);
+    assert_eq!(ect_stage_steps(&cfg("steps = 15000\nect_stages = 8"), "ect").unwrap(), 1875);
+    assert_eq!(ect_stage_steps(&cfg("batch = 100\nect_stage_kimg = 1.0"), "vct").unwrap(), 10);
+    assert!(ect_stage_steps(&cfg("ect_stages = 8\nect_stage_kimg = 1.0"), "ect").is_err());
+    assert!(ect_stage_steps(&cfg("ect_stages = 0"), "ect").is_err());
+}
+
+/// With the LI kernel the ECT schedule's t stops at T (sony/vct ecm.py:113-114), so 1 − t/T
+/// never turns negative.
+#[test]
+fn li_kernel_caps_t_at_t_max() {
+    let sched = EctSchedule { p_mean: 4.0, p_std: 1.0, t_cap: Some(80.0), ..EctSchedule::default() };
+    let mut rng = crate::rng::stream(0, "t", 0);
+    let pairs = sched.draw(2000, Progress { step: 0, total: 1 }, &mut rng);
+    assert!(pairs.hi.iter().all(|&t| t <= 80.0));
+    assert!(pairs.hi.iter().filter(|&&t| t == 80.0).count() > 500, "ln t ~ N(4, 1) passes 80 = e^4.38 a third of the time");
+    let uncapped = EctSchedule { t_cap: None, ..sched };
+    assert!(uncapped.draw(2000, Progress { step: 0, total: 1 }, &mut crate::rng::stream(0, "t", 0)).hi.iter().any(|&t| t > 80.0));
+}
+
+/// VCT on the iCT schedule compares per value, as sony/vct's ict.py; iCT, GC and ECT-schedule
+/// VCT over the whole sample; a setting wins.
+#[test]
+fn vct_ict_distance_is_per_value() {
+    use crate::methods::spec::consistency_distance;
+    let cfg = |sets: &str| -> crate::train::config::TrainConfig { crate::config::from_table(toml::from_str(sets).unwrap(), "test").unwrap() };
+    let c = 0.00054 * 3072f64.sqrt();
+    assert_eq!(consistency_distance(&cfg(""), "vct", false, 3072).unwrap(), Distance::PseudoHuberPerValue { c });
+    assert_eq!(consistency_distance(&cfg(""), "ict", false, 3072).unwrap(), Distance::PseudoHuber { c });
+    assert_eq!(consistency_distance(&cfg(""), "gc", false, 3072).unwrap(), Distance::PseudoHuber { c });
+    assert_eq!(consistency_distance(&cfg(""), "vct", true, 3072).unwrap(), Distance::PseudoHuber { c: 0.0 });
+    assert_eq!(consistency_distance(&cfg("distance = \"pseudo-huber\""), "vct", false, 3072).unwrap(), Distance::PseudoHuber { c });
+}
+
+/// GC and VCT run on iCT's, ECT's or SCT's schedule; EDM's is a denoiser's, not a pairing of
+/// levels, and is refused instead of running silently.
+#[test]
+fn coupled_methods_refuse_the_edm_schedule() {
+    let cfg = |sets: &str| -> crate::train::config::TrainConfig { crate::config::from_table(toml::from_str(sets).unwrap(), "test").unwrap() };
+    for method in ["gc", "vct"] {
+        let e = crate::methods::spec::resolve(&cfg(&format!("method = \"{method}\"\nschedule = \"edm\"")), 2).err().expect("refused");
+        assert_eq!(crate::error::one_line(&e), "field `schedule`: `edm` (expected ict, ect or sct)");
+        assert!(crate::methods::spec::resolve(&cfg(&format!("method = \"{method}\"\nschedule = \"ect\"")), 2).is_ok());
+    }
 }

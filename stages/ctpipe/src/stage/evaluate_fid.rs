@@ -11,7 +11,8 @@ pub struct EvaluateFid;
 impl Stage for EvaluateFid {
     const NAME: &'static str = "evaluate-fid";
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
-    const VERSION: u32 = 2;
+    // 3: VCT's LI kernel samples with sony/vct's evaluation c_out (unshifted c_in).
+    const VERSION: u32 = 3;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The stage contract, in one place (see `shared/design/architecture.md`):
 //!
-//! 1. parse the common flags; resolve the config as *defaults < node table < `--set`*;
+//! 1. parse the common flags; resolve the config as *defaults < node table < `--set`*, then
+//!    the smoke scale's cuts when `--scale smoke` (`scale.rs`);
 //! 2. resolve input artifacts (from the node's input refs or `--input`) and open them;
 //! 3. key = blake3(stage, version, canonical config, input keys, external fingerprints);
 //! 4. if the artifact exists: print `cached <stage> <key>`, rewrite the ref, exit 0;
@@ -219,6 +220,8 @@ struct Resolved<C> {
     config_json: Value,
     inputs: BTreeMap<String, Vec<Artifact>>,
     node: Option<String>,
+    /// Where the profile's refs are at the scale run (`scale.rs`).
+    namespace: String,
 }
 
 fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Result<Resolved<S::Config>> {
@@ -242,7 +245,9 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
     };
     config::apply_overrides(&mut table, &args.set)?;
     let origin = if args.set.is_empty() { origin } else { format!("{origin} with --set") };
-    let config = typed_config::<S>(table, &origin, args.node.is_some(), Scale::parse(&args.scale)?)?;
+    let scale = Scale::parse(&args.scale)?;
+    let namespace = scale.namespace(&args.profile);
+    let config = typed_config::<S>(table, &origin, args.node.is_some(), scale)?;
 
     // --input replaces what the node table says for that role.
     let mut overridden = BTreeMap::<String, Vec<InputSpec>>::new();
@@ -270,7 +275,7 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
         }
         let mut arts = Vec::new();
         for s in specs {
-            let (stage, key) = s.locate(store, &Scale::parse(&args.scale)?.namespace(&args.profile))?;
+            let (stage, key) = s.locate(store, &namespace)?;
             if !role.from.contains(&stage.as_str()) {
                 return Err(bad_input(format!(
                     "input `{}` must be a {} artifact, got {stage}/{}",
@@ -287,7 +292,7 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
         }
     }
     let config_json = config::to_json(&config)?;
-    Ok(Resolved { config, config_json, inputs, node: args.node.clone() })
+    Ok(Resolved { config, config_json, inputs, node: args.node.clone(), namespace })
 }
 
 /// A node's settings as the stage's config at `scale`, checked. `origin` names the settings in
@@ -363,7 +368,7 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs) -> Result<()> {
             return Ok(false);
         }
         store.open(S::NAME, &key, Verify::Sizes)?;
-        write_refs(store, args, S::NAME, resolved.node.as_deref(), &key)?;
+        write_refs(store, args, &resolved.namespace, resolved.node.as_deref(), S::NAME, &key)?;
         println!("cached {} {key}", S::NAME);
         Ok(true)
     };
@@ -405,14 +410,14 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs) -> Result<()> {
     let art = staging.commit(draft)?;
     // The checkpoints of a finished run are of no further use.
     let _ = std::fs::remove_dir_all(&ctx.work_dir);
-    write_refs(&store, args, S::NAME, resolved.node.as_deref(), &key)?;
+    write_refs(&store, args, &resolved.namespace, resolved.node.as_deref(), S::NAME, &key)?;
     println!("done {} {key} ({:.1}s) {}", S::NAME, started.elapsed().as_secs_f64(), art.dir.display());
     Ok(())
 }
 
-fn write_refs(store: &Store, args: &CommonArgs, stage: &str, node: Option<&str>, key: &Key) -> Result<()> {
+fn write_refs(store: &Store, args: &CommonArgs, namespace: &str, node: Option<&str>, stage: &str, key: &Key) -> Result<()> {
     if let Some(node) = node {
-        store.write_ref(&Scale::parse(&args.scale)?.namespace(&args.profile), node, stage, key)?;
+        store.write_ref(namespace, node, stage, key)?;
     }
     if let Some(path) = &args.write_ref {
         crate::store::write_ref_file(path, stage, key)?;

@@ -66,6 +66,13 @@ macro_rules! training_config {
                 pub ema_halflife_kimg: Option<f64> = None,
                 /// EDM's EMA ramp-up: half-life at most this fraction of the images seen (EDM: 0.05).
                 pub ema_rampup: Option<f64> = None,
+                /// Update the EMA every this many steps (ema-pytorch's update_every; default: 5
+                /// for gc, as GC's training code, else 1).
+                pub ema_update_every: Option<u64> = None,
+                /// Warm the EMA up as ema-pytorch 0.2.3 does (GC's EMA): copy the weights for
+                /// the first N steps, then decay min(ema_beta, 1 − (1 + n − N)^(−2/3)) at step n
+                /// (default: 0 for gc; unset otherwise: a constant ema_beta).
+                pub ema_update_after: Option<u64> = None,
                 /// Write a checkpoint every this many steps (and at the end).
                 pub checkpoint_every: u64 = 1000,
                 /// Keep the EMA weights of every checkpoint in the artifact (snapshots/).
@@ -118,10 +125,17 @@ crate::training_config! {
         pub ect_b: f64 = 1.0,
         /// ECT mapping function: sigmoid or const.
         pub ect_mapping: EctMapping = EctMapping::Sigmoid,
-        /// ECT: number of stages over the run (the stage advances every steps / ect_stages).
-        pub ect_stages: u64 = 8,
-        /// Distance: pseudo-huber (√(‖·‖² + c²) − c) or l2-squared.
-        pub distance: String = "pseudo-huber".into(),
+        /// ECT: the stage advances every this many thousand images (ECT's `--double` ticks ×
+        /// `--tick` kimg: 3200 on CIFAR-10, 25k iterations at batch 128; the default for ect, sct
+        /// and gc on ECT's schedule).
+        pub ect_stage_kimg: Option<f64> = None,
+        /// ECT: instead, this many stages over the run, advancing every steps / ect_stages
+        /// (sony/vct's rule: the default, 8, for vct on ECT's schedule).
+        pub ect_stages: Option<u64> = None,
+        /// Distance: pseudo-huber (√(‖·‖² + c²) − c over the sample), pseudo-huber-per-value
+        /// (Σ √((·)² + c²) − c, sony/vct's iCT loss) or l2-squared (default: pseudo-huber;
+        /// pseudo-huber-per-value for vct on the iCT schedule).
+        pub distance: Option<String> = None,
         /// Pseudo-Huber c (default: 0.00054·√D on the iCT schedule, 0 — the unsquared L2 of
         /// ECT on CIFAR — on the ECT schedule).
         pub huber_c: Option<f64> = None,

@@ -5,6 +5,7 @@
 
 use super::checkpoint::{self, CheckpointMeta};
 use super::config::TrainConfig;
+use super::ema::EmaSchedule;
 use super::data::TrainData;
 use super::metrics::{MetricsLog, Row};
 use super::optim::{self, OptimConfig, Optimizer};
@@ -100,6 +101,7 @@ pub struct Fit<'a> {
     pub method: &'a dyn Method,
     pub data: &'a TrainData,
     pub grad_clip: Option<f64>,
+    pub ema: EmaSchedule,
     pub device: Device,
     pub work_dir: &'a Path,
     pub stop: &'a StopFlag,
@@ -117,21 +119,6 @@ pub fn lr_at(cfg: &TrainConfig, step: u64) -> f64 {
         lr /= (step as f64 / decay.max(1) as f64).max(1.0).sqrt();
     }
     lr
-}
-
-/// EMA decay for the update after `step` steps (EDM half-life with ramp-up, or a constant).
-pub fn ema_beta_at(cfg: &TrainConfig, step: u64) -> f64 {
-    match cfg.ema_halflife_kimg {
-        Some(kimg) => {
-            let seen = (step * cfg.batch) as f64;
-            let mut half = kimg * 1000.0;
-            if let Some(r) = cfg.ema_rampup {
-                half = half.min(seen * r);
-            }
-            0.5f64.powf(cfg.batch as f64 / half.max(1e-8))
-        }
-        None => cfg.ema_beta.unwrap_or(0.9999),
-    }
 }
 
 /// Run (or resume) training to `cfg.steps`. `on_checkpoint` runs after each regular
@@ -192,7 +179,9 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         let g: HashMap<String, Tensor> = params.iter().filter_map(|(name, var)| grads.get(var).map(|t| (name.clone(), t.clone()))).collect();
         let lr = lr_at(cfg, step);
         let grad_norm = opt.step(&params, &g, lr, f.grad_clip)?;
-        optim::ema_update(&ema_pairs, ema_beta_at(cfg, step))?;
+        if let Some(decay) = f.ema.decay_after(step) {
+            optim::ema_update(&ema_pairs, decay)?;
+        }
         if let Some((pairs, rate)) = &target_pairs {
             optim::ema_update(pairs, *rate)?;
         }

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod distill;
+pub mod ema;
 pub mod fit;
 pub mod metrics;
 pub mod optim;
@@ -115,7 +116,7 @@ pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dir
 /// metrics summary.
 pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<Value> {
     let Job { stage, cfg, resolved, data: data_set, info, net_cfg, enc_cfg, state } = job;
-    let Resolved { method, kernel, schedule, grad_clip, .. } = resolved;
+    let Resolved { method, kernel, schedule, grad_clip, ema, .. } = resolved;
     let spec = ModelSpec {
         format: MODEL_FORMAT,
         method: cfg.method.clone(),
@@ -146,7 +147,7 @@ pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<
     let reference = data_set.first_points(1000);
     let grids = dirs.work.join("grids");
     let snapshots = dirs.work.join("snapshots");
-    let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, device: device.clone(), work_dir: dirs.work, stop, label };
+    let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, ema, device: device.clone(), work_dir: dirs.work, stop, label };
     let mut on_checkpoint = |step: u64, st: &TrainState| -> Result<()> {
         std::fs::create_dir_all(&grids)?;
         for (name, png) in sample_pictures(&spec, cfg, st, &reference, device)? {
