@@ -21,7 +21,7 @@ ROOT      := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 PROFILE   ?= default
 # full, or smoke: every node with its counts (steps, samples, rows, seeds) cut to minutes on a CPU;
 # its refs, logs, plans and report live under $(PROFILE)@smoke, apart from the full run's.
-SCALE     ?= full
+SCALE     ?= $(or $(CTPIPE_SCALE),full)
 NS        := $(if $(filter smoke,$(SCALE)),$(PROFILE)@smoke,$(PROFILE))
 PIPELINE  ?= $(ROOT)/pipeline.toml
 ARTIFACTS ?= $(ROOT)/artifacts
@@ -73,14 +73,17 @@ define run_node
 $(BIN)/$(1) --pipeline $(PIPELINE) --profile $(PROFILE) --scale $(SCALE) --node $(2) $(STORE) --data-dir $(DATA) 2>&1 | tee $(ARTIFACTS)/logs/$(NS)/$(2).log
 endef
 
-# Every node of the profile checked (settings, ranges, that an init or teacher fits its student,
-# imported weights present) before any node runs: every node rule waits for it (order-only).
+# Every node of the profile checked (settings, ranges, that an init or teacher fits its student)
+# before any node runs: every node rule waits for it (order-only). Outside files (imported
+# weights) are checked for the nodes asked for and what they read: all of them, unless the goals
+# are nodes (`make fetch-data.cifar10` need not wait for Inception weights).
+CHECK_NODES = $(if $(filter-out $(PLAN_NODES),$(MAKECMDGOALS)),,$(MAKECMDGOALS))
 plan-check: $(BIN)/plan
-	@$(PLAN) check
+	@$(PLAN) check $(CHECK_NODES)
 check: plan-check
 
 # The generated rules are needed by every goal except these.
-NO_PLAN_GOALS := build check plan-check cuda test bench clean clobber help
+NO_PLAN_GOALS := build check plan-check cuda test bench status gc clean clobber help
 ifneq ($(if $(MAKECMDGOALS),$(filter-out $(NO_PLAN_GOALS),$(MAKECMDGOALS)),all),)
 PLAN_MK := $(ARTIFACTS)/plans/$(NS).mk
 $(PLAN_MK): $(PIPELINE) $(BIN)/plan
@@ -105,7 +108,8 @@ test:
 bench: $(BIN)/bench
 	$(BIN)/bench
 
-# Dry run by default; `make gc DELETE=1` removes what no ref reaches.
+# Dry run by default; `make gc DELETE=1` removes what no ref reaches — a rehearsal's refs
+# (`refs/<profile>@smoke`) included: remove that folder first to let its artifacts go.
 gc: $(BIN)/artifacts
 	$(BIN)/artifacts $(STORE) gc $(if $(DELETE),--delete)
 

@@ -7,10 +7,12 @@ use ctpipe_e2e::{python_env, pytools, release_bin, run, Run, Sandbox};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-/// A file of a Hub dataset repo, for pytools.py write-hub.
+/// A file of a Hub dataset repo, for pytools.py write-hub; its split as the Hub's naming means
+/// it (said here, not derived).
 fn file(path: &str, rows: u64, format: &str, image: &str, labels: &str, codec: &str, seed: u64) -> Value {
+    let split = ["train", "test", "validation"].into_iter().find(|s| path.contains(&format!("/{s}"))).expect("a split in the path");
     json!({
-        "path": path, "rows": rows, "height": 28, "width": 28, "channels": 1, "format": format,
+        "path": path, "split": split, "rows": rows, "height": 28, "width": 28, "channels": 1, "format": format,
         "image": image, "image_column": if image == "struct" { "image" } else { "img_bytes" },
         "labels": labels, "codec": codec, "seed": seed,
         "class_names": ["ankle", "bag", "coat", "dress"],
@@ -45,6 +47,18 @@ impl Hub {
             .env("HF_HUB_OFFLINE", "1")
             .env("HF_ENDPOINT", "http://127.0.0.1:9")
             .env_remove("HF_HUB_CACHE")
+            .args(["--set", &format!("source=hub:{source}")]);
+        run(&mut c)
+    }
+
+    /// The same with the cache named by HF_HUB_CACHE alone (huggingface_hub's variable, which
+    /// hf-hub 0.5 does not read) and HF_HOME pointing elsewhere.
+    fn fetch_via_hub_cache(&self, source: &str) -> Run {
+        let mut c = self.sb.cmd(release_bin("fetch-data"));
+        c.env("HF_HUB_CACHE", self.hf_home().join("hub"))
+            .env("HF_HOME", self.sb.path().join("empty-hf-home"))
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
             .args(["--set", &format!("source=hub:{source}")]);
         run(&mut c)
     }
@@ -106,6 +120,9 @@ fn hub_cache_written_by_pyarrow_imports_offline() {
     let key = hub.fetch(repo).expect_code(0).key();
     let m: Value = serde_json::from_slice(&std::fs::read(hub.artifact(&key).join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["external"]["hub"], format!("{repo}@{}", truth["commit"].as_str().unwrap()));
+    assert_eq!(hub.fetch_via_hub_cache(repo).expect_code(0).key(), key, "HF_HUB_CACHE finds the same cache");
+    let r = hub.fetch("uoft-cs/not-cached").expect_code(3);
+    assert!(r.one_error_line().contains("hub:uoft-cs/not-cached is not in the local cache (offline mode"), "{}", r.stderr);
 }
 
 /// Every codec pyarrow writes (snappy, gzip, LZ4, Brotli, zstd, none) in one repo of `data/`

@@ -2,7 +2,9 @@
 //! store, and a way to run the built stage binaries in it.
 //!
 //! Stage crates use it as a dev-dependency for their `tests/cli.rs`; the end-to-end tests of
-//! this crate (`e2e.rs`, `faults.rs`) drive `make` on tiny profiles.
+//! this crate drive `make` on tiny profiles (`e2e.rs`, `faults.rs`) and on the shipped ones at
+//! smoke scale (`rehearsal.rs`), and put the Python tools users have in the loop
+//! (`interop.rs`, with the environment of [`python_env`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,6 +35,7 @@ impl Sandbox {
             .env("CTPIPE_DATA", self.path().join("data"))
             .env("CTPIPE_PIPELINE", self.path().join("pipeline.toml"))
             .env_remove("CTPIPE_PROFILE")
+            .env_remove("CTPIPE_SCALE")
             .env_remove("CTPIPE_FAILPOINT");
         c
     }

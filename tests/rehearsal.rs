@@ -109,7 +109,7 @@ fn cifar10_profile_at_smoke_scale_reaches_its_report() {
     // struct of PNG bytes and path, int64 labels with ClassLabel names; pyarrow's defaults.
     let names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
     let file = |path: &str, rows: u64, seed: u64| {
-        json!({ "path": path, "rows": rows, "height": 32, "width": 32, "channels": 3, "format": "png", "image": "struct",
+        json!({ "path": path, "split": if path.contains("/train") { "train" } else { "test" }, "rows": rows, "height": 32, "width": 32, "channels": 3, "format": "png", "image": "struct",
                 "image_column": "img", "labels": "int", "codec": "default", "seed": seed, "class_names": names })
     };
     let hf_home = sb.path().join("hf");

@@ -6,10 +6,12 @@ environment of tests/interop/requirements.txt; every command prints one JSON doc
     pytools.py write-hub HF_HOME SPEC_JSON
         Write a dataset repo into a Hugging Face cache laid out as huggingface_hub lays it out
         (refs/main, blobs/<sha256>, snapshots/<commit>/<path> symlinks). SPEC: {"repo":
-        "owner/name", "files": [{"path", "rows", "height", "width", "channels", "format": png|jpeg,
-        "image": struct|bytes, "image_column", "labels": int|string|category, "codec", "seed",
-        "class_names"}]}; codec is a pyarrow compression name or "default" (pyarrow's own
-        default). Prints, per split (by the Hub's file naming), what a reader must find: rows,
+        "owner/name", "files": [{"path", "split", "rows", "height", "width", "channels",
+        "format": png|jpeg, "image": struct|bytes, "image_column", "labels":
+        int|string|category, "codec", "seed", "class_names"}]}; codec is a pyarrow compression
+        name or "default" (pyarrow's own default); split is what the file's name means, stated
+        rather than derived, so that a naming bug on ctpipe's side cannot hide here. Prints, per
+        split, what a reader must find: rows,
         labels as class indices, class names, and the sum and shape of the pixels as PIL decodes
         them (HWC uint8; files in sorted path order, rows in file order). Saves those pixels as
         <HF_HOME>/truth/<owner>--<name>.npz for read-dataset.
@@ -37,17 +39,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
-
-
-def split_of(path):
-    """The Hub's split naming, as datasets' data-files patterns read it."""
-    for part in reversed(path.split("/")):
-        stem = part[: -len(".parquet")] if part.endswith(".parquet") else part
-        for split, names in (("train", ["train"]), ("test", ["test"]), ("validation", ["validation", "valid", "val"])):
-            for name in names:
-                if stem == name or stem.startswith(name + "-") or stem.startswith(name + "_"):
-                    return split
-    return None
 
 
 def encode(pixels, fmt):
@@ -132,9 +123,9 @@ def write_hub(hf_home, spec):
     with open(os.path.join(repo_dir, "refs", "main"), "w") as out:
         out.write(commit)
     summary, arrays = {}, {}
-    for split in sorted({split_of(f["path"]) for f, _, _ in written}, key=str):
+    for split in sorted({f["split"] for f, _, _ in written}):
         # A split's files are read in sorted path order, each in row order.
-        files = sorted((w for w in written if split_of(w[0]["path"]) == split), key=lambda w: w[0]["path"])
+        files = sorted((w for w in written if w[0]["split"] == split), key=lambda w: w[0]["path"])
         pixels = [p for _, decoded, _ in files for p in decoded]
         names = files[0][0]["class_names"]
         labels = [int(i) for _, _, idx in files for i in idx]
@@ -144,8 +135,8 @@ def write_hub(hf_home, spec):
             labels = [rank[names[i]] for i in labels]
             names = sorted(names)
         stacked = np.stack(pixels)
-        arrays[str(split)] = stacked
-        summary[str(split)] = {
+        arrays[split] = stacked
+        summary[split] = {
             "rows": len(labels),
             "labels": labels,
             "class_names": names,

@@ -69,9 +69,10 @@ pub fn ect_ratio(t: f64, stage: u32, q: f64, k: f64, b: f64, mapping: EctMapping
     (1.0 - decay * adj).max(0.0)
 }
 
-/// ECT's stage at a step: it advances every `stage_steps` steps.
-pub fn ect_stage(step: u64, stage_steps: u64) -> u32 {
-    (step / stage_steps.max(1)).min(u32::MAX as u64) as u32
+/// ECT's stage at a step: ⌊step / stage_steps⌋, the length a real number of steps (sony/vct
+/// ecm.py:70 divides as reals: `step // (total / n_stages)`).
+pub fn ect_stage(step: u64, stage_steps: f64) -> u32 {
+    (step as f64 / stage_steps.max(1e-9)).floor().min(u32::MAX as f64) as u32
 }
 
 /// iCT's pseudo-Huber constant: c = 0.00054·√D for D values per sample.
@@ -164,7 +165,9 @@ mod tests {
         assert_eq!(ect_ratio(1.94, 0, 2.0, 8.0, 1.0, EctMapping::Sigmoid), 0.0);
         assert!(ect_ratio(1.96, 0, 2.0, 8.0, 1.0, EctMapping::Sigmoid) > 0.0);
         assert_eq!(ect_ratio(3.0, 3, 2.0, 8.0, 1.0, EctMapping::Const), 1.0 - 1.0 / 16.0);
-        assert_eq!(ect_stage(74_999, 25_000), 2);
+        assert_eq!(ect_stage(74_999, 25_000.0), 2);
+        // 150 steps in 8 stages: 18.75 steps each; stage 4 starts at step 75, not 76.
+        assert_eq!((ect_stage(74, 18.75), ect_stage(75, 18.75)), (3, 4));
     }
 
     #[test]

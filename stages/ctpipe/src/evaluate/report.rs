@@ -75,7 +75,8 @@ pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Pr
         any = true;
         let _ = writeln!(s, "## {}\n", node.id);
         let Some(r) = store.read_ref(&ns, &node.id)? else {
-            let _ = writeln!(s, "not run yet (`make {}`)\n", node.id);
+            let how = if scale == crate::stage::scale::Scale::Smoke { format!("make {} PROFILE={} SCALE=smoke", node.id, profile.name) } else { format!("make {}", node.id) };
+            let _ = writeln!(s, "not run yet (`{how}`)\n");
             continue;
         };
         let art = store.open(&r.stage, &r.key, crate::store::Verify::Sizes)?;

@@ -89,13 +89,15 @@ fn hub_file(repo_id: &str, file: &str, revision: &str) -> Result<PathBuf> {
     api.repo(repo).get(file).map_err(|e| bad_input(format!("hub:{repo_id}: downloading {file} failed: {e}")))
 }
 
-/// A model-repo file from the local Hub cache, without any network call.
+/// A model-repo file from the local Hub cache (a branch, tag or commit), without any network
+/// call.
 fn cached_hub_file(repo_id: &str, file: &str, revision: &str) -> Result<PathBuf> {
-    let repo = hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, revision.to_string());
-    crate::data::sources::hub::cache_from_env()
-        .repo(repo)
-        .get(file)
-        .ok_or_else(|| bad_input(format!("hub:{repo_id}/{file} is not in the local cache (offline mode)")))
+    let (_, snapshot) = crate::data::sources::hub::cached_revision(repo_id, hf_hub::RepoType::Model, revision)?;
+    let path = snapshot.join(file);
+    if !path.is_file() {
+        return Err(bad_input(format!("hub:{repo_id}/{file} is not in the local cache (offline mode; looked for {})", path.display())));
+    }
+    Ok(path)
 }
 
 /// The sha256 of a file, hex.

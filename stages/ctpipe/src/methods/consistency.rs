@@ -53,8 +53,9 @@ impl Pairs {
 /// Draws the noise-level pairs of a step.
 pub trait PairSchedule: Send + Sync {
     fn draw(&self, n: usize, progress: Progress, rng: &mut ChaCha8Rng) -> Pairs;
-    /// VCT's scale of β now: the inverse-gap weight at the top of the noise range with the
-    /// inverse-gap weighting, 1 with any other (sony/vct ecm.py:154-163; ict.py:148).
+    /// VCT's scale of β now: on ECT's schedule the inverse-gap weight at the top of the noise
+    /// range with the inverse-gap weighting, 1 with any other (sony/vct ecm.py:154-163); on
+    /// iCT's the top gap's always (ict.py:148).
     fn kl_scale(&self, progress: Progress) -> f64;
     fn sigma_min(&self) -> f64;
 }

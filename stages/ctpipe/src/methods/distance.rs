@@ -45,10 +45,10 @@ pub enum Weighting {
 }
 
 impl Weighting {
-    /// How VCT scales its KL weight β at the top pair (σ_hi, σ_lo) of the noise range: by the
+    /// How VCT scales its KL weight β at the top pair (σ_hi, σ_lo) of ECT's schedule: by the
     /// consistency weight 1/(σ_hi − σ_lo) with that weighting, not at all with the others —
     /// sony/vct ecm.py:154-163 (`kl_loss_scale = 1/(t_w − r_w)·β` for 'consistency', raw β
-    /// else) and ict.py:148.
+    /// else).
     pub fn kl_scale(&self, hi: f64, lo: f64) -> f64 {
         match self {
             Weighting::InverseGap => 1.0 / (hi - lo),

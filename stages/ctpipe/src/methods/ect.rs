@@ -22,8 +22,8 @@ pub struct EctSchedule {
     pub k: f64,
     pub b: f64,
     pub mapping: EctMapping,
-    /// Steps per stage (CIFAR: 25k iterations at batch 128, 8 stages over 200k).
-    pub stage_steps: u64,
+    /// Steps per stage, a real number (CIFAR: 25k iterations at batch 128, 8 stages over 200k).
+    pub stage_steps: f64,
     pub weighting: Weighting,
     pub sigma_data: f64,
     pub sigma_min: f64,
@@ -42,7 +42,7 @@ impl Default for EctSchedule {
             k: 8.0,
             b: 1.0,
             mapping: EctMapping::Sigmoid,
-            stage_steps: 25_000,
+            stage_steps: 25_000.0,
             weighting: Weighting::InverseGap,
             sigma_data: 0.5,
             sigma_min: 0.003,

@@ -65,10 +65,11 @@ impl PairSchedule for IctSchedule {
         pairs
     }
 
+    /// β/(σ_N − σ_{N−1}) whatever the weighting (sony/vct ict.py:148; its iCT has only 1/Δσ).
     fn kl_scale(&self, progress: Progress) -> f64 {
         let s = self.grid(progress);
         let n = s.len();
-        self.weighting.kl_scale(s[n - 1], s[n - 2])
+        Weighting::InverseGap.kl_scale(s[n - 1], s[n - 2])
     }
 
     fn sigma_min(&self) -> f64 {

@@ -55,21 +55,21 @@ pub struct Resolved {
 /// fixed number of images whatever the run's length (locuslab/ect ct_train.py:69, :88;
 /// ct_training_loop.py:241, :383-386; run_ecm.sh:5: 250 × 12.8 kimg = 3200 kimg, 25k iterations
 /// at batch 128); sony/vct divides its run into 8 stages instead (ecm.py:70, ecm.yaml:23).
-pub fn ect_stage_steps(cfg: &TrainConfig, method: &str) -> Result<u64> {
+///
+/// The length is a real number of steps and the stage is ⌊step / length⌋, as VCT computes it.
+/// ECT itself counts ticks of 12.8 kimg, its first tick a single iteration, so its boundaries
+/// fall up to one tick later than ⌊images / 3.2 Mimg⌋ where the batch does not divide 12.8k.
+pub fn ect_stage_steps(cfg: &TrainConfig, method: &str) -> Result<f64> {
     const ECT_STAGE_KIMG: f64 = 250.0 * 12.8;
     const VCT_STAGES: u64 = 8;
+    let of_kimg = |kimg: f64| kimg * 1000.0 / cfg.batch as f64;
     match (cfg.ect_stage_kimg, cfg.ect_stages) {
         (Some(_), Some(_)) => Err(usage("fields `ect_stage_kimg` and `ect_stages`: set one (a stage length in images, or a number of stages over the run)")),
-        (Some(kimg), None) => {
-            if !(kimg > 0.0 && kimg.is_finite()) {
-                return Err(usage(format!("field `ect_stage_kimg`: expected a positive number, got {kimg}")));
-            }
-            Ok(((kimg * 1000.0 / cfg.batch as f64).round() as u64).max(1))
-        }
+        (Some(kimg), None) => check_positive("ect_stage_kimg", kimg).map(|_| of_kimg(kimg)),
         (None, Some(0)) => Err(usage("field `ect_stages`: at least 1")),
-        (None, Some(stages)) => Ok(cfg.steps.div_ceil(stages).max(1)),
-        (None, None) if method == "vct" => Ok(cfg.steps.div_ceil(VCT_STAGES).max(1)),
-        (None, None) => Ok(((ECT_STAGE_KIMG * 1000.0 / cfg.batch as f64).round() as u64).max(1)),
+        (None, Some(stages)) => Ok(cfg.steps as f64 / stages as f64),
+        (None, None) if method == "vct" => Ok(cfg.steps as f64 / VCT_STAGES as f64),
+        (None, None) => Ok(of_kimg(ECT_STAGE_KIMG)),
     }
 }
 
@@ -86,9 +86,7 @@ pub fn ema_schedule(cfg: &TrainConfig, method: &str) -> Result<EmaSchedule> {
             if cfg.ema_update_after.is_some() || cfg.ema_update_every.is_some() {
                 return Err(usage("fields `ema_update_after`/`ema_update_every` and `ema_halflife_kimg`: choose ema-pytorch's warm-up or EDM's half-life"));
             }
-            if !(kimg > 0.0) {
-                return Err(usage(format!("field `ema_halflife_kimg`: expected a positive number, got {kimg}")));
-            }
+            check_positive("ema_halflife_kimg", kimg)?;
             Ok(EmaSchedule::HalfLife { kimg, rampup: cfg.ema_rampup, batch: cfg.batch })
         }
         None => {

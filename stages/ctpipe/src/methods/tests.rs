@@ -36,7 +36,7 @@ fn loss_with(schedule: Box<dyn PairSchedule>, coupling: Box<dyn Coupling>, targe
 
 fn ect(refs: Option<References>) -> ConsistencyLoss {
     let target = refs.map(Target::Stable).unwrap_or(Target::Standard);
-    let sched = EctSchedule { stage_steps: 200, ..EctSchedule::default() };
+    let sched = EctSchedule { stage_steps: 200.0, ..EctSchedule::default() };
     loss_with(Box::new(sched), Box::new(Independent), target, Distance::PseudoHuber { c: 0.0 }, pc(PrecondKind::Ect, 0.003))
 }
 
@@ -133,7 +133,7 @@ fn vct_beta_rescaling() {
     assert!((b0 - 30.0 / (80.0 - 45.3137340752)).abs() < 1e-9 && (b0 - 0.865).abs() < 1e-3, "{b0}");
     let b_end = 30.0 * ict.kl_scale(Progress { step: 399_999, total: 400_000 });
     assert!((b_end - 88.0).abs() < 1.0, "{b_end}");
-    let ect = EctSchedule { stage_steps: 50_000, ..EctSchedule::default() };
+    let ect = EctSchedule { stage_steps: 50_000.0, ..EctSchedule::default() };
     for s in 0..8u64 {
         let b = 10.0 * ect.kl_scale(Progress { step: s * 50_000, total: 400_000 });
         let want = 0.25 * 2f64.powi(s as i32);
@@ -141,7 +141,7 @@ fn vct_beta_rescaling() {
     }
     assert_eq!(Weighting::Karras.weight(80.0, 40.0, 0.5), 4.0 + 1.0 / 6400.0);
     // With the karras weighting β is used as it is (ecm.py:160), not times the weight ≈ 4.0002.
-    let karras = EctSchedule { stage_steps: 50_000, weighting: Weighting::Karras, ..EctSchedule::default() };
+    let karras = EctSchedule { stage_steps: 50_000.0, weighting: Weighting::Karras, ..EctSchedule::default() };
     assert_eq!(10.0 * karras.kl_scale(Progress { step: 0, total: 400_000 }), 10.0);
 }
 
@@ -151,13 +151,13 @@ fn vct_beta_rescaling() {
 #[test]
 fn ect_stage_length_follows_ect_and_vct() {
     use crate::methods::spec::ect_stage_steps;
-    let cfg = |sets: &str| -> crate::train::config::TrainConfig { crate::config::from_table(toml::from_str(sets).unwrap(), "test").unwrap() };
-    assert_eq!(ect_stage_steps(&cfg("steps = 200000\nbatch = 128"), "ect").unwrap(), 25_000);
-    assert_eq!(ect_stage_steps(&cfg("steps = 400000\nbatch = 128"), "ect").unwrap(), 25_000, "a longer run keeps ECT's stage length");
-    assert_eq!(ect_stage_steps(&cfg("steps = 200000\nbatch = 256"), "sct").unwrap(), 12_500);
-    assert_eq!(ect_stage_steps(&cfg("steps = 400000\nbatch = 128"), "vct").unwrap(), 50_000);
-    assert_eq!(ect_stage_steps(&cfg("steps = 15000\nect_stages = 8"), "ect").unwrap(), 1875);
-    assert_eq!(ect_stage_steps(&cfg("batch = 100\nect_stage_kimg = 1.0"), "vct").unwrap(), 10);
+    use crate::train::config::from_toml as cfg;
+    assert_eq!(ect_stage_steps(&cfg("steps = 200000\nbatch = 128"), "ect").unwrap(), 25_000.0);
+    assert_eq!(ect_stage_steps(&cfg("steps = 400000\nbatch = 128"), "ect").unwrap(), 25_000.0, "a longer run keeps ECT's stage length");
+    assert_eq!(ect_stage_steps(&cfg("steps = 200000\nbatch = 256"), "sct").unwrap(), 12_500.0);
+    assert_eq!(ect_stage_steps(&cfg("steps = 400000\nbatch = 128"), "vct").unwrap(), 50_000.0);
+    assert_eq!(ect_stage_steps(&cfg("steps = 150\nect_stages = 8"), "ect").unwrap(), 18.75);
+    assert_eq!(ect_stage_steps(&cfg("batch = 100\nect_stage_kimg = 1.0"), "vct").unwrap(), 10.0);
     assert!(ect_stage_steps(&cfg("ect_stages = 8\nect_stage_kimg = 1.0"), "ect").is_err());
     assert!(ect_stage_steps(&cfg("ect_stages = 0"), "ect").is_err());
 }
@@ -180,7 +180,7 @@ fn li_kernel_caps_t_at_t_max() {
 #[test]
 fn vct_ict_distance_is_per_value() {
     use crate::methods::spec::consistency_distance;
-    let cfg = |sets: &str| -> crate::train::config::TrainConfig { crate::config::from_table(toml::from_str(sets).unwrap(), "test").unwrap() };
+    use crate::train::config::from_toml as cfg;
     let c = 0.00054 * 3072f64.sqrt();
     assert_eq!(consistency_distance(&cfg(""), "vct", false, 3072).unwrap(), Distance::PseudoHuberPerValue { c });
     assert_eq!(consistency_distance(&cfg(""), "ict", false, 3072).unwrap(), Distance::PseudoHuber { c });
@@ -193,7 +193,7 @@ fn vct_ict_distance_is_per_value() {
 /// levels, and is refused instead of running silently.
 #[test]
 fn coupled_methods_refuse_the_edm_schedule() {
-    let cfg = |sets: &str| -> crate::train::config::TrainConfig { crate::config::from_table(toml::from_str(sets).unwrap(), "test").unwrap() };
+    use crate::train::config::from_toml as cfg;
     for method in ["gc", "vct"] {
         let e = crate::methods::spec::resolve(&cfg(&format!("method = \"{method}\"\nschedule = \"edm\"")), 2).err().expect("refused");
         assert_eq!(crate::error::one_line(&e), "field `schedule`: `edm` (expected ict, ect or sct)");

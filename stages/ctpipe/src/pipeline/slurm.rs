@@ -48,9 +48,10 @@ pub fn write_sbatch(pipeline: &Pipeline, profile: &Profile, paths: &SlurmPaths, 
     std::fs::create_dir_all(out)?;
     let ns = paths.scale.namespace(&profile.name);
     let logs = paths.artifacts.join("logs").join(&ns);
+    // Always explicit: a CTPIPE_SCALE in the job's environment must not change what runs.
     let scale = match paths.scale {
-        Scale::Full => String::new(),
-        Scale::Smoke => " --scale smoke".to_string(),
+        Scale::Full => " --scale full",
+        Scale::Smoke => " --scale smoke",
     };
     let pipe = std::path::absolute(&pipeline.path)?;
     for node in profile.nodes.values() {

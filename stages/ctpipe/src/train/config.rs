@@ -69,9 +69,10 @@ macro_rules! training_config {
                 /// Update the EMA every this many steps (ema-pytorch's update_every; default: 5
                 /// for gc, as GC's training code, else 1).
                 pub ema_update_every: Option<u64> = None,
-                /// Warm the EMA up as ema-pytorch 0.2.3 does (GC's EMA): copy the weights for
-                /// the first N steps, then decay min(ema_beta, 1 − (1 + n − N)^(−2/3)) at step n
-                /// (default: 0 for gc; unset otherwise: a constant ema_beta).
+                /// Warm the EMA up as ema-pytorch 0.2.3 does (GC's EMA; train/ema.rs): copy the
+                /// weights at every update up to step N and at the first one after it, then
+                /// decay min(ema_beta, 1 − (1 + n − N)^(−2/3)) after the n-th step (n from 0;
+                /// default: N = 0 for gc; unset otherwise: a constant ema_beta).
                 pub ema_update_after: Option<u64> = None,
                 /// Write a checkpoint every this many steps (and at the end).
                 pub checkpoint_every: u64 = 1000,
@@ -154,4 +155,10 @@ crate::training_config! {
         /// SCT: reference set of the variance-reduced target: batch, or own (= ECT).
         pub sct_references: References = References::Batch,
     }
+}
+
+/// A `TrainConfig` from TOML settings, for tests.
+#[cfg(test)]
+pub fn from_toml(sets: &str) -> TrainConfig {
+    crate::config::from_table(toml::from_str(sets).expect("TOML"), "test").expect("a valid config")
 }

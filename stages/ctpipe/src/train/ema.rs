@@ -119,11 +119,7 @@ mod tests {
     fn method_defaults_and_settings() {
         use crate::methods::spec::ema_schedule;
         use crate::train::config::TrainConfig;
-        let cfg = |method: &str, sets: &str| -> TrainConfig {
-            let mut t: toml::Table = toml::from_str(sets).unwrap();
-            t.insert("method".into(), method.into());
-            crate::config::from_table(t, "test").unwrap()
-        };
+        let cfg = |method: &str, sets: &str| -> TrainConfig { crate::train::config::from_toml(&format!("method = \"{method}\"\n{sets}")) };
         assert_eq!(ema_schedule(&cfg("gc", ""), "gc").unwrap(), EmaSchedule::Warmup { beta: 0.9999, after: 0, every: 5 });
         assert_eq!(ema_schedule(&cfg("ict", ""), "ict").unwrap(), EmaSchedule::Constant { beta: 0.9999, every: 1 });
         let c = cfg("gc", "ema_beta = 0.995\nema_update_every = 2\nema_update_after = 100");

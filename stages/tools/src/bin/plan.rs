@@ -32,8 +32,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Check every node of the profile before anything runs: settings, ranges, method
-    /// combinations, input stages, that an init or teacher fits its student, outside files
-    Check,
+    /// combinations, input stages, that an init or teacher fits its student, and the outside
+    /// files (imported weights) of the NODES given and what they read (default: all)
+    Check { nodes: Vec<String> },
     /// Write plans/<profile>/<node>.json stamps (only where changed) and plans/<profile>.mk
     Make,
     /// One line per node: its stage, inputs, and the artifact its ref points to
@@ -65,17 +66,17 @@ fn run(cli: Cli) -> Result<()> {
     let pipeline = Pipeline::load(&cli.pipeline)?;
     let scale = Scale::parse(&cli.scale)?;
     let ns = scale.namespace(&cli.profile);
-    let check = |profile: &Profile| -> Result<()> {
-        let report = check::check_profile(&pipeline, profile, scale)?;
+    let check = |profile: &Profile, goals: &[String]| -> Result<()> {
+        let report = check::check_profile(&pipeline, profile, scale, goals)?;
         for note in &report.notes {
             eprintln!("plan check: note: {note}");
         }
         Ok(())
     };
     match cli.command {
-        Cmd::Check => {
+        Cmd::Check { nodes } => {
             let profile = pipeline.profile(&cli.profile)?;
-            check(profile)?;
+            check(profile, &nodes)?;
             eprintln!("plan check: {} nodes of profile {ns} are fit to run", profile.nodes.len());
         }
         Cmd::Make => {
@@ -102,7 +103,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Sbatch { out, bin, data_dir } => {
             let profile = pipeline.profile(&cli.profile)?;
-            check(profile)?;
+            check(profile, &[])?;
             let bin = match bin {
                 Some(b) => b,
                 None => std::env::current_exe()?.parent().map(|p| p.to_path_buf()).unwrap_or_default(),

@@ -1,10 +1,14 @@
 //! Image datasets from the Hugging Face Hub, stored as Parquet (`uoft-cs/cifar10`, …).
 //!
 //! Online: ask the Hub for the revision's commit and file list, download the Parquet files into
-//! the local cache (`HF_HOME`, `HF_ENDPOINT` honoured by hf-hub). Offline (`offline = true` or
-//! `HF_HUB_OFFLINE=1`): read the same cache layout and make no network call — the path every
+//! the local cache (`HF_HUB_CACHE` or `$HF_HOME/hub`; `HF_ENDPOINT` honoured). Offline
+//! (`HF_HUB_OFFLINE=1`): read the same cache layout and make no network call — the path every
 //! machine of ours takes, since none reaches the Hub. Either way the commit hash is the
 //! fingerprint that enters the artifact key.
+//!
+//! A repo with several configs keeps each in its own top folder (`cifar10/`, `cifar100/`);
+//! `hub:<owner>/<name>/<config>` picks one, and without it such a repo is refused before any
+//! download. The split of a file comes from its name and the folders below the config.
 
 use crate::error::{bad_input, usage, TagContext};
 use anyhow::Result;
@@ -43,26 +47,62 @@ pub fn offline_from_env() -> bool {
     std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"))
 }
 
-/// Locate (offline) or download (online) the Parquet files of `id` at `revision`: the whole
-/// repo (`<owner>/<name>`), or one config of it (`<owner>/<name>/<config>`: the files under the
-/// folder `<config>/`, as the Hub lays out datasets with several configs).
-pub fn snapshot(id: &str, revision: &str, offline: bool) -> Result<HubSnapshot> {
-    let parts: Vec<&str> = id.split('/').collect();
-    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
-        return Err(usage(format!("source hub:{id}: expected hub:<owner>/<name> or hub:<owner>/<name>/<config>")));
+/// A dataset source id: `<owner>/<name>` or `<owner>/<name>/<config>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubId {
+    pub repo_id: String,
+    pub config: Option<String>,
+}
+
+impl HubId {
+    pub fn parse(id: &str) -> Result<HubId> {
+        let parts: Vec<&str> = id.split('/').collect();
+        if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
+            return Err(usage(format!("source hub:{id}: expected hub:<owner>/<name> or hub:<owner>/<name>/<config>")));
+        }
+        Ok(HubId { repo_id: format!("{}/{}", parts[0], parts[1]), config: parts.get(2).map(|c| c.to_string()) })
     }
-    let repo_id = format!("{}/{}", parts[0], parts[1]);
-    let repo = Repo::with_revision(repo_id.clone(), RepoType::Dataset, revision.to_string());
-    let mut snap = if offline { cached_snapshot(&cache_from_env(), &repo_id, &repo, revision)? } else { download_snapshot(&repo_id, repo, parts.get(2).copied())? };
-    match parts.get(2) {
+}
+
+/// Locate (offline) or download (online) the Parquet files of `id` at `revision`.
+pub fn snapshot(id: &str, revision: &str, offline: bool) -> Result<HubSnapshot> {
+    let id = HubId::parse(id)?;
+    if offline {
+        let (commit, dir) = cached_revision(&id.repo_id, RepoType::Dataset, revision)?;
+        let files = select(&id, &commit, list_parquet(&dir)?)?;
+        return Ok(HubSnapshot { repo_id: id.repo_id, commit, files });
+    }
+    let repo = Repo::with_revision(id.repo_id.clone(), RepoType::Dataset, revision.to_string());
+    let api_repo = api().map_err(|e| e.context(format!("hub:{}", id.repo_id)))?.repo(repo);
+    let info = api_repo.info().map_err(|e| {
+        bad_input(format!("hub:{}: cannot reach the Hub ({e}); set HF_HUB_OFFLINE=1 with a filled HF_HUB_CACHE (or HF_HOME) cache", id.repo_id))
+    })?;
+    let listed = info.siblings.into_iter().map(|s| s.rfilename).filter(|n| n.ends_with(".parquet")).map(|n| (n, ()));
+    // Choose the files before downloading any: a multi-config repo is refused without a byte.
+    let names = select(&id, &info.sha, listed.collect())?;
+    let mut files = Vec::new();
+    for (name, ()) in names {
+        let local = api_repo.get(&name).map_err(|e| bad_input(format!("hub:{}: downloading {name} failed: {e}", id.repo_id)))?;
+        files.push((name, local));
+    }
+    Ok(HubSnapshot { repo_id: id.repo_id, commit: info.sha, files })
+}
+
+/// The files of the chosen config (or of the repo's only one), sorted by repo path.
+fn select<T>(id: &HubId, commit: &str, mut files: Vec<(String, T)>) -> Result<Vec<(String, T)>> {
+    let repo_id = &id.repo_id;
+    match &id.config {
         Some(config) => {
-            snap.files.retain(|(rel, _)| rel.split('/').next() == Some(*config));
-            if snap.files.is_empty() {
-                return Err(bad_input(format!("hub:{repo_id}@{}: no .parquet files under config folder `{config}/`", snap.commit)));
+            files.retain(|(rel, _)| rel.split('/').next() == Some(config.as_str()));
+            if files.is_empty() {
+                return Err(bad_input(format!("hub:{repo_id}@{commit}: no .parquet files under config folder `{config}/`")));
             }
         }
         None => {
-            let configs = config_folders(&snap.files);
+            if files.is_empty() {
+                return Err(bad_input(format!("hub:{repo_id}@{commit}: the repo has no .parquet files")));
+            }
+            let configs = config_folders(files.iter().map(|(rel, _)| rel.as_str()));
             if configs.len() > 1 {
                 return Err(usage(format!(
                     "hub:{repo_id} holds several configs ({}): choose one with source = \"hub:{repo_id}/<config>\"",
@@ -71,99 +111,79 @@ pub fn snapshot(id: &str, revision: &str, offline: bool) -> Result<HubSnapshot> 
             }
         }
     }
-    Ok(snap)
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
 }
 
-/// Top-level folders holding split files: one per config in a multi-config repo. `data/` and
-/// files at the root are the single default config.
-fn config_folders(files: &[(String, PathBuf)]) -> Vec<String> {
-    let mut out: Vec<String> = files
-        .iter()
-        .filter(|(rel, _)| split_of(rel).is_some())
-        .filter_map(|(rel, _)| rel.split_once('/').map(|(top, _)| top.to_string()))
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-fn cached_snapshot(cache: &Cache, repo_id: &str, repo: &Repo, revision: &str) -> Result<HubSnapshot> {
-    let repo_dir = cache.path().join(repo.folder_name());
+/// The commit a revision (branch, tag or commit hash) of a repo names in the local cache, and
+/// its snapshot folder; no network call.
+pub fn cached_revision(repo_id: &str, kind: RepoType, revision: &str) -> Result<(String, PathBuf)> {
+    let repo = Repo::with_revision(repo_id.to_string(), kind, revision.to_string());
+    let repo_dir = cache_from_env().path().join(repo.folder_name());
     let commit = if revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
         revision.to_string()
     } else {
         let ref_path = repo_dir.join("refs").join(revision);
         std::fs::read_to_string(&ref_path)
-            .bad_input_ctx(|| {
-                format!(
-                    "hub:{repo_id} is not in the local cache (offline mode; looked for {})",
-                    ref_path.display()
-                )
-            })?
+            .bad_input_ctx(|| format!("hub:{repo_id} is not in the local cache (offline mode; looked for {})", ref_path.display()))?
             .trim()
             .to_string()
     };
-    let snap = repo_dir.join("snapshots").join(&commit);
-    let mut files = Vec::new();
-    collect_parquet(&snap, &snap, &mut files)?;
-    if files.is_empty() {
-        return Err(bad_input(format!("{}: no .parquet files in the cached snapshot of hub:{repo_id}", snap.display())));
-    }
-    files.sort();
-    Ok(HubSnapshot { repo_id: repo_id.to_string(), commit, files })
+    let dir = repo_dir.join("snapshots").join(&commit);
+    Ok((commit, dir))
 }
 
-fn collect_parquet(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).bad_input_ctx(|| format!("{}: cannot list", dir.display()))?;
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            collect_parquet(root, &path, out)?;
-        } else if path.extension().is_some_and(|x| x == "parquet") {
-            let rel = path.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
-            out.push((rel, path));
-        }
-    }
-    Ok(())
-}
-
-fn download_snapshot(repo_id: &str, repo: Repo, config: Option<&str>) -> Result<HubSnapshot> {
-    let api_repo = api().map_err(|e| e.context(format!("hub:{repo_id}")))?.repo(repo);
-    let info = api_repo.info().map_err(|e| {
-        bad_input(format!("hub:{repo_id}: cannot reach the Hub ({e}); use offline = true with a filled HF_HOME cache"))
-    })?;
-    let mut names: Vec<String> = info
-        .siblings
-        .into_iter()
-        .map(|s| s.rfilename)
-        .filter(|n| n.ends_with(".parquet") && config.is_none_or(|c| n.split('/').next() == Some(c)))
-        .collect();
-    names.sort();
-    if names.is_empty() {
-        return Err(bad_input(format!("hub:{repo_id}@{}: the repo has no .parquet files", info.sha)));
-    }
-    let mut files = Vec::new();
-    for name in names {
-        let local = api_repo.get(&name).map_err(|e| bad_input(format!("hub:{repo_id}: downloading {name} failed: {e}")))?;
-        files.push((name, local));
-    }
-    Ok(HubSnapshot { repo_id: repo_id.to_string(), commit: info.sha, files })
-}
-
-/// Which split a repo file belongs to, by the Hub's naming (`<config>/train-00000-of-00001.parquet`,
-/// `<config>/test/0000.parquet`, `data/train-*.parquet`): train, test or validation.
-pub fn split_of(repo_path: &str) -> Option<&'static str> {
-    for part in repo_path.split('/').rev() {
-        let stem = part.strip_suffix(".parquet").unwrap_or(part);
-        for (split, names) in [("train", &["train"][..]), ("test", &["test"][..]), ("validation", &["validation", "valid", "val"][..])] {
-            for name in names {
-                if stem == *name || stem.starts_with(&format!("{name}-")) || stem.starts_with(&format!("{name}_")) {
-                    return Some(split);
-                }
+/// Every `.parquet` file under `root`, as (path relative to `root` with `/`, path).
+pub fn list_parquet(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).bad_input_ctx(|| format!("{}: cannot list", dir.display()))?.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "parquet") {
+                let rel = path.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
+                out.push((rel, path));
             }
         }
     }
-    None
+    out.sort();
+    Ok(out)
+}
+
+/// The split names a whole path component may be, and the prefixes a file name may start with.
+const SPLITS: [(&str, &[&str]); 3] = [("train", &["train"]), ("test", &["test"]), ("validation", &["validation", "valid", "val"])];
+
+fn split_named(part: &str, exact: bool) -> Option<&'static str> {
+    let stem = part.strip_suffix(".parquet").unwrap_or(part);
+    SPLITS.iter().find_map(|(split, names)| {
+        names.iter().any(|n| stem == *n || (!exact && (stem.starts_with(&format!("{n}-")) || stem.starts_with(&format!("{n}_"))))).then_some(*split)
+    })
+}
+
+/// Which split a repo file belongs to, by the Hub's naming: its file name
+/// (`train-00000-of-00001.parquet`, `test_0.parquet`) or a folder below the config
+/// (`<config>/test/0000.parquet`); a top folder counts only when it is exactly a split's name
+/// (`train/0000.parquet`), since elsewhere it is a config (`val2017/…` is not a split).
+pub fn split_of(repo_path: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = repo_path.split('/').collect();
+    let (top, below) = parts.split_first()?;
+    below.iter().rev().find_map(|p| split_named(p, false)).or_else(|| split_named(top, !below.is_empty()))
+}
+
+/// Top folders that hold split files: one per config in a multi-config repo. `data/`, files at
+/// the root and split folders at the top are the single default config.
+fn config_folders<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = paths
+        .filter(|rel| split_of(rel).is_some())
+        .filter_map(|rel| rel.split_once('/').map(|(top, _)| top))
+        .filter(|top| split_named(top, true).is_none())
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -177,15 +197,33 @@ mod tests {
         assert_eq!(split_of("plain_text/test/0000.parquet"), Some("test"));
         assert_eq!(split_of("data/validation-00000.parquet"), Some("validation"));
         assert_eq!(split_of("default/val/0000.parquet"), Some("validation"));
+        assert_eq!(split_of("train/0000.parquet"), Some("train"));
+        assert_eq!(split_of("train.parquet"), Some("train"));
+        assert_eq!(split_of("test_0.parquet"), Some("test"));
         assert_eq!(split_of("data/trainer.parquet"), None);
         assert_eq!(split_of("data/extra-00000.parquet"), None);
+        // A config named like a split names no split: its files' own names do.
+        assert_eq!(split_of("test_v2/0000.parquet"), None);
+        assert_eq!(split_of("test_v2/train-00000.parquet"), Some("train"));
+        assert_eq!(split_of("val2017/test/0000.parquet"), Some("test"));
     }
 
     #[test]
     fn configs_are_the_top_folders_of_split_files() {
-        let f = |names: &[&str]| names.iter().map(|n| (n.to_string(), PathBuf::from(n))).collect::<Vec<_>>();
-        assert_eq!(config_folders(&f(&["plain_text/train-00000-of-00001.parquet", "plain_text/test-00000-of-00001.parquet"])), ["plain_text"]);
-        assert_eq!(config_folders(&f(&["train.parquet", "test.parquet"])), Vec::<String>::new());
-        assert_eq!(config_folders(&f(&["cifar10/train/0000.parquet", "cifar100/train/0000.parquet", "README/x.parquet"])), ["cifar10", "cifar100"]);
+        let c = |names: &[&str]| config_folders(names.iter().copied());
+        assert_eq!(c(&["plain_text/train-00000-of-00001.parquet", "plain_text/test-00000-of-00001.parquet"]), ["plain_text"]);
+        assert_eq!(c(&["train.parquet", "test.parquet"]), Vec::<String>::new());
+        assert_eq!(c(&["train/0000.parquet", "test/0000.parquet"]), Vec::<String>::new(), "split folders at the top are no configs");
+        assert_eq!(c(&["cifar10/train/0000.parquet", "cifar100/train/0000.parquet", "README/x.parquet"]), ["cifar10", "cifar100"]);
+    }
+
+    #[test]
+    fn ids_name_a_repo_and_maybe_a_config() {
+        assert_eq!(HubId::parse("uoft-cs/cifar10").unwrap(), HubId { repo_id: "uoft-cs/cifar10".into(), config: None });
+        assert_eq!(HubId::parse("a/b/c").unwrap().config.as_deref(), Some("c"));
+        for bad in ["cifar10", "a/", "/b", "a/b/c/d", "a//c"] {
+            let e = crate::error::one_line(&HubId::parse(bad).unwrap_err());
+            assert!(e.contains("expected hub:<owner>/<name>"), "{bad}: {e}");
+        }
     }
 }

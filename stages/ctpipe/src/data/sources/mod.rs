@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 crate::config_struct! {
     /// `fetch-data` settings. Fields that do not apply to the chosen source must stay unset.
     pub struct FetchConfig {
-        /// Where the data comes from: `toy2d`, `fashion-mnist`, `hub:<owner>/<name>`,
-        /// `folder:<path>` or `parquet:<path>` (a file, or a folder of train*/test* files).
+        /// Where the data comes from: `toy2d`, `fashion-mnist`, `hub:<owner>/<name>` (or
+        /// `hub:<owner>/<name>/<config>`), `folder:<path>` or `parquet:<path>` (a file, or a
+        /// folder of train*/test* (validation*) files).
         pub source: String = "toy2d".into(),
         /// toy2d: the shape: two-gaussians (default), eight-gaussians, checkerboard, moons, swiss-roll.
         pub dataset: Option<String> = None,
@@ -46,7 +47,8 @@ crate::config_struct! {
         pub label_column: Option<String> = None,
         /// hub, folder, parquet: channels to store, 1 or 3 (default: the first image's).
         pub channels: Option<u32> = None,
-        /// hub, folder, parquet without a test split: fraction held out as test (default 0.1).
+        /// hub, folder, parquet without a test (or validation) split: fraction held out as
+        /// test (default 0.1).
         pub test_fraction: Option<f64> = None,
     }
 }
@@ -126,6 +128,9 @@ impl FetchConfig {
         }
         if self.test_fraction.is_some_and(|f| !(f > 0.0 && f < 1.0)) {
             return Err(usage("field `test_fraction`: expected a value strictly between 0 and 1"));
+        }
+        if let Source::Hub(id) = &source {
+            hub::HubId::parse(id)?;
         }
         if let Some(from) = &self.from {
             if from.is_empty() {
@@ -241,18 +246,19 @@ impl FetchConfig {
         };
         let of = |split: &str| files.iter().filter(|(s, _)| *s == Some(split)).map(|(_, p)| p).collect::<Vec<_>>();
         let (train, test, validation) = (of("train"), of("test"), of("validation"));
-        let held_out = if test.is_empty() && !validation.is_empty() {
-            eprintln!("fetch-data: {name} has no test split; its validation split serves as test");
-            validation
-        } else {
-            test
-        };
+        let held_out = if test.is_empty() { &validation } else { &test };
         if !train.is_empty() && !held_out.is_empty() {
-            let (mut tr, mut te) = (read(&train)?, read(&held_out)?);
+            if test.is_empty() {
+                eprintln!("fetch-data: {name} has no test split; its validation split serves as test");
+            }
+            let (mut tr, mut te) = (read(&train)?, read(held_out)?);
             let classes = class_names_for(labels.finish(&mut [&mut tr, &mut te]), tr.labels.iter().chain(&te.labels));
             self.two_splits(name, classes, vec![tr, te])
         } else {
             // One pool, split by a seeded shuffle: the train files if any are named so, else all.
+            if train.is_empty() && !held_out.is_empty() {
+                eprintln!("fetch-data: {name} has no train split; every file, its held-out splits included, is pooled and split by test_fraction");
+            }
             let pool: Vec<&PathBuf> = if train.is_empty() { files.iter().map(|(_, p)| p).collect() } else { train };
             let mut c = read(&pool)?;
             let classes = class_names_for(labels.finish(&mut [&mut c]), c.labels.iter());
@@ -345,23 +351,10 @@ pub fn parquet_files(path: &Path) -> Result<Vec<(Option<&'static str>, PathBuf)>
     if !path.is_dir() {
         return Err(bad_input(format!("{}: no such file or folder", path.display())));
     }
-    let mut files = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).bad_input_ctx(|| format!("{}: cannot list", dir.display()))?.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                let rel = p.strip_prefix(path).expect("under root").to_string_lossy().replace('\\', "/");
-                files.push((hub::split_of(&rel), p));
-            }
-        }
-    }
+    let files: Vec<(Option<&'static str>, PathBuf)> = hub::list_parquet(path)?.into_iter().map(|(rel, p)| (hub::split_of(&rel), p)).collect();
     if files.is_empty() {
         return Err(bad_input(format!("{}: no .parquet files", path.display())));
     }
-    files.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(files)
 }
 

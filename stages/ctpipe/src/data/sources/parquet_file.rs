@@ -132,7 +132,7 @@ pub fn import_file(path: &Path, cols: &Columns, out: &mut ImageCollector, labels
         labels.metadata_names = hf_class_names(builder.metadata().file_metadata().key_value_metadata(), &label_col);
     }
     let mut row = 0usize;
-    for rb in builder.build()? {
+    for rb in builder.build().bad_input_ctx(|| format!("{}: cannot read its row groups", path.display()))? {
         let rb = rb.bad_input_ctx(|| format!("{}: unreadable row group", path.display()))?;
         let batch_labels = label_values(&rb, &label_col, labels).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
         let col = rb.column_by_name(&image_col).expect("checked");
@@ -168,7 +168,7 @@ fn image_bytes(col: &dyn Array, i: usize) -> std::result::Result<&[u8], String> 
             let s = col.as_struct();
             let bytes = s.column_by_name("bytes").expect("checked by is_image_type");
             if bytes.is_null(i) {
-                let path = s.column_by_name("path").and_then(|p| p.as_string_opt::<i32>().filter(|p| p.is_valid(i)).map(|p| p.value(i).to_string()));
+                let path = s.column_by_name("path").filter(|p| p.is_valid(i)).and_then(|p| strings(p.as_ref())).map(|p| p[i].to_string());
                 return Err(match path {
                     Some(p) => format!("image has no bytes, only a path (`{p}`); re-export the dataset with embedded images"),
                     None => "empty image cell".into(),

@@ -1,9 +1,10 @@
 use super::*;
+use std::collections::BTreeSet;
 use std::path::Path;
 
 fn check(text: &str) -> Result<Report> {
     let pipe = Pipeline::parse(text, Path::new("p.toml")).unwrap();
-    check_profile(&pipe, pipe.profile("p").unwrap(), Scale::Full)
+    check_profile(&pipe, pipe.profile("p").unwrap(), Scale::Full, &[])
 }
 
 fn error(text: &str) -> String {
@@ -29,11 +30,18 @@ fn shipped_profiles() {
     let pipe = Pipeline::load(&path).unwrap();
     for name in ["default", "fmnist"] {
         for scale in [Scale::Full, Scale::Smoke] {
-            check_profile(&pipe, pipe.profile(name).unwrap(), scale).unwrap_or_else(|e| panic!("{name} {scale:?}: {e:#}"));
+            check_profile(&pipe, pipe.profile(name).unwrap(), scale, &[]).unwrap_or_else(|e| panic!("{name} {scale:?}: {e:#}"));
         }
     }
-    let e = crate::error::one_line(&check_profile(&pipe, pipe.profile("cifar10").unwrap(), Scale::Full).unwrap_err());
+    let cifar = pipe.profile("cifar10").unwrap();
+    let e = crate::error::one_line(&check_profile(&pipe, cifar, Scale::Full, &[]).unwrap_err());
     assert!(e.contains("[cifar10.precompute-encoder.inception]: data/fid_inception.safetensors: inception weights not found"), "{e}");
+    // Fetching the data (or training) does not need the weights yet; evaluating does.
+    for goal in ["fetch-data.cifar10", "train-ct.ect"] {
+        check_profile(&pipe, cifar, Scale::Full, &[goal.to_string()]).unwrap_or_else(|e| panic!("{goal}: {e:#}"));
+    }
+    assert!(check_profile(&pipe, cifar, Scale::Full, &["evaluate-fid.all".to_string()]).is_err());
+    assert!(check_profile(&pipe, cifar, Scale::Full, &["train-ct.nope".to_string()]).is_err());
 }
 
 #[test]
@@ -90,10 +98,49 @@ fn missing_imported_weights_are_found_before_anything_runs() {
 fn smoke_scale_cuts_counts_only() {
     let pipe = Pipeline::parse(&format!("{BASE}steps = 5000\nbatch = 512\nlr = 3e-4\n"), Path::new("p.toml")).unwrap();
     let node = pipe.profile("p").unwrap().node("train-ct.edm").unwrap();
-    let full = node_config::<stage::TrainCt>(node, "o", Scale::Full).unwrap();
-    let smoke = node_config::<stage::TrainCt>(node, "o", Scale::Smoke).unwrap();
-    let changed: Vec<&str> = full.as_object().unwrap().keys().filter(|k| full[k.as_str()] != smoke[k.as_str()]).map(String::as_str).collect();
-    assert_eq!(changed, ["batch", "checkpoint_every", "grid", "limit", "log_every", "steps"]);
+    let full = node_config::<stage::TrainCt>(node, "o", Scale::Full, true).unwrap();
+    let smoke = node_config::<stage::TrainCt>(node, "o", Scale::Smoke, true).unwrap();
+    assert_eq!(changed(&full, &smoke), ["batch", "checkpoint_every", "grid", "limit", "log_every", "steps"]);
     assert_eq!((smoke["steps"].as_u64(), smoke["batch"].as_u64(), smoke["limit"].as_u64()), (Some(2), Some(2), Some(64)));
     assert_eq!(smoke["lr"], 3e-4);
+}
+
+fn changed(full: &Value, smoke: &Value) -> Vec<String> {
+    full.as_object().unwrap().keys().filter(|k| full[k.as_str()] != smoke[k.as_str()]).cloned().collect()
+}
+
+/// Every stage's cuts touch counts only: each stage against the list of fields it may cut, on
+/// the shipped profiles' nodes (defaults large enough to be cut).
+#[test]
+fn every_stage_cuts_only_its_counts() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipeline.toml");
+    let pipe = Pipeline::load(&path).unwrap();
+    let allowed = |stage: &str| -> &[&str] {
+        match stage {
+            "fetch-data" => &[],
+            "train-ct" | "distill" => &["batch", "checkpoint_every", "grid", "limit", "log_every", "steps"],
+            "precompute-encoder" => &["epochs", "limit", "noise_n", "stats_limit"],
+            "evaluate-fid" => &["grid", "heun_steps", "mmd_n", "n", "seeds"],
+            other => panic!("no list for {other}"),
+        }
+    };
+    let mut seen = BTreeSet::new();
+    for name in ["default", "fmnist"] {
+        for node in pipe.profile(name).unwrap().nodes.values() {
+            let both = |scale| match node.stage.name {
+                "fetch-data" => node_config::<stage::FetchData>(node, "o", scale, false),
+                "train-ct" => node_config::<stage::TrainCt>(node, "o", scale, false),
+                "distill" => node_config::<stage::Distill>(node, "o", scale, false),
+                "precompute-encoder" => node_config::<stage::PrecomputeEncoder>(node, "o", scale, false),
+                _ => node_config::<stage::EvaluateFid>(node, "o", scale, false),
+            };
+            let c = changed(&both(Scale::Full).unwrap(), &both(Scale::Smoke).unwrap());
+            let ok = allowed(node.stage.name);
+            assert!(c.iter().all(|f| ok.contains(&f.as_str())), "{name} {}: cut {c:?}", node.id);
+            if !c.is_empty() {
+                seen.insert(node.stage.name);
+            }
+        }
+    }
+    assert_eq!(seen, BTreeSet::from(["distill", "evaluate-fid", "precompute-encoder", "train-ct"]), "every stage with counts cut them");
 }

@@ -115,7 +115,11 @@ fn class_names_come_from_the_hub_metadata() {
 fn unusable_files_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
-    let err = |paths: &[&Path], cols: &Columns| crate::error::one_line(&import(paths, cols).err().expect("an error"));
+    let err = |paths: &[&Path], cols: &Columns| {
+        let e = import(paths, cols).err().expect("an error");
+        assert!(!format!("{e:#}").contains('\n'), "not one line: {e:#}");
+        crate::error::one_line(&e)
+    };
     let images = || Arc::new(BinaryArray::from_iter_values(pngs(2))) as ArrayRef;
 
     write(&p("float.parquet"), vec![("image", images()), ("label", Arc::new(arrow_array::Float32Array::from(vec![0.0, 1.0])))], Compression::SNAPPY);
