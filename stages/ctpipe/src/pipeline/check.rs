@@ -31,15 +31,7 @@ pub fn check_profile(pipeline: &Pipeline, profile: &Profile, scale: Scale, goals
     let mut configs: BTreeMap<&str, Value> = BTreeMap::new();
     for node in profile.topo_order() {
         let files = needed.as_ref().is_none_or(|n| n.contains(node.id.as_str()));
-        let config = match node.stage.name {
-            "fetch-data" => node_config::<stage::FetchData>(node, &origin(node), scale, files),
-            "train-ct" => node_config::<stage::TrainCt>(node, &origin(node), scale, files),
-            "distill" => node_config::<stage::Distill>(node, &origin(node), scale, files),
-            "precompute-encoder" => node_config::<stage::PrecomputeEncoder>(node, &origin(node), scale, files),
-            "evaluate-fid" => node_config::<stage::EvaluateFid>(node, &origin(node), scale, files),
-            other => Err(usage(format!("{}: stage {other} has no check (pipeline/check.rs)", origin(node)))),
-        }?;
-        configs.insert(&node.id, config);
+        configs.insert(&node.id, stage_config(node, &origin(node), scale, files)?);
     }
     let mut report = Report::default();
     for node in profile.topo_order() {
@@ -84,8 +76,20 @@ fn upstream<'a>(profile: &'a Profile, goals: &[String]) -> Result<Option<BTreeSe
     Ok(Some(out))
 }
 
-/// The node's settings as its stage's config (checked, cut to `scale`), and with `files` its
-/// outside files.
+/// The node's settings as its stage's config, as JSON (checked, cut to `scale`), and with
+/// `files` its outside files.
+fn stage_config(node: &Node, origin: &str, scale: Scale, files: bool) -> Result<Value> {
+    match node.stage.name {
+        "fetch-data" => node_config::<stage::FetchData>(node, origin, scale, files),
+        "train-ct" => node_config::<stage::TrainCt>(node, origin, scale, files),
+        "distill" => node_config::<stage::Distill>(node, origin, scale, files),
+        "precompute-encoder" => node_config::<stage::PrecomputeEncoder>(node, origin, scale, files),
+        "evaluate-fid" => node_config::<stage::EvaluateFid>(node, origin, scale, files),
+        other => Err(usage(format!("{origin}: stage {other} has no check (pipeline/check.rs)"))),
+    }
+}
+
+/// One stage's typed config of a node.
 fn node_config<S: Stage>(node: &Node, origin: &str, scale: Scale, files: bool) -> Result<Value> {
     let config = stage::typed_config::<S>(node.settings.clone(), origin, true, scale)?;
     if files {

@@ -127,13 +127,7 @@ fn every_stage_cuts_only_its_counts() {
     let mut seen = BTreeSet::new();
     for name in ["default", "fmnist"] {
         for node in pipe.profile(name).unwrap().nodes.values() {
-            let both = |scale| match node.stage.name {
-                "fetch-data" => node_config::<stage::FetchData>(node, "o", scale, false),
-                "train-ct" => node_config::<stage::TrainCt>(node, "o", scale, false),
-                "distill" => node_config::<stage::Distill>(node, "o", scale, false),
-                "precompute-encoder" => node_config::<stage::PrecomputeEncoder>(node, "o", scale, false),
-                _ => node_config::<stage::EvaluateFid>(node, "o", scale, false),
-            };
+            let both = |scale| stage_config(node, "o", scale, false);
             let c = changed(&both(Scale::Full).unwrap(), &both(Scale::Smoke).unwrap());
             let ok = allowed(node.stage.name);
             assert!(c.iter().all(|f| ok.contains(&f.as_str())), "{name} {}: cut {c:?}", node.id);
