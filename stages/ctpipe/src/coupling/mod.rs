@@ -4,10 +4,12 @@
 //! x_hi = kernel(endpoint, σ_hi, z) and x_lo = kernel(endpoint, σ_lo, z). A coupling chooses
 //! (endpoint, z): the independent coupling takes the data sample and z ~ N(0, I); GC replaces
 //! the endpoint by the model's own one-step estimate for some samples; VC draws z from a learned
-//! encoder q(z | x) and adds its KL term. Couplings compose with either schedule.
+//! encoder q(z | x) and adds its KL term; OT reassigns the batch's noise draws by minibatch optimal
+//! transport (sony/vct's baseline). Couplings compose with either schedule.
 
 pub mod gc;
 pub mod independent;
+pub mod ot;
 pub mod vc;
 
 use crate::methods::consistency::{Kernel, Pairs};

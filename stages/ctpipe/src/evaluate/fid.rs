@@ -16,6 +16,7 @@ use crate::model::{self, LoadedModel, ModelSpec, Which};
 use crate::nn::Network;
 use crate::report::plot::{line_plot_svg, Series};
 use crate::store::Artifact;
+use super::toy_measures::{self, ToyMeasures};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
@@ -132,6 +133,8 @@ pub struct Evaluation {
     pub baselines: Vec<(String, f64)>,
     pub dataset: String,
     pub encoder: String,
+    /// The mixture toys: transport cost, VCT's posteriors, SCT's target, training logs.
+    pub toy: Option<ToyMeasures>,
 }
 
 pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>, models: &[Artifact], out: &Path, device: &Device) -> Result<Value> {
@@ -171,12 +174,18 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
     let which = if cfg.weights == "ema" { Which::Ema } else { Which::Online };
     let mut rows = Vec::new();
     let mut labels: Vec<String> = Vec::new();
+    // The toys' models, kept for their measurements after the loop (they are small).
+    let mut kept: Vec<(String, Value, LoadedModel)> = Vec::new();
     for art in models {
         let m = model::load_model(art, which, device)?;
         if m.spec.data != info.kind {
             return Err(bad_input(format!("model {}/{} generates {:?}, the data is {:?}", art.stage(), art.key().short(), m.spec.data, info.kind)));
         }
         let mut label = m.spec.method.clone();
+        // A coupling other than the method's own is part of what the row is (ict+ot).
+        if let Some(c) = art.manifest.config.get("coupling").and_then(Value::as_str).filter(|c| *c != "independent") {
+            label = format!("{label}+{c}");
+        }
         if labels.contains(&label) {
             label = format!("{label} {}", art.key().short());
         }
@@ -199,8 +208,15 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
                 rows.push(row);
             }
         }
+        if matches!(reference_kind, Reference::Points { .. }) {
+            kept.push((label.clone(), art.manifest.metrics.clone(), m));
+        }
     }
-    let ev = Evaluation { rows, baselines, dataset: info.name.clone(), encoder: encoder_name };
+    let toy = match &reference_kind {
+        Reference::Points { truth, centres, .. } if !centres.is_empty() => Some(toy_measures(truth, centres, &info.class_names, &kept, cfg.seeds[0], device)?),
+        _ => None,
+    };
+    let ev = Evaluation { rows, baselines, dataset: info.name.clone(), encoder: encoder_name, toy };
     write_outputs(&ev, cfg, out)?;
     Ok(json!({
         "dataset": ev.dataset,
@@ -208,6 +224,20 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
         "baselines": ev.baselines.iter().map(|(k, v)| json!({"what": k, "fd": v})).collect::<Vec<_>>(),
         "rows": ev.rows,
     }))
+}
+
+/// The papers' measurements on a mixture toy (evaluate/toy_measures.rs) for the models kept.
+fn toy_measures(truth: &[[f64; 2]], centres: &[[f64; 2]], mode_names: &[String], kept: &[(String, Value, LoadedModel)], seed: u64, device: &Device) -> Result<ToyMeasures> {
+    let models: Vec<(String, &LoadedModel)> = kept.iter().map(|(l, _, m)| (l.clone(), m)).collect();
+    let mut t = ToyMeasures { transport: toy_measures::transport(truth, centres, &models, seed, device)?, ..Default::default() };
+    for (label, metrics, m) in kept {
+        t.posteriors.extend(toy_measures::posteriors(truth, centres, mode_names, label, m, device)?);
+        t.training.extend(toy_measures::TrainingRow::from_manifest(label, metrics));
+    }
+    if kept.iter().any(|(_, _, m)| matches!(m.spec.method.as_str(), "sct" | "ect")) {
+        t.target = toy_measures::target_variance(truth, centres, seed, device)?;
+    }
+    Ok(t)
 }
 
 /// The snapshots of a model artifact, by training step.
@@ -353,7 +383,10 @@ fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
             .collect();
         std::fs::write(out.join("fd-training.svg"), line_plot_svg(&format!("FD over training on {}", ev.dataset), "training step", "FD", &series, true))?;
     }
-    let metrics = json!({"dataset": ev.dataset, "encoder": ev.encoder, "baselines": ev.baselines, "rows": ev.rows});
+    if let Some(t) = ev.toy.as_ref().filter(|t| !t.transport.is_empty()) {
+        std::fs::write(out.join("transport.svg"), toy_measures::transport_svg(t, &ev.dataset))?;
+    }
+    let metrics = json!({"dataset": ev.dataset, "encoder": ev.encoder, "baselines": ev.baselines, "rows": ev.rows, "toy": ev.toy});
     std::fs::write(out.join("metrics.json"), serde_json::to_string_pretty(&metrics).context("metrics")? + "\n")?;
     Ok(())
 }

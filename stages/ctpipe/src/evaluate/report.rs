@@ -51,6 +51,9 @@ pub fn markdown(ev: &Evaluation, cfg: &EvalConfig) -> String {
         }
         s.push('\n');
     }
+    if let Some(t) = &ev.toy {
+        s.push_str(&super::toy_measures::markdown(t));
+    }
     let snaps: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_some()).collect();
     if !snaps.is_empty() {
         let _ = writeln!(s, "\nFD over training (snapshots, first seed):\n");

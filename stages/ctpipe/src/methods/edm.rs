@@ -11,6 +11,12 @@ use crate::precond::{Phase, Precond};
 use candle_core::{Result, Tensor};
 use rand_distr::{Distribution, StandardNormal};
 
+/// EDM's loss weight λ(σ) = (σ² + σd²)/(σ·σd)² (NVlabs/edm training/loss.py:75): the inverse of the variance of
+/// the network's effective target, so every level contributes alike at initialisation.
+pub fn weight(sigma: f64, sigma_data: f64) -> f64 {
+    (sigma * sigma + sigma_data * sigma_data) / (sigma * sigma_data).powi(2)
+}
+
 pub struct EdmLoss {
     pub p_mean: f64,
     pub p_std: f64,
@@ -31,8 +37,7 @@ impl Method for EdmLoss {
         let y = crate::methods::consistency::Kernel::Ve.noisy(x0, &noise, &sigma)?;
         let mut drop = Dropout::record(crate::rng::stream(ctx.seed, "dropout", ctx.progress.step));
         let denoised = self.precond.apply(ctx.net, &y, &sigma, Phase::Train, &mut drop)?;
-        let sd = self.precond.sigma_data;
-        let lambda: Vec<f32> = sigma.iter().map(|s| ((s * s + sd * sd) / (s * sd).powi(2)) as f32).collect();
+        let lambda: Vec<f32> = sigma.iter().map(|&s| weight(s, self.precond.sigma_data) as f32).collect();
         let lambda = Tensor::from_vec(lambda, n, x0.device())?.to_dtype(x0.dtype())?;
         let per_sample_loss = per_sample_sum(&denoised.sub(x0)?.sqr()?)?.mul(&lambda)?;
         Ok(LossOutput { per_sample: per_sample_loss, logs: Vec::new() })
@@ -40,5 +45,17 @@ impl Method for EdmLoss {
 
     fn precond(&self) -> Precond {
         self.precond
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// λ(σ) by hand: 8 at σ = σd = 0.5, 5 at σ = 1, → 1/σd² = 4 as σ → ∞ and ≈ 1/σ² as σ → 0.
+    #[test]
+    fn loss_weight_closed_form() {
+        assert_eq!(super::weight(0.5, 0.5), 8.0);
+        assert_eq!(super::weight(1.0, 0.5), 5.0);
+        assert!((super::weight(1e4, 0.5) - 4.0).abs() < 1e-7);
+        assert!((super::weight(1e-3, 0.5) * 1e-6 - 1.0).abs() < 1e-5);
     }
 }

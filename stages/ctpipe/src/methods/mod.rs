@@ -67,3 +67,5 @@ pub trait Method: Send + Sync {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod recompute;

@@ -8,7 +8,7 @@ use super::ect::EctSchedule;
 use super::edm::EdmLoss;
 use super::ict::IctSchedule;
 use super::Method;
-use crate::coupling::{gc::Gc, independent::Independent, vc::Vc, Coupling};
+use crate::coupling::{gc::Gc, independent::Independent, ot::Ot, vc::Vc, Coupling};
 use crate::error::usage;
 use crate::precond::{Precond, PrecondKind};
 use crate::schedule::pseudo_huber_c;
@@ -118,6 +118,9 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
     if method == "vct" && schedule_name == "sct" {
         return Err(usage("vct with schedule = \"sct\": SCT's reference weights assume independent Gaussian noise, which VC replaces"));
     }
+    if method == "edm" && cfg.coupling.is_some() {
+        return Err(usage("field `coupling` applies to ict and ect, not edm"));
+    }
     if cfg.vct_kernel != "ve" && method != "vct" {
         return Err(usage(format!("field `vct_kernel` applies to vct only, not {method}")));
     }
@@ -196,10 +199,16 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
     if !(0.0..=1.0).contains(&cfg.gc_keep) || cfg.gc_keep_end.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
         return Err(usage("fields `gc_keep`/`gc_keep_end`: probabilities in [0, 1]"));
     }
-    let coupling: Box<dyn Coupling> = match method {
-        "gc" => Box::new(Gc { keep: cfg.gc_keep, keep_end: cfg.gc_keep_end }),
-        "vct" => Box::new(Vc { sigma_data: cfg.sigma_data }),
-        _ => Box::new(Independent),
+    let coupling: Box<dyn Coupling> = match (method, cfg.coupling.as_deref()) {
+        ("gc" | "vct" | "sct", Some(c)) => {
+            let why = if method == "sct" { "SCT's reference weights assume independent Gaussian noise" } else { "it brings its own coupling" };
+            return Err(usage(format!("field `coupling` = `{c}` applies to ict and ect, not {method} ({why})")));
+        }
+        ("gc", None) => Box::new(Gc { keep: cfg.gc_keep, keep_end: cfg.gc_keep_end }),
+        ("vct", None) => Box::new(Vc { sigma_data: cfg.sigma_data }),
+        (_, None | Some("independent")) => Box::new(Independent),
+        (_, Some("ot")) => Box::new(Ot { sigma_max: cfg.sigma_max }),
+        (_, Some(c)) => return Err(usage(format!("field `coupling`: `{c}` (expected independent or ot)"))),
     };
     let target = if schedule_name == "sct" { Target::Stable(cfg.sct_references) } else { Target::Standard };
     let kl_beta = if method == "vct" { cfg.vct_beta.unwrap_or(if ect_like { 10.0 } else { 30.0 }) } else { 0.0 };

@@ -200,3 +200,25 @@ fn coupled_methods_refuse_the_edm_schedule() {
         assert!(crate::methods::spec::resolve(&cfg(&format!("method = \"{method}\"\nschedule = \"ect\"")), 2).is_ok());
     }
 }
+
+/// The OT coupling is iCT's and ECT's option; the methods with their own coupling, and SCT,
+/// whose reference weights assume independent noise, refuse it by name.
+#[test]
+fn ot_coupling_applies_to_ict_and_ect() {
+    use crate::train::config::from_toml as cfg;
+    for method in ["ict", "ect"] {
+        for c in ["independent", "ot"] {
+            assert!(crate::methods::spec::resolve(&cfg(&format!("method = \"{method}\"\ncoupling = \"{c}\"")), 2).is_ok(), "{method} {c}");
+        }
+    }
+    for method in ["sct", "gc", "vct", "edm"] {
+        let e = crate::methods::spec::resolve(&cfg(&format!("method = \"{method}\"\ncoupling = \"ot\"")), 2).err().expect("refused");
+        assert!(crate::error::one_line(&e).starts_with("field `coupling`"), "{}", crate::error::one_line(&e));
+    }
+    let e = crate::methods::spec::resolve(&cfg("method = \"ict\"\ncoupling = \"sinkhorn\""), 2).err().expect("refused");
+    assert_eq!(crate::error::one_line(&e), "field `coupling`: `sinkhorn` (expected independent or ot)");
+    // OT pairs the same draws differently: the loss moves, iCT's schedule and dropout stay.
+    let (w, ema) = (net(0.0), net(0.0));
+    let ot = ConsistencyLoss { coupling: Box::new(crate::coupling::ot::Ot { sigma_max: 80.0 }), ..ict(Box::new(Independent)) };
+    assert_ne!(losses(&ict(Box::new(Independent)), &w, &ema, 10), losses(&ot, &w, &ema, 10));
+}

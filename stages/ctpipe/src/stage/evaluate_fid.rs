@@ -12,7 +12,7 @@ impl Stage for EvaluateFid {
     const NAME: &'static str = "evaluate-fid";
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
     // 3: VCT's LI kernel samples with sony/vct's evaluation c_out (unshifted c_in).
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {

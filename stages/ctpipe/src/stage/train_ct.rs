@@ -10,7 +10,7 @@ pub struct TrainCt;
 impl Stage for TrainCt {
     const NAME: &'static str = "train-ct";
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const HANDLES_SIGNALS: bool = true;
     type Config = TrainConfig;
 

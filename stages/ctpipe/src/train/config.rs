@@ -80,6 +80,10 @@ macro_rules! training_config {
                 pub keep_snapshots: bool = false,
                 /// Log a plain progress line every this many steps.
                 pub log_every: u64 = 100,
+                /// Log `grad_variance` every step: the variance over all entries of the network's
+                /// raw gradient (before cleaning and clipping), sony/vct's `evaluate_grad_var`
+                /// measurement (lightning_cm.py:89-115). Costs a pass over the gradients.
+                pub log_grad_variance: bool = false,
                 /// Samples in the sample grids.
                 pub grid: u64 = 64,
                 /// Intermediate noise level of 2-step sampling.
@@ -142,6 +146,10 @@ crate::training_config! {
         pub huber_c: Option<f64> = None,
         /// Loss weighting: inverse-gap (1/Δσ, 1/(t − r)), karras (1/σd² + 1/t²) or uniform.
         pub weighting: Weighting = Weighting::InverseGap,
+        /// ict, ect: how noise is paired with data: independent (default) or ot (the batch's
+        /// noise reassigned by exact minibatch optimal transport on ‖x − σ_max·z‖², sony/vct's
+        /// baseline). gc and vct bring their own couplings.
+        pub coupling: Option<String> = None,
         /// GC: probability that a sample keeps the independent coupling (μ; the paper uses 0.5).
         pub gc_keep: f64 = 0.5,
         /// GC: μ at the end of training, annealed linearly (default: gc_keep throughout).

@@ -109,6 +109,23 @@ pub struct Fit<'a> {
     pub label: String,
 }
 
+/// The variance over all entries of the gradients of `vars` (those without a gradient skipped):
+/// sony/vct's `grad_variance`, one number for the whole network.
+fn entry_variance(vars: &[(String, candle_core::Var)], grads: &candle_core::backprop::GradStore) -> Result<f64> {
+    let (mut sum, mut sumsq, mut count) = (0.0f64, 0.0f64, 0usize);
+    for (_, var) in vars {
+        if let Some(g) = grads.get(var) {
+            for v in crate::nn::ops::to_f64_vec(g)? {
+                sum += v;
+                sumsq += v * v;
+            }
+            count += g.elem_count();
+        }
+    }
+    let n = count.max(1) as f64;
+    Ok(sumsq / n - (sum / n).powi(2))
+}
+
 /// Learning rate at a step: linear warm-up, then constant or inverse-square-root decay.
 pub fn lr_at(cfg: &TrainConfig, step: u64) -> f64 {
     let mut lr = cfg.lr;
@@ -177,6 +194,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         let grads = loss.backward()?;
 
         let g: HashMap<String, Tensor> = params.iter().filter_map(|(name, var)| grads.get(var).map(|t| (name.clone(), t.clone()))).collect();
+        let grad_variance = if cfg.log_grad_variance { Some(entry_variance(&state.net.params.vars(), &grads)?) } else { None };
         let lr = lr_at(cfg, step);
         let grad_norm = opt.step(&params, &g, lr, f.grad_clip)?;
         if let Some(decay) = f.ema.decay_after(step) {
@@ -194,6 +212,9 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             ("lr".to_string(), lr),
             ("images_per_s".to_string(), batch as f64 / started.elapsed().as_secs_f64().max(1e-9)),
         ]);
+        if let Some(v) = grad_variance {
+            values.insert("grad_variance".to_string(), v);
+        }
         for (k, v) in &out.logs {
             values.insert(k.to_string(), *v);
         }
@@ -211,4 +232,43 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
     }
     progress.finish();
     Ok(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lr_at;
+    use crate::train::config::from_toml;
+
+    /// sony/vct's grad_variance: the population variance over every gradient entry of the
+    /// network, here of d(Σ a·w)/dw = a over two tensors: entries 1, 2, 3 and 6 → var 3.5.
+    #[test]
+    fn gradient_entry_variance() {
+        let dev = candle_core::Device::Cpu;
+        let (w1, w2) = (candle_core::Var::new(&[0f32, 0.0, 0.0], &dev).unwrap(), candle_core::Var::new(&[0f32], &dev).unwrap());
+        let a = candle_core::Tensor::new(&[1f32, 2.0, 3.0], &dev).unwrap();
+        let loss = (w1.as_tensor() * &a).unwrap().sum_all().unwrap().add(&(w2.as_tensor() * 6.0).unwrap().sum_all().unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        let v = super::entry_variance(&[("a".into(), w1), ("b".into(), w2)], &grads).unwrap();
+        assert!((v - 3.5).abs() < 1e-12, "{v}");
+    }
+
+    /// Warm-up reaches the full rate at its last step ((step + 1)/warm-up: the first step is
+    /// not spent at 0, unlike EDM's cur_nimg/ramp-up); the decay divides by √(step/decay) once
+    /// past it (EDM2's learning_rate_schedule with ref_batches = lr_decay).
+    #[test]
+    fn learning_rate_schedules() {
+        let close = |got: f64, want: f64| assert!((got - want).abs() <= 1e-15 * want, "{got} vs {want}");
+        let c = from_toml("lr = 0.001\nlr_warmup = 100");
+        for (step, want) in [(0, 1e-5), (49, 5e-4), (99, 1e-3), (5000, 1e-3)] {
+            close(lr_at(&c, step), want);
+        }
+        let c = from_toml("lr = 0.001\nlr_decay = 1000");
+        for (step, want) in [(0, 1e-3), (999, 1e-3), (1000, 1e-3), (4000, 5e-4), (16_000, 2.5e-4)] {
+            close(lr_at(&c, step), want);
+        }
+        let c = from_toml("lr = 0.001\nlr_warmup = 10\nlr_decay = 4");
+        close(lr_at(&c, 4), 5e-4); // warm-up and decay multiply: 0.5 × 1/√1
+        close(lr_at(&c, 16), 5e-4); // 1/√4 once warm
+        close(lr_at(&from_toml("lr = 0.001"), 123_456), 1e-3); // constant without either
+    }
 }

@@ -161,14 +161,21 @@ pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<
     };
     let metrics = fit::fit(&fit, &state, &mut on_checkpoint)?;
     write_outputs(dirs.out, &spec, cfg, &state, &metrics, &grids, &snapshots)?;
-    Ok(json!({
+    let mut out = json!({
         "method": cfg.method,
         "network": cfg.network,
         "parameters": spec.parameters,
         "steps": cfg.steps,
         "final_loss": metrics.tail_mean("loss", 0.1),
         "images_per_s": metrics.tail_mean("images_per_s", 0.5),
-    }))
+    });
+    // Measurements the report compares across runs: over the second half of training.
+    for name in ["grad_variance", "transport_gc_lo", "transport_ic_lo", "transport_gc_mid", "transport_ic_mid", "transport_gc_hi", "transport_ic_hi", "ot_cost", "ot_cost_independent"] {
+        if let Some(v) = metrics.tail_mean(name, 0.5) {
+            out[name] = json!(v);
+        }
+    }
+    Ok(out)
 }
 
 fn fmt_count(n: usize) -> String {
