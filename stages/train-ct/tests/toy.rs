@@ -4,7 +4,8 @@
 //!
 //! The recipe (measured on this toy, docs/methods.md "The toy recipe"): the 64-wide MLP,
 //! σ_max = 5 (the GC toy's), Lion with lr 1e-3 and inverse-√ decay, 15k steps of batch 256,
-//! EMA 0.995, iCT grid up to 321 levels. Two runs at a time, one thread each (faster than two
+//! EMA 0.995 (for iCT, GC and VCT with ema-pytorch's warm-up, as the default profile), iCT grid
+//! up to 321 levels. Two runs at a time, one thread each (faster than two
 //! threads for a model this small).
 
 use ctpipe::metrics::toy::{mode_coverage, ModeCoverage};
@@ -68,7 +69,9 @@ fn recipe(method: &str) -> Vec<String> {
         s.extend(["optimizer=lion".into(), "beta2=0.99".into(), "steps=15000".into(), "checkpoint_every=15000".into()]);
     }
     if matches!(method, "ict" | "gc" | "vct") {
-        s.push("ict_s1=320".into());
+        // The default profile's coupling comparison: one EMA for all, ema-pytorch's warm-up at
+        // every step (GC's generator is never the random init).
+        s.extend(["ict_s1=320".into(), "ema_update_after=0".into(), "ema_update_every=1".into()]);
     }
     if matches!(method, "ect" | "sct") {
         s.push("ect_stages=8".into());
@@ -109,10 +112,10 @@ fn every_method_lands_on_the_modes() {
 
 /// The papers' own measurements (evaluate/toy_measures.rs) on the trained models. GC: where the
 /// noise decides the mode (σ ≥ 1), the coupling the trained GC model induces costs nearer the
-/// exact consistency function's than the independent coupling's, its endpoints cover both
-/// modes, and from σ = 0.5 up they are nearer the exact endpoints than iCT's (measured here:
-/// 1.5–3.5× nearer). VCT: the two modes' posteriors have opposite-signed means along y, the
-/// axis that separates them.
+/// exact consistency function's than the independent coupling's, and its endpoints cover both
+/// modes. How near GC's endpoints come to the exact ones against iCT's is printed, not asserted:
+/// with the same EMA the two are close (docs/methods.md). VCT: the two modes' posteriors have
+/// opposite-signed means along y, the axis that separates them.
 fn papers_measurements(sb: &Sandbox, ict: &str, gc: &str, vct: &str) {
     use ctpipe::evaluate::toy_measures::{posteriors, transport};
     let d = ctpipe::data::sources::toy2d::generate("two-gaussians", 1, 2000, 0.01, 7).unwrap();
@@ -127,10 +130,6 @@ fn papers_measurements(sb: &Sandbox, ict: &str, gc: &str, vct: &str) {
     for r in &rows {
         eprintln!("σ {}: independent {:.4} exact {:.4} | {}", r.sigma, r.independent, r.exact, r.models.iter().map(|m| format!("{} {:.4} (to exact {:.2e}, near {:.3}, smallest mode {:.3})", m.model, m.cost, m.to_exact, m.near, m.min_mode)).collect::<Vec<_>>().join(" | "));
         let g = r.models.iter().find(|m| m.model == "gc").expect("gc measured");
-        if r.sigma >= 0.5 {
-            let i = r.models.iter().find(|m| m.model == "ict").expect("ict measured");
-            assert!(g.to_exact < i.to_exact, "σ {}: gc's endpoints {} from the exact ones, ict's {}", r.sigma, g.to_exact, i.to_exact);
-        }
         if r.sigma >= 1.0 {
             assert!((g.cost - r.exact).abs() < (g.cost - r.independent).abs(), "σ {}: gc's cost {} is nearer the independent {} than the exact {}", r.sigma, g.cost, r.independent, r.exact);
             assert!(g.min_mode >= 0.4, "σ {}: gc's endpoints collapse: smallest mode {}", r.sigma, g.min_mode);

@@ -182,9 +182,14 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
             return Err(bad_input(format!("model {}/{} generates {:?}, the data is {:?}", art.stage(), art.key().short(), m.spec.data, info.kind)));
         }
         let mut label = m.spec.method.clone();
-        // A coupling other than the method's own is part of what the row is (ict+ot).
-        if let Some(c) = art.manifest.config.get("coupling").and_then(Value::as_str).filter(|c| *c != "independent") {
-            label = format!("{label}+{c}");
+        // A coupling other than the method's own, or a distance chosen against the method's
+        // default, is part of what the row is (ict+ot, ict+pseudo-huber-per-value).
+        if art.stage() == "train-ct" {
+            for field in ["coupling", "distance"] {
+                if let Some(v) = art.manifest.config.get(field).and_then(Value::as_str).filter(|c| *c != "independent") {
+                    label = format!("{label}+{v}");
+                }
+            }
         }
         if labels.contains(&label) {
             label = format!("{label} {}", art.key().short());
@@ -234,7 +239,7 @@ fn toy_measures(truth: &[[f64; 2]], centres: &[[f64; 2]], mode_names: &[String],
         t.posteriors.extend(toy_measures::posteriors(truth, centres, mode_names, label, m, device)?);
         t.training.extend(toy_measures::TrainingRow::from_manifest(label, metrics));
     }
-    if kept.iter().any(|(_, _, m)| matches!(m.spec.method.as_str(), "sct" | "ect")) {
+    if kept.iter().any(|(_, _, m)| m.spec.schedule == "ect") {
         t.target = toy_measures::target_variance(truth, centres, seed, device)?;
     }
     Ok(t)

@@ -11,8 +11,8 @@
 //!   each coordinate) and the aggregate posterior's moments against N(0, I).
 //! - **SCT's target**: the squared error of the target's clean estimate around E[x | x_t] per t,
 //!   ECT's (the sample's own image) against SCT's (the batch-weighted mean, `methods/sct.rs`).
-//!   Both target points are x_t − (t − r)/t·(x_t − x̂₀), so their errors around the exact ODE
-//!   point are (1 − r/t)² times these, whatever r.
+//!   Both target points are x_t − (t − r)/t·(x_t − x̂₀), so their errors around the Euler step
+//!   taken with the exact denoiser are (1 − r/t)² times these, whatever r.
 //!
 //! Everything is computed on the toy's test split with noise from its own seeded streams; the
 //! mixture (centres, mode weights, common std) is fitted to that split.
@@ -294,7 +294,7 @@ pub fn markdown(t: &ToyMeasures) -> String {
     if !t.transport.is_empty() {
         let labels = transport_labels(t);
         let _ = writeln!(s, "\n#### Noise–data transport cost E‖x̂ − z‖², x̂ = f(x + σz, σ)\n");
-        let _ = writeln!(s, "The coupling each consistency model induces, against the independent coupling (x, z) and the exact consistency function's (the closed-form denoiser's ODE from σ to 0); {POINTS} test points per level. GC's claim: its endpoints sit nearer the exact curve than the independent line.\n");
+        let _ = writeln!(s, "The coupling each consistency model induces, against the independent coupling (x, z) and the exact consistency function's (the closed-form denoiser's ODE from σ to 0); {POINTS} test points per level. GC's claim: its endpoints sit nearer the exact curve than the independent line. Models on VCT's LI kernel pair noise and data differently and are left out.\n");
         let _ = write!(s, "| σ | independent | exact |");
         for l in &labels {
             let _ = write!(s, " {l} |");
@@ -356,7 +356,7 @@ pub fn markdown(t: &ToyMeasures) -> String {
     }
     if !t.target.is_empty() {
         let _ = writeln!(s, "\n#### SCT: the target's variance\n");
-        let _ = writeln!(s, "E‖x̂₀ − E[x | x_t]‖² per t: ECT's clean estimate is the sample itself, SCT's the softmax-weighted mean of a batch of {SCT_BATCH} (its own image included). The target point's squared error around the exact ODE point is (1 − r/t)² times this, for either.\n");
+        let _ = writeln!(s, "E‖x̂₀ − E[x | x_t]‖² per t: ECT's clean estimate is the sample itself, SCT's the softmax-weighted mean of a batch of {SCT_BATCH} (its own image included). The target point's squared error around the Euler step taken with the exact denoiser is (1 − r/t)² times this, for either.\n");
         let _ = writeln!(s, "| t | ECT | SCT | SCT / ECT |\n|---:|---:|---:|---:|");
         for r in &t.target {
             let _ = writeln!(s, "| {} | {} | {} | {} |", r.t, g(r.ect), g(r.sct), g(r.sct / r.ect));

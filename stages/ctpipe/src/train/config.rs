@@ -80,10 +80,6 @@ macro_rules! training_config {
                 pub keep_snapshots: bool = false,
                 /// Log a plain progress line every this many steps.
                 pub log_every: u64 = 100,
-                /// Log `grad_variance` every step: the variance over all entries of the network's
-                /// raw gradient (before cleaning and clipping), sony/vct's `evaluate_grad_var`
-                /// measurement (lightning_cm.py:89-115). Costs a pass over the gradients.
-                pub log_grad_variance: bool = false,
                 /// Samples in the sample grids.
                 pub grid: u64 = 64,
                 /// Intermediate noise level of 2-step sampling.
@@ -162,6 +158,10 @@ crate::training_config! {
         pub vct_encoder: String = "small".into(),
         /// SCT: reference set of the variance-reduced target: batch, or own (= ECT).
         pub sct_references: References = References::Batch,
+        /// Log `grad_variance` every step: the variance over all entries of the network's raw
+        /// gradient (before cleaning and clipping), sony/vct's `evaluate_grad_var` measurement
+        /// (lightning_cm.py:89-115), for comparing couplings. Costs a pass over the gradients.
+        pub log_grad_variance: bool = false,
     }
 }
 
