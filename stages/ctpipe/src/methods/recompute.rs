@@ -519,3 +519,70 @@ fn edm_loss_recomputed() {
         .collect();
     assert_close(&code, &reference, "edm");
 }
+
+/// VCT on ECT's schedule with the linear-interpolation kernel (sony/vct models/ecm.py with
+/// kernels/conditional_ot.py): t = min(e^(−1.1 + 2z), T) (ecm.py:113-114), r = r(t) with 8
+/// stages over the run (ecm.py:70); x_t = (1 − t/T)·x + t·z; training coefficients with
+/// a = 1 − t/T: c_in = 1/√(σd²a² + t²), c_skip = σd²a/(t² + σd²a²), c_out = t·σd·c_in
+/// (conditional_ot.py:24-28); where r = 0 the target is x; the whole-sample L2 norm weighted by
+/// 1/(t − r); + β/(T − r(T))·KL with β = 10 (ecm.py:154-158).
+#[test]
+fn vct_on_ect_with_the_li_kernel_recomputed() {
+    let (step, total, t_max) = (150, 1000, 80.0);
+    let nets = nets(true);
+    let resolved = super::spec::resolve(&from_toml("method = \"vct\"\nschedule = \"ect\"\nvct_kernel = \"li\"\nsteps = 1000"), D).unwrap();
+    let ctx = StepCtx {
+        seed: SEED,
+        progress: Progress { step, total },
+        net: &nets.online.net,
+        ema: &nets.ema.net,
+        encoder: nets.encoder.as_ref().map(|e| &e.net),
+        target: None,
+        teacher: None,
+    };
+    let code: Vec<f64> = resolved.method.loss(&ctx, &batch()).unwrap().per_sample.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+    // Stage ⌊150 / 125⌋ = 1.
+    let (hi, lo): (Vec<f64>, Vec<f64>) = {
+        let mut rng = crate::rng::stream(SEED, "sigma", step);
+        (0..N)
+            .map(|_| {
+                let z: f64 = rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
+                let t = (-1.1 + 2.0 * z).exp().min(t_max);
+                (t, ect_r(t, 1))
+            })
+            .unzip()
+    };
+    assert!(lo.iter().any(|&r| r == 0.0) && lo.iter().any(|&r| r > 0.0));
+    let d = draws(step, (hi, lo), &batch(), 64);
+    let mut rng = crate::rng::stream(SEED, "encoder-dropout", step);
+    let layer = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<Vec<f64>> {
+        crate::rng::uniform_vec(rng, N * 64).chunks(64).map(|c| c.iter().map(|&u| if u as f64 >= DROPOUT { 1.0 / (1.0 - DROPOUT) } else { 0.0 }).collect()).collect()
+    };
+    let (m0, m1) = (layer(&mut rng), layer(&mut rng));
+    let (f, e) = (HostMlp::of(&nets.online), HostMlp::of(nets.encoder.as_ref().unwrap()));
+    let li = |x: &[f64], t: f64, masks: &[Vec<f64>; 2]| -> Vec<f64> {
+        let sd = SIGMA_DATA;
+        let a = 1.0 - t / t_max;
+        let c_in = 1.0 / (sd * sd * a * a + t * t).sqrt();
+        let (c_skip, c_out) = (sd * sd * a / (t * t + sd * sd * a * a), t * sd * c_in);
+        let out = f.forward(&x.iter().map(|v| v * c_in).collect::<Vec<_>>(), t.ln() / 4.0, Some(masks));
+        x.iter().zip(out).map(|(xi, fi)| c_skip * xi + c_out * fi).collect()
+    };
+    let beta_eff = 10.0 / (t_max - ect_r(t_max, 1));
+    let x = rows(&batch());
+    let reference: Vec<f64> = (0..N)
+        .map(|i| {
+            let xin: Vec<f64> = x[i].iter().map(|v| v / SIGMA_DATA).collect();
+            let out = e.forward(&xin, 0.0, Some(&[m0[i].clone(), m1[i].clone()]));
+            let (mu, s): (Vec<f64>, Vec<f64>) = (out[..D].to_vec(), out[D..].iter().map(|&v| softplus(v) + 1e-8).collect());
+            let z: Vec<f64> = (0..D).map(|k| mu[k] + s[k] * d.noise[i][k]).collect();
+            let (t, r) = (d.hi[i], d.lo[i]);
+            let point = |level: f64| -> Vec<f64> { (0..D).map(|k| (1.0 - level / t_max) * x[i][k] + level * z[k]).collect() };
+            let student = li(&point(t), t, &d.masks[i]);
+            let target = if r == 0.0 { x[i].clone() } else { li(&point(r), r, &d.masks[i]) };
+            let kl: f64 = (0..D).map(|k| 0.5 * (mu[k] * mu[k] + s[k] * s[k] - 1.0) - s[k].ln()).sum();
+            pseudo_huber(&student, &target, 0.0) / (t - r) + beta_eff * kl
+        })
+        .collect();
+    assert_close(&code, &reference, "vct on ect with li");
+}
