@@ -218,7 +218,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
         }
     }
     let toy = match &reference_kind {
-        Reference::Points { truth, centres, .. } if !centres.is_empty() => Some(toy_measures(truth, centres, &info.class_names, &kept, cfg.seeds[0], device)?),
+        Reference::Points { truth, centres, .. } if !centres.is_empty() => Some(measure_toy(truth, centres, &info.class_names, &kept, cfg.seeds[0], device)?),
         _ => None,
     };
     let ev = Evaluation { rows, baselines, dataset: info.name.clone(), encoder: encoder_name, toy };
@@ -232,7 +232,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
 }
 
 /// The papers' measurements on a mixture toy (evaluate/toy_measures.rs) for the models kept.
-fn toy_measures(truth: &[[f64; 2]], centres: &[[f64; 2]], mode_names: &[String], kept: &[(String, Value, LoadedModel)], seed: u64, device: &Device) -> Result<ToyMeasures> {
+fn measure_toy(truth: &[[f64; 2]], centres: &[[f64; 2]], mode_names: &[String], kept: &[(String, Value, LoadedModel)], seed: u64, device: &Device) -> Result<ToyMeasures> {
     let models: Vec<(String, &LoadedModel)> = kept.iter().map(|(l, _, m)| (l.clone(), m)).collect();
     let mut t = ToyMeasures { transport: toy_measures::transport(truth, centres, &models, seed, device)?, ..Default::default() };
     for (label, metrics, m) in kept {

@@ -287,6 +287,20 @@ fn pct(x: f64) -> String {
     format!("{:.1} %", 100.0 * x)
 }
 
+/// A table with one row per noise level: the leading cells, then one cell per model ("–" where
+/// the model was not measured at that level).
+fn per_model_table(s: &mut String, head: &[&str], labels: &[String], model_align: &str, t: &ToyMeasures, lead: impl Fn(&TransportRow) -> Vec<String>, cell: impl Fn(&ModelTransport) -> String) {
+    use std::fmt::Write as _;
+    let header: Vec<String> = head.iter().map(|h| h.to_string()).chain(labels.iter().cloned()).collect();
+    let _ = writeln!(s, "| {} |", header.join(" | "));
+    let _ = writeln!(s, "|{}{}", "---:|".repeat(head.len()), format!("{model_align}|").repeat(labels.len()));
+    for r in &t.transport {
+        let models = labels.iter().map(|l| r.models.iter().find(|m| &m.model == l).map_or_else(|| "–".to_string(), &cell));
+        let cells: Vec<String> = lead(r).into_iter().chain(models).collect();
+        let _ = writeln!(s, "| {} |", cells.join(" | "));
+    }
+}
+
 /// The Markdown section.
 pub fn markdown(t: &ToyMeasures) -> String {
     use std::fmt::Write as _;
@@ -295,45 +309,9 @@ pub fn markdown(t: &ToyMeasures) -> String {
         let labels = transport_labels(t);
         let _ = writeln!(s, "\n#### Noise–data transport cost E‖x̂ − z‖², x̂ = f(x + σz, σ)\n");
         let _ = writeln!(s, "The coupling each consistency model induces, against the independent coupling (x, z) and the exact consistency function's (the closed-form denoiser's ODE from σ to 0); {POINTS} test points per level. GC's claim: its endpoints sit nearer the exact curve than the independent line. Models on VCT's LI kernel pair noise and data differently and are left out.\n");
-        let _ = write!(s, "| σ | independent | exact |");
-        for l in &labels {
-            let _ = write!(s, " {l} |");
-        }
-        let _ = write!(s, "\n|---:|---:|---:|");
-        s.push_str(&"---:|".repeat(labels.len()));
-        s.push('\n');
-        for r in &t.transport {
-            let _ = write!(s, "| {} | {} | {} |", r.sigma, g(r.independent), g(r.exact));
-            for l in &labels {
-                match r.models.iter().find(|m| &m.model == l) {
-                    Some(m) => {
-                        let _ = write!(s, " {} |", g(m.cost));
-                    }
-                    None => s.push_str(" – |"),
-                }
-            }
-            s.push('\n');
-        }
+        per_model_table(&mut s, &["σ", "independent", "exact"], &labels, "---:", t, |r| vec![r.sigma.to_string(), g(r.independent), g(r.exact)], |m| g(m.cost));
         let _ = writeln!(s, "\nEndpoints x̂: E‖x̂ − x̂*‖² to the exact endpoints / share within 0.1 of a mode / smallest mode's share (exact: its share near a mode):\n");
-        let _ = write!(s, "| σ | exact |");
-        for l in &labels {
-            let _ = write!(s, " {l} |");
-        }
-        let _ = write!(s, "\n|---:|---:|");
-        s.push_str(&"---|".repeat(labels.len()));
-        s.push('\n');
-        for r in &t.transport {
-            let _ = write!(s, "| {} | {} |", r.sigma, pct(r.exact_near));
-            for l in &labels {
-                match r.models.iter().find(|m| &m.model == l) {
-                    Some(m) => {
-                        let _ = write!(s, " {} / {} / {} |", g(m.to_exact), pct(m.near), pct(m.min_mode));
-                    }
-                    None => s.push_str(" – |"),
-                }
-            }
-            s.push('\n');
-        }
+        per_model_table(&mut s, &["σ", "exact"], &labels, "---", t, |r| vec![r.sigma.to_string(), pct(r.exact_near)], |m| format!("{} / {} / {}", g(m.to_exact), pct(m.near), pct(m.min_mode)));
     }
     if !t.training.is_empty() {
         let _ = writeln!(s, "\n#### Measured while training (mean over the second half)\n");
@@ -430,3 +408,4 @@ mod tests {
         assert!(last.sct < 0.1 * last.ect, "{last:?}");
     }
 }
+

@@ -152,14 +152,18 @@ fn draws(step: u64, levels: (Vec<f64>, Vec<f64>), x0: &Tensor, width: usize) -> 
     let noise = crate::rng::normal_vec(&mut crate::rng::stream(SEED, "noise", step), N * D);
     let noise: Vec<Vec<f64>> = noise.chunks(D).map(|c| c.iter().map(|&v| v as f64).collect()).collect();
     assert_eq!(x0.dims(), [N, D]);
-    // nn/dropout.rs: one uniform per unit, layer after layer, kept where u ≥ p, scaled 1/(1 − p).
-    let mut rng = crate::rng::stream(SEED, "dropout", step);
-    let layer = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<Vec<f64>> {
-        crate::rng::uniform_vec(rng, N * width).chunks(width).map(|c| c.iter().map(|&u| if u as f64 >= DROPOUT { 1.0 / (1.0 - DROPOUT) } else { 0.0 }).collect()).collect()
+    Draws { hi, lo, noise, masks: dropout_masks("dropout", step, width) }
+}
+
+/// The two dropout layers' masks per sample from a step's stream, as nn/dropout.rs draws them:
+/// one uniform per unit, layer after layer, kept where u ≥ p, scaled 1/(1 − p).
+fn dropout_masks(purpose: &str, step: u64, width: usize) -> Vec<[Vec<f64>; 2]> {
+    let mut rng = crate::rng::stream(SEED, purpose, step);
+    let mut layer = || -> Vec<Vec<f64>> {
+        crate::rng::uniform_vec(&mut rng, N * width).chunks(width).map(|c| c.iter().map(|&u| if u as f64 >= DROPOUT { 1.0 / (1.0 - DROPOUT) } else { 0.0 }).collect()).collect()
     };
-    let (m0, m1) = (layer(&mut rng), layer(&mut rng));
-    let masks = m0.into_iter().zip(m1).map(|(a, b)| [a, b]).collect();
-    Draws { hi, lo, noise, masks }
+    let (m0, m1) = (layer(), layer());
+    m0.into_iter().zip(m1).map(|(a, b)| [a, b]).collect()
 }
 
 fn network(seed: u64) -> Weights {
@@ -193,10 +197,8 @@ fn nets(with_encoder: bool) -> Nets {
     Nets { online: network(1), ema: network(2), encoder: with_encoder.then(encoder) }
 }
 
-/// The code's per-sample losses for a `train-ct` config.
-fn code_losses(cfg: &str, nets: &Nets, step: u64, total: u64) -> Vec<f64> {
-    let resolved = super::spec::resolve(&from_toml(cfg), D).unwrap();
-    let ctx = StepCtx {
+fn step_ctx(nets: &Nets, step: u64, total: u64) -> StepCtx<'_> {
+    StepCtx {
         seed: SEED,
         progress: Progress { step, total },
         net: &nets.online.net,
@@ -204,8 +206,13 @@ fn code_losses(cfg: &str, nets: &Nets, step: u64, total: u64) -> Vec<f64> {
         encoder: nets.encoder.as_ref().map(|e| &e.net),
         target: None,
         teacher: None,
-    };
-    let out = resolved.method.loss(&ctx, &batch()).unwrap();
+    }
+}
+
+/// The code's per-sample losses for a `train-ct` config.
+fn code_losses(cfg: &str, nets: &Nets, step: u64, total: u64) -> Vec<f64> {
+    let resolved = super::spec::resolve(&from_toml(cfg), D).unwrap();
+    let out = resolved.method.loss(&step_ctx(nets, step, total), &batch()).unwrap();
     out.per_sample.to_dtype(DType::F64).unwrap().to_vec1().unwrap()
 }
 
@@ -247,13 +254,14 @@ fn ict_levels(step: u64, total: u64) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
-/// ECT's levels: ln t ~ N(−1.1, 2.0) from the step's "sigma" stream, r = r(t) at the stage.
-fn ect_levels(step: u64, stage: u32) -> (Vec<f64>, Vec<f64>) {
+/// ECT's levels: ln t ~ N(−1.1, 2.0) from the step's "sigma" stream, t capped at `t_cap` (the
+/// LI kernel's T; ∞ otherwise), r = r(t) at the stage.
+fn ect_levels(step: u64, stage: u32, t_cap: f64) -> (Vec<f64>, Vec<f64>) {
     let mut rng = crate::rng::stream(SEED, "sigma", step);
     (0..N)
         .map(|_| {
             let z: f64 = rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
-            let t = (-1.1 + 2.0 * z).exp();
+            let t = (-1.1 + 2.0 * z).exp().min(t_cap);
             (t, ect_r(t, stage))
         })
         .unzip()
@@ -299,7 +307,7 @@ fn ect_like(stable: bool) {
     let (step, total) = (300, 1000);
     let method = if stable { "sct" } else { "ect" };
     let code = code_losses(&format!("method = \"{method}\"\nsteps = 1000\nect_stages = 4"), &nets, step, total);
-    let d = draws(step, ect_levels(step, 1), &batch(), 64);
+    let d = draws(step, ect_levels(step, 1, f64::INFINITY), &batch(), 64);
     let (n_zero, n_pos) = (d.lo.iter().filter(|&&r| r == 0.0).count(), d.lo.iter().filter(|&&r| r > 0.0).count());
     assert!(n_zero >= 5 && n_pos >= 5, "the batch holds both kinds of pair: {n_zero} at r = 0, {n_pos} above");
     let f = HostMlp::of(&nets.online);
@@ -353,7 +361,7 @@ fn gc(schedule: &str) {
     let cfg = format!("method = \"gc\"\nschedule = \"{schedule}\"\nsteps = 1000\nect_stages = 4\ngc_keep = 0.4");
     let cfg = if ect { cfg } else { cfg.replace("ect_stages = 4\n", "") };
     let code = code_losses(&cfg, &nets, step, total);
-    let levels = if ect { ect_levels(step, 1) } else { ict_levels(step, total) };
+    let levels = if ect { ect_levels(step, 1, f64::INFINITY) } else { ict_levels(step, total) };
     let d = draws(step, levels, &batch(), 64);
     let mut mix = crate::rng::stream(SEED, "mix", step);
     let use_gen: Vec<bool> = (0..N).map(|_| mix.random::<f64>() > 0.4).collect();
@@ -399,23 +407,30 @@ fn gc_loss_recomputed_on_ect() {
 fn vct_reference(f: &HostMlp, enc: &HostMlp, enc_teacher: &HostMlp, d: &Draws, eps: &[Vec<f64>], enc_masks: &[[Vec<f64>; 2]], beta_eff: f64) -> Vec<f64> {
     let c = 0.00054 * (D as f64).sqrt();
     let x = rows(&batch());
-    let posterior = |e: &HostMlp, i: usize| -> (Vec<f64>, Vec<f64>) {
-        let xin: Vec<f64> = x[i].iter().map(|v| v / SIGMA_DATA).collect();
-        let out = e.forward(&xin, 0.0, Some(&enc_masks[i]));
-        (out[..D].to_vec(), out[D..].iter().map(|&v| softplus(v) + 1e-8).collect())
-    };
     (0..N)
         .map(|i| {
-            let (mu, s) = posterior(enc, i);
+            let (mu, s) = host_posterior(enc, &x[i], &enc_masks[i]);
             let z: Vec<f64> = (0..D).map(|k| mu[k] + s[k] * eps[i][k]).collect();
-            let (mu_t, s_t) = posterior(enc_teacher, i);
+            let (mu_t, s_t) = host_posterior(enc_teacher, &x[i], &enc_masks[i]);
             let z_t: Vec<f64> = (0..D).map(|k| mu_t[k] + s_t[k] * eps[i][k]).collect();
             let student = precond(f, &add_scaled(&x[i], d.hi[i], &z), d.hi[i], Coeffs::Shifted(0.002), Some(&d.masks[i]));
             let teacher = precond(f, &add_scaled(&x[i], d.lo[i], &z_t), d.lo[i], Coeffs::Shifted(0.002), Some(&d.masks[i]));
-            let kl: f64 = (0..D).map(|k| 0.5 * (mu[k] * mu[k] + s[k] * s[k] - 1.0) - s[k].ln()).sum();
-            pseudo_huber_per_value(&student, &teacher, c) / (d.hi[i] - d.lo[i]) + beta_eff * kl
+            pseudo_huber_per_value(&student, &teacher, c) / (d.hi[i] - d.lo[i]) + beta_eff * host_kl(&mu, &s)
         })
         .collect()
+}
+
+/// VC's posterior on the host: the encoder reads x/σd with noise label 0; μ and
+/// softplus(s) + 1e-8 are its two halves.
+fn host_posterior(enc: &HostMlp, x: &[f64], masks: &[Vec<f64>; 2]) -> (Vec<f64>, Vec<f64>) {
+    let xin: Vec<f64> = x.iter().map(|v| v / SIGMA_DATA).collect();
+    let out = enc.forward(&xin, 0.0, Some(masks));
+    (out[..D].to_vec(), out[D..].iter().map(|&v| softplus(v) + 1e-8).collect())
+}
+
+/// KL(N(μ, s²) ‖ N(0, I)) = Σ ½(μ² + s² − 1) − ln s.
+fn host_kl(mu: &[f64], s: &[f64]) -> f64 {
+    mu.iter().zip(s).map(|(m, s)| 0.5 * (m * m + s * s - 1.0) - s.ln()).sum()
 }
 
 struct VctCase {
@@ -433,34 +448,17 @@ fn vct_case(step: u64, total: u64) -> (VctCase, super::spec::Resolved) {
     let grid = ict_grid(step, total);
     // The noise stream gives ε; the encoder's dropout has its own stream.
     let eps = d.noise.clone();
-    let mut rng = crate::rng::stream(SEED, "encoder-dropout", step);
-    let layer = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<Vec<f64>> {
-        crate::rng::uniform_vec(rng, N * 64).chunks(64).map(|c| c.iter().map(|&u| if u as f64 >= DROPOUT { 1.0 / (1.0 - DROPOUT) } else { 0.0 }).collect()).collect()
-    };
-    let (m0, m1) = (layer(&mut rng), layer(&mut rng));
-    let enc_masks = m0.into_iter().zip(m1).map(|(a, b)| [a, b]).collect();
+    let enc_masks = dropout_masks("encoder-dropout", step, 64);
     let n = grid.len();
     let beta_eff = 30.0 / (grid[n - 1] - grid[n - 2]);
     (VctCase { nets, d, eps, enc_masks, beta_eff }, resolved)
-}
-
-fn vct_ctx<'a>(case: &'a VctCase, step: u64, total: u64) -> StepCtx<'a> {
-    StepCtx {
-        seed: SEED,
-        progress: Progress { step, total },
-        net: &case.nets.online.net,
-        ema: &case.nets.ema.net,
-        encoder: case.nets.encoder.as_ref().map(|e| &e.net),
-        target: None,
-        teacher: None,
-    }
 }
 
 #[test]
 fn vct_loss_recomputed() {
     let (step, total) = (500, 1000);
     let (case, resolved) = vct_case(step, total);
-    let code: Vec<f64> = resolved.method.loss(&vct_ctx(&case, step, total), &batch()).unwrap().per_sample.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+    let code: Vec<f64> = resolved.method.loss(&step_ctx(&case.nets, step, total), &batch()).unwrap().per_sample.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
     let (f, e) = (HostMlp::of(&case.nets.online), HostMlp::of(case.nets.encoder.as_ref().unwrap()));
     let reference = vct_reference(&f, &e, &e, &case.d, &case.eps, &case.enc_masks, case.beta_eff);
     assert_close(&code, &reference, "vct");
@@ -473,7 +471,7 @@ fn vct_loss_recomputed() {
 fn vct_encoder_gradient_recomputed() {
     let (step, total) = (500, 1000);
     let (case, resolved) = vct_case(step, total);
-    let loss = resolved.method.loss(&vct_ctx(&case, step, total), &batch()).unwrap().per_sample.mean_all().unwrap();
+    let loss = resolved.method.loss(&step_ctx(&case.nets, step, total), &batch()).unwrap().per_sample.mean_all().unwrap();
     let grads = loss.backward().unwrap();
     let f = HostMlp::of(&case.nets.online);
     let e = HostMlp::of(case.nets.encoder.as_ref().unwrap());
@@ -530,35 +528,11 @@ fn edm_loss_recomputed() {
 fn vct_on_ect_with_the_li_kernel_recomputed() {
     let (step, total, t_max) = (150, 1000, 80.0);
     let nets = nets(true);
-    let resolved = super::spec::resolve(&from_toml("method = \"vct\"\nschedule = \"ect\"\nvct_kernel = \"li\"\nsteps = 1000"), D).unwrap();
-    let ctx = StepCtx {
-        seed: SEED,
-        progress: Progress { step, total },
-        net: &nets.online.net,
-        ema: &nets.ema.net,
-        encoder: nets.encoder.as_ref().map(|e| &e.net),
-        target: None,
-        teacher: None,
-    };
-    let code: Vec<f64> = resolved.method.loss(&ctx, &batch()).unwrap().per_sample.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+    let code = code_losses("method = \"vct\"\nschedule = \"ect\"\nvct_kernel = \"li\"\nsteps = 1000", &nets, step, total);
     // Stage ⌊150 / 125⌋ = 1.
-    let (hi, lo): (Vec<f64>, Vec<f64>) = {
-        let mut rng = crate::rng::stream(SEED, "sigma", step);
-        (0..N)
-            .map(|_| {
-                let z: f64 = rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
-                let t = (-1.1 + 2.0 * z).exp().min(t_max);
-                (t, ect_r(t, 1))
-            })
-            .unzip()
-    };
-    assert!(lo.iter().any(|&r| r == 0.0) && lo.iter().any(|&r| r > 0.0));
-    let d = draws(step, (hi, lo), &batch(), 64);
-    let mut rng = crate::rng::stream(SEED, "encoder-dropout", step);
-    let layer = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<Vec<f64>> {
-        crate::rng::uniform_vec(rng, N * 64).chunks(64).map(|c| c.iter().map(|&u| if u as f64 >= DROPOUT { 1.0 / (1.0 - DROPOUT) } else { 0.0 }).collect()).collect()
-    };
-    let (m0, m1) = (layer(&mut rng), layer(&mut rng));
+    let d = draws(step, ect_levels(step, 1, t_max), &batch(), 64);
+    assert!(d.lo.contains(&0.0) && d.lo.iter().any(|&r| r > 0.0));
+    let enc_masks = dropout_masks("encoder-dropout", step, 64);
     let (f, e) = (HostMlp::of(&nets.online), HostMlp::of(nets.encoder.as_ref().unwrap()));
     let li = |x: &[f64], t: f64, masks: &[Vec<f64>; 2]| -> Vec<f64> {
         let sd = SIGMA_DATA;
@@ -572,16 +546,13 @@ fn vct_on_ect_with_the_li_kernel_recomputed() {
     let x = rows(&batch());
     let reference: Vec<f64> = (0..N)
         .map(|i| {
-            let xin: Vec<f64> = x[i].iter().map(|v| v / SIGMA_DATA).collect();
-            let out = e.forward(&xin, 0.0, Some(&[m0[i].clone(), m1[i].clone()]));
-            let (mu, s): (Vec<f64>, Vec<f64>) = (out[..D].to_vec(), out[D..].iter().map(|&v| softplus(v) + 1e-8).collect());
+            let (mu, s) = host_posterior(&e, &x[i], &enc_masks[i]);
             let z: Vec<f64> = (0..D).map(|k| mu[k] + s[k] * d.noise[i][k]).collect();
             let (t, r) = (d.hi[i], d.lo[i]);
             let point = |level: f64| -> Vec<f64> { (0..D).map(|k| (1.0 - level / t_max) * x[i][k] + level * z[k]).collect() };
             let student = li(&point(t), t, &d.masks[i]);
             let target = if r == 0.0 { x[i].clone() } else { li(&point(r), r, &d.masks[i]) };
-            let kl: f64 = (0..D).map(|k| 0.5 * (mu[k] * mu[k] + s[k] * s[k] - 1.0) - s[k].ln()).sum();
-            pseudo_huber(&student, &target, 0.0) / (t - r) + beta_eff * kl
+            pseudo_huber(&student, &target, 0.0) / (t - r) + beta_eff * host_kl(&mu, &s)
         })
         .collect();
     assert_close(&code, &reference, "vct on ect with li");
