@@ -15,6 +15,12 @@
 //! - `LiCm`: the same kernel on the iCT schedule, shifted in training too (sony/vct
 //!   models/cm_base.py:75), as `Cm` is for the VE kernel.
 //!
+//! - Phased (`phases = M`; Phased Consistency Models, Wang et al. 2024, and SCT's phased
+//!   tuning): edges s₀ = σ_min < s₁ < … < s_M = σ_max ([`crate::schedule::phase_edges`]); for σ in
+//!   (s_m, s_{m+1}] the model maps to its phase's lower edge, f(x, σ) = x̂₀ + (s_m/σ)(x − x̂₀),
+//!   with x̂₀ the denoiser of the kind's coefficients (EDM's for ECT/SCT). With g = s_m/σ that is
+//!   c_skip = g + (1 − g)·c_skip(D), c_out = (1 − g)·c_out(D); at σ = s_m, g = 1 and f = x.
+//!
 //! The coefficients are computed per sample on the host in f64 and uploaded.
 
 use crate::nn::dropout::Dropout;
@@ -47,6 +53,9 @@ pub struct Precond {
     pub sigma_min: f64,
     /// T of the linear-interpolation kernel (σ_max); unused by the others.
     pub t_max: f64,
+    /// Phased models: the number of phases M between σ_min and t_max (σ_max).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,7 +67,33 @@ pub struct Coefficients {
 }
 
 impl Precond {
+    /// The phase edges s₀ … s_M of a phased model.
+    pub fn edges(&self) -> Option<Vec<f64>> {
+        self.phases.map(|m| crate::schedule::phase_edges(m as usize, self.sigma_min, self.t_max))
+    }
+
+    /// Whether σ is a phase's lower edge s_m (m < M), where f(x, s_m) = x.
+    pub fn is_edge(&self, sigma: f64) -> bool {
+        self.edges().is_some_and(|e| e[..e.len() - 1].contains(&sigma))
+    }
+
     pub fn coefficients(&self, sigma: f64, phase: Phase) -> Coefficients {
+        match self.edges() {
+            Some(edges) => self.coefficients_in_phase(sigma, crate::schedule::phase_of(&edges, sigma), phase),
+            None => self.coefficients_unphased(sigma, phase),
+        }
+    }
+
+    /// A phased model's coefficients at σ as phase `m` maps them (to s_m): g = min(s_m/σ, 1)
+    /// (below σ_min the model is the identity, as f(x, σ_min) = x).
+    pub fn coefficients_in_phase(&self, sigma: f64, m: usize, phase: Phase) -> Coefficients {
+        let d = self.coefficients_unphased(sigma, phase);
+        let Some(edges) = self.edges() else { return d };
+        let g = (edges[m] / sigma).min(1.0);
+        Coefficients { c_skip: g + (1.0 - g) * d.c_skip, c_out: (1.0 - g) * d.c_out, ..d }
+    }
+
+    fn coefficients_unphased(&self, sigma: f64, phase: Phase) -> Coefficients {
         let sd = self.sigma_data;
         let c_noise = sigma.ln() / 4.0;
         let shifted = match self.kind {
@@ -117,7 +152,7 @@ mod tests {
     use candle_core::{DType, Device};
 
     fn pc(kind: PrecondKind) -> Precond {
-        Precond { kind, sigma_data: 0.5, sigma_min: 0.002, t_max: 80.0 }
+        Precond { kind, sigma_data: 0.5, sigma_min: 0.002, t_max: 80.0, phases: None }
     }
 
     #[test]
@@ -187,11 +222,45 @@ mod tests {
             let net = Network::new(store.var_builder(DType::F32, &dev), &preset(name, kind, 1, None).unwrap()).unwrap();
             let x = crate::rng::normal(&mut crate::rng::stream(1, "x", 0), shape, DType::F32, &dev).unwrap();
             for k in [PrecondKind::Cm, PrecondKind::Ect, PrecondKind::Li, PrecondKind::LiCm] {
-                let p = Precond { kind: k, sigma_data: 0.5, sigma_min: 0.003, t_max: 80.0 };
+                let p = Precond { kind: k, sigma_data: 0.5, sigma_min: 0.003, t_max: 80.0, phases: None };
                 let f = p.apply(&net, &x, &[0.003; 3], Phase::Eval, &mut Dropout::off()).unwrap();
                 let (a, b): (Vec<f32>, Vec<f32>) = (f.flatten_all().unwrap().to_vec1().unwrap(), x.flatten_all().unwrap().to_vec1().unwrap());
                 assert_eq!(a, b, "{name} {k:?}");
             }
         }
+    }
+
+    /// Phased models: at σ in (s_m, s_{m+1}] the output is D + (s_m/σ)(x − D) with D EDM's
+    /// denoiser (recomputed here from EDM's coefficients); f(x, s_m) = x exactly when σ = s_m is
+    /// taken as phase m's lower edge; and f(x, σ_min) = x bit for bit with a random network.
+    #[test]
+    fn phased_parameterisation() {
+        let p = Precond { kind: PrecondKind::Edm, sigma_data: 0.5, sigma_min: 0.002, t_max: 80.0, phases: Some(4) };
+        let e = p.edges().unwrap();
+        assert_eq!(e.len(), 5);
+        let edm = pc(PrecondKind::Edm);
+        for m in 0..4 {
+            // Inside the phase: c_skip = g + (1 − g)·cs, c_out = (1 − g)·co with g = s_m/σ.
+            let sigma = (e[m] * e[m + 1]).sqrt();
+            let (c, d) = (p.coefficients(sigma, Phase::Eval), edm.coefficients(sigma, Phase::Eval));
+            let g = e[m] / sigma;
+            assert!((c.c_skip - (g + (1.0 - g) * d.c_skip)).abs() < 1e-15 && (c.c_out - (1.0 - g) * d.c_out).abs() < 1e-15);
+            assert_eq!((c.c_in, c.c_noise), (d.c_in, d.c_noise));
+            // Its lower edge, as the phase's own: the identity.
+            let b = p.coefficients_in_phase(e[m], m, Phase::Train);
+            assert_eq!((b.c_skip, b.c_out), (1.0, 0.0), "phase {m}");
+            assert!(p.is_edge(e[m]) && !p.is_edge(sigma));
+        }
+        assert!(!p.is_edge(80.0));
+        // The upper edge belongs to the phase below it: s_{m+1} maps to s_m.
+        let c = p.coefficients(e[2], Phase::Eval);
+        let g = e[1] / e[2];
+        assert!((c.c_skip - (g + (1.0 - g) * edm.coefficients(e[2], Phase::Eval).c_skip)).abs() < 1e-15);
+        let dev = Device::Cpu;
+        let store = ParamStore::seeded(9);
+        let net = Network::new(store.var_builder(DType::F32, &dev), &preset("mlp-toy", SampleKind::Points { dim: 2 }, 1, None).unwrap()).unwrap();
+        let x = crate::rng::normal(&mut crate::rng::stream(1, "x", 0), (3, 2), DType::F32, &dev).unwrap();
+        let f = p.apply(&net, &x, &[0.002; 3], Phase::Eval, &mut Dropout::off()).unwrap();
+        assert_eq!(f.to_vec2::<f32>().unwrap(), x.to_vec2::<f32>().unwrap());
     }
 }

@@ -13,13 +13,40 @@ use crate::ode::{self, NetDenoiser, Solver};
 use crate::rng::per_sample_normal;
 use candle_core::{Device, Result, Tensor};
 
+/// Guidance by a weaker model of the same kind (Karras et al. 2024, "Guiding a diffusion model
+/// with a bad version of itself"; SCT guides with earlier EMA snapshots): every evaluation
+/// becomes f_w = f_weak + w·(f − f_weak), computed as w·f + (1 − w)·f_weak so that w = 1 gives
+/// the model and w = 0 the weak one exactly.
+pub struct Guide<'a> {
+    pub spec: &'a ModelSpec,
+    pub net: &'a Network,
+    pub w: f64,
+}
+
+/// One evaluation of a consistency model at per-sample levels (detached: the weights are
+/// variables, and an undetached chain would keep every intermediate of every step alive).
+fn evaluate(spec: &ModelSpec, net: &Network, guide: Option<&Guide>, x: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
+    let f = spec.precond.apply(net, x, sigmas, Phase::Eval, &mut Dropout::off())?.detach();
+    match guide {
+        None => Ok(f),
+        Some(g) => {
+            let weak = g.spec.precond.apply(g.net, x, sigmas, Phase::Eval, &mut Dropout::off())?.detach();
+            (f * g.w)?.add(&(weak * (1.0 - g.w))?)
+        }
+    }
+}
+
 /// Samples from a consistency model: 1 step from σ_max, then one step per level in `mids`
 /// (2-step sampling: `mids = [σ_mid]`). Each extra step re-noises the estimate to the level
 /// (x̂ + σ·z, ECT's convention; VCT draws z from its encoder at x̂ and uses its kernel).
+/// A phased model instead takes one deterministic evaluation per phase, from σ_max down the
+/// edges (each maps its phase's upper edge to the lower one), and ignores `mids`.
+#[allow(clippy::too_many_arguments)]
 pub fn consistency_samples(
     spec: &ModelSpec,
     net: &Network,
     encoder: Option<&Network>,
+    guide: Option<&Guide>,
     mids: &[f64],
     seed: u64,
     first: u64,
@@ -28,12 +55,12 @@ pub fn consistency_samples(
 ) -> Result<Tensor> {
     let shape = spec.sample_shape();
     let kernel = spec.kernel.kernel();
-    let precond = spec.precond;
     let z = per_sample_normal(seed, "sample", first, n, &shape, device)?;
     let x = kernel.noisy(&z.zeros_like()?, &z, &vec![spec.sigma_max; n])?;
-    // Detach every evaluation: the weights are variables, and an undetached chain would keep
-    // every intermediate of every step alive (fresh memory for each, slow on the CPU).
-    let mut xhat = precond.apply(net, &x, &vec![spec.sigma_max; n], Phase::Eval, &mut Dropout::off())?.detach();
+    if let Some(edges) = spec.precond.edges() {
+        return phased_walk(&edges, x, |x, sigma| evaluate(spec, net, guide, x, &vec![sigma; n]));
+    }
+    let mut xhat = evaluate(spec, net, guide, &x, &vec![spec.sigma_max; n])?;
     for (k, &sigma) in mids.iter().enumerate() {
         let eps = per_sample_normal(seed, &format!("sample-step{}", k + 1), first, n, &shape, device)?;
         let noise = match encoder {
@@ -44,9 +71,19 @@ pub fn consistency_samples(
             None => eps,
         };
         let x = kernel.noisy(&xhat, &noise, &vec![sigma; n])?;
-        xhat = precond.apply(net, &x, &vec![sigma; n], Phase::Eval, &mut Dropout::off())?.detach();
+        xhat = evaluate(spec, net, guide, &x, &vec![sigma; n])?;
     }
     Ok(xhat)
+}
+
+/// A phased model's sampler: from s_M down, one evaluation at each upper edge s_{m+1}, which
+/// the model maps to s_m (precond.rs); M evaluations in all.
+pub fn phased_walk(edges: &[f64], x: Tensor, mut eval: impl FnMut(&Tensor, f64) -> Result<Tensor>) -> Result<Tensor> {
+    let mut x = x;
+    for m in (0..edges.len() - 1).rev() {
+        x = eval(&x, edges[m + 1])?;
+    }
+    Ok(x)
 }
 
 /// EDM's deterministic sampler on a trained denoiser: Heun steps on the Karras grid of `steps`
@@ -63,13 +100,15 @@ pub fn heun_from(denoiser: &Network, precond: Precond, sigma_max: f64, steps: us
 }
 
 /// Samples for a trained model: its ODE solver if it is a denoiser (`steps` Heun levels),
-/// else `steps` consistency steps with intermediate levels `mids` (len = steps − 1).
-pub fn model_samples(spec: &ModelSpec, net: &Network, encoder: Option<&Network>, steps: usize, mids: &[f64], seed: u64, first: u64, n: usize, device: &Device) -> Result<Tensor> {
+/// else `steps` consistency steps with intermediate levels `mids` (len = steps − 1), or one
+/// per phase for a phased model; guided by a weaker model when `guide` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn model_samples(spec: &ModelSpec, net: &Network, encoder: Option<&Network>, guide: Option<&Guide>, steps: usize, mids: &[f64], seed: u64, first: u64, n: usize, device: &Device) -> Result<Tensor> {
     if spec.is_denoiser() {
         let precond = Precond { kind: PrecondKind::Edm, ..spec.precond };
         heun_samples(net, precond, spec.sigma_max, steps, seed, first, n, &spec.sample_shape(), device)
     } else {
-        consistency_samples(spec, net, encoder, &mids[..steps.saturating_sub(1).min(mids.len())], seed, first, n, device)
+        consistency_samples(spec, net, encoder, guide, &mids[..steps.saturating_sub(1).min(mids.len())], seed, first, n, device)
     }
 }
 
@@ -96,5 +135,77 @@ mod tests {
         let c = crate::metrics::toy::mode_coverage(&pts, &[[0.0, 0.5], [0.0, -0.5]], 0.1);
         assert_eq!(c.near, 1.0);
         assert!(c.per_mode.iter().all(|&f| (f - 0.5).abs() < 0.03), "{c:?}");
+    }
+
+    /// A phased sampler takes one evaluation per phase, at the upper edges from σ_max down.
+    /// With the closed-form denoiser of the two-Gaussians toy inside the phased
+    /// parameterisation each step is a DDIM (Euler) jump to the lower edge: one phase lands on
+    /// the data's mean, many land on the modes.
+    #[test]
+    fn phased_sampling_evaluates_once_per_phase() {
+        let dev = Device::Cpu;
+        let g = GaussianMixture::two_gaussians();
+        for m in [1usize, 2, 4, 64] {
+            let edges = crate::schedule::phase_edges(m, 0.002, 80.0);
+            let z = (per_sample_normal(0, "sample", 0, 2000, &[2], &dev).unwrap() * 80.0).unwrap();
+            let mut seen = Vec::new();
+            let x = phased_walk(&edges, z, |x, sigma| {
+                seen.push(sigma);
+                let lower = edges[crate::schedule::phase_of(&edges, sigma)];
+                let d = g.denoise(x, &vec![sigma; 2000])?;
+                // f = D + (s_m/σ)(x − D)
+                d.add(&((x - &d)? * (lower / sigma))?)
+            })
+            .unwrap();
+            let mut want: Vec<f64> = edges[1..].to_vec();
+            want.reverse();
+            assert_eq!(seen, want, "{m} phases");
+            let pts: Vec<[f64; 2]> = x.to_vec2::<f32>().unwrap().iter().map(|p| [p[0] as f64, p[1] as f64]).collect();
+            let c = crate::metrics::toy::mode_coverage(&pts, &[[0.0, 0.5], [0.0, -0.5]], 0.1);
+            if m == 1 {
+                assert_eq!(c.near, 0.0, "{c:?}");
+            } else if m == 64 {
+                assert!(c.near > 0.99, "{m} phases: {c:?}");
+            }
+        }
+    }
+
+    /// Guidance with w = 1 is the model and with w = 0 the guide, exactly; w = 2 extrapolates
+    /// 2f − f_weak (to f32 rounding).
+    #[test]
+    fn guidance_limits() {
+        let dev = Device::Cpu;
+        let kind = crate::data::schema::SampleKind::Points { dim: 2 };
+        let cfg = crate::nn::preset("mlp-small", kind, 1, None).unwrap();
+        let (a, b) = (crate::model::Weights::init(&cfg, 1, &dev).unwrap(), crate::model::Weights::init(&cfg, 2, &dev).unwrap());
+        let precond = Precond { kind: PrecondKind::Ect, sigma_data: 0.5, sigma_min: 0.003, t_max: 5.0, phases: Some(2) };
+        let spec = ModelSpec {
+            format: crate::model::MODEL_FORMAT,
+            method: "sct".into(),
+            schedule: "ect".into(),
+            network: cfg,
+            encoder: None,
+            precond,
+            kernel: crate::methods::spec::KernelSpec::Ve,
+            sigma_max: 5.0,
+            sigma_mid: 0.821,
+            data: kind,
+            dataset: "test".into(),
+            parameters: 0,
+            steps: 0,
+        };
+        let sample = |net: &Network, guide: Option<&Guide>| consistency_samples(&spec, net, None, guide, &[], 3, 0, 64, &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (fa, fb) = (sample(&a.net, None), sample(&b.net, None));
+        assert_ne!(fa, fb);
+        assert_eq!(sample(&a.net, Some(&Guide { spec: &spec, net: &b.net, w: 1.0 })), fa);
+        assert_eq!(sample(&a.net, Some(&Guide { spec: &spec, net: &b.net, w: 0.0 })), fb);
+        // One phase's worth: at M = 1 the guided result is one evaluation, 2f − f_weak.
+        let one = ModelSpec { precond: Precond { phases: Some(1), ..precond }, ..spec.clone() };
+        let s1 = |net: &Network, guide: Option<&Guide>| consistency_samples(&one, net, None, guide, &[], 3, 0, 64, &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (f1, w1) = (s1(&a.net, None), s1(&b.net, None));
+        let g2 = s1(&a.net, Some(&Guide { spec: &one, net: &b.net, w: 2.0 }));
+        for ((g, f), w) in g2.iter().zip(&f1).zip(&w1) {
+            assert!((g - (2.0 * f - w)).abs() < 1e-4, "{g} vs {}", 2.0 * f - w);
+        }
     }
 }

@@ -80,6 +80,23 @@ pub fn pseudo_huber_c(values_per_sample: usize) -> f64 {
     0.00054 * (values_per_sample as f64).sqrt()
 }
 
+/// ρ of the phase edges: EDM's sampling grid.
+pub const PHASE_RHO: f64 = 7.0;
+
+/// The edges s₀ = σ_min < s₁ < … < s_M = σ_max of M phases: M + 1 points of the Karras grid
+/// (ρ = 7), i.e. evenly spaced in the index of EDM's sampling grid, as Phased Consistency Models
+/// space them evenly in the index of the DDIM grid (G-U-N/Phased-Consistency-Model
+/// train_pcm_lora_sd15.py:321-326, `linspace(0, 50, multiphase)` over 50 DDIM steps).
+pub fn phase_edges(phases: usize, sigma_min: f64, sigma_max: f64) -> Vec<f64> {
+    karras_sigmas(phases.max(1) + 1, sigma_min, sigma_max, PHASE_RHO)
+}
+
+/// The phase m of a noise level: s_m < σ ≤ s_{m+1}; 0 at or below s₀ and M − 1 above s_M.
+pub fn phase_of(edges: &[f64], sigma: f64) -> usize {
+    let last = edges.len() - 2;
+    (0..=last).find(|&m| sigma <= edges[m + 1]).unwrap_or(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +191,16 @@ mod tests {
     fn pseudo_huber_constant() {
         assert!((pseudo_huber_c(3072) - 0.0299298379547902).abs() < 1e-15);
         assert!((pseudo_huber_c(64 * 64 * 3) - 0.0598596759095804).abs() < 1e-15);
+    }
+
+    /// Two phases on [0.002, 80] split at ((0.002^(1/7) + 80^(1/7))/2)^7; a level belongs to
+    /// the phase whose upper edge it does not exceed.
+    #[test]
+    fn phase_edges_and_membership() {
+        let e = phase_edges(2, 0.002, 80.0);
+        let mid = ((0.002f64.powf(1.0 / 7.0) + 80f64.powf(1.0 / 7.0)) / 2.0).powi(7);
+        assert_eq!(e.len(), 3);
+        assert!((e[1] - mid).abs() < 1e-12 && e[0] == 0.002 && e[2] == 80.0, "{e:?}");
+        assert_eq!([phase_of(&e, 0.001), phase_of(&e, 0.002), phase_of(&e, 0.0021), phase_of(&e, e[1]), phase_of(&e, e[1] * 1.0001), phase_of(&e, 80.0), phase_of(&e, 500.0)], [0, 0, 0, 0, 1, 1, 1]);
     }
 }

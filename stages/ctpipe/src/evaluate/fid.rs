@@ -48,6 +48,13 @@ crate::config_struct! {
         pub grid: u64 = 64,
         /// Toy data: MMD uses at most this many samples (it is quadratic).
         pub mmd_n: u64 = 2000,
+        /// Guidance strengths w to sweep with the `guide` model (Karras et al. 2024: f_w =
+        /// f_guide + w·(f − f_guide); w = 1 is the model itself), with every sampler of every
+        /// consistency model.
+        pub guidance: Vec<f64> = vec![],
+        /// The guide's EMA snapshot at this training step (its `keep_snapshots`; SCT guides
+        /// with snapshots at 25–75 % of training) instead of its final weights.
+        pub guide_step: Option<u64> = None,
     }
 }
 
@@ -66,6 +73,12 @@ impl EvalConfig {
         if self.sigmas.windows(2).any(|w| w[1] >= w[0]) || self.sigmas.iter().any(|s| *s <= 0.0) {
             return Err(usage("field `sigmas`: expected positive levels in decreasing order"));
         }
+        if self.guidance.iter().any(|w| !w.is_finite()) {
+            return Err(usage("field `guidance`: expected finite strengths w"));
+        }
+        if self.guide_step.is_some() && self.guidance.is_empty() {
+            return Err(usage("field `guide_step` applies with `guidance` (and the `guide` input)"));
+        }
         if !matches!(self.weights.as_str(), "ema" | "online") {
             return Err(usage(format!("field `weights`: `{}` (expected ema or online)", self.weights)));
         }
@@ -82,6 +95,8 @@ pub struct Row {
     pub key: String,
     pub sampler: String,
     pub nfe: u64,
+    /// Guidance strength w with the `guide` model (None: unguided).
+    pub guidance: Option<f64>,
     /// Training step of a snapshot (None: the final model).
     pub train_step: Option<u64>,
     pub fd: Vec<f64>,
@@ -105,6 +120,10 @@ fn samplers(cfg: &EvalConfig, spec: &ModelSpec) -> Vec<Sampler> {
     if spec.is_denoiser() {
         let n = cfg.heun_steps as usize;
         return vec![Sampler { name: format!("heun-{n}"), steps: n, mids: vec![], nfe: 2 * n as u64 - 1 }];
+    }
+    if let Some(m) = spec.precond.phases {
+        // One evaluation per phase whatever `steps` asks for.
+        return vec![Sampler { name: format!("{m}-phase"), steps: m as usize, mids: vec![], nfe: m as u64 }];
     }
     cfg.steps
         .iter()
@@ -137,9 +156,14 @@ pub struct Evaluation {
     pub toy: Option<ToyMeasures>,
 }
 
-pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>, models: &[Artifact], out: &Path, device: &Device) -> Result<Value> {
+pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>, models: &[Artifact], guide: Option<&Artifact>, out: &Path, device: &Device) -> Result<Value> {
     if models.is_empty() {
         return Err(usage("input `models`: at least one model artifact to evaluate"));
+    }
+    match (guide.is_some(), cfg.guidance.is_empty()) {
+        (true, true) => return Err(usage("input `guide` needs field `guidance`: the strengths w to sweep")),
+        (false, false) => return Err(usage("field `guidance` needs input `guide`: the weaker model to guide with")),
+        _ => {}
     }
     // Images need only the description; the toys' splits are the reference itself.
     let info = crate::data::io::read_info(&data.dir.join("train.parquet"))?;
@@ -172,6 +196,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
         }
     };
     let which = if cfg.weights == "ema" { Which::Ema } else { Which::Online };
+    let guide = guide.map(|g| load_guide(g, cfg.guide_step, device)).transpose()?;
     let mut rows = Vec::new();
     let mut labels: Vec<String> = Vec::new();
     // The toys' models, kept for their measurements after the loop (they are small).
@@ -195,20 +220,33 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
             label = format!("{label} {}", art.key().short());
         }
         labels.push(label.clone());
+        let strengths: Vec<Option<f64>> = std::iter::once(None).chain(cfg.guidance.iter().map(|&w| Some(w))).collect();
         for s in samplers(cfg, &m.spec) {
-            let row = measure(cfg, &m, &m.net.net, &s, &cfg.seeds, &reference_kind, device, &label, art, None)?;
-            eprintln!("evaluate-fid: {label} {}: FD min {:.4} mean {:.4}", s.name, row.fd_min, row.fd_mean);
-            rows.push(row);
-            let x = crate::train::generate(&m.spec, &m.net.net, m.encoder.as_ref().map(|e| &e.net), s.steps, &s.mids, cfg.seeds[0], cfg.grid as usize, device)?;
-            let file = format!("samples-{}-{}.png", label.replace(' ', "-"), s.name);
-            std::fs::write(out.join(file), picture(&m.spec, &x, &reference_kind)?)?;
+            for &w in &strengths {
+                let g = match (w, &guide) {
+                    (Some(w), Some((spec, weights, origin))) if !m.spec.is_denoiser() => {
+                        check_guide(&m.spec, spec, origin, &label)?;
+                        Some(crate::sample::Guide { spec, net: &weights.net, w })
+                    }
+                    (Some(_), _) => continue,
+                    (None, _) => None,
+                };
+                let row = measure(cfg, &m, &m.net.net, g.as_ref(), &s, &cfg.seeds, &reference_kind, device, &label, art, None)?;
+                let how = w.map(|w| format!(" guided w = {w}")).unwrap_or_default();
+                eprintln!("evaluate-fid: {label} {}{how}: FD min {:.4} mean {:.4}", s.name, row.fd_min, row.fd_mean);
+                rows.push(row);
+                let x = crate::train::generate_guided(&m.spec, &m.net.net, m.encoder.as_ref().map(|e| &e.net), g.as_ref(), s.steps, &s.mids, cfg.seeds[0], cfg.grid as usize, device)?;
+                let w_part = w.map(|w| format!("-w{w}")).unwrap_or_default();
+                let file = format!("samples-{}-{}{w_part}.png", label.replace(' ', "-"), s.name);
+                std::fs::write(out.join(file), picture(&m.spec, &x, &reference_kind)?)?;
+            }
         }
         if cfg.snapshots {
             for (step, path) in snapshots(art)? {
                 let tensors = model::load_tensors(&path, device)?;
                 let w = model::Weights::from_tensors(&m.spec.network, tensors, device)?;
                 let s = &samplers(cfg, &m.spec)[0];
-                let row = measure(cfg, &m, &w.net, s, &cfg.seeds[..1], &reference_kind, device, &label, art, Some(step))?;
+                let row = measure(cfg, &m, &w.net, None, s, &cfg.seeds[..1], &reference_kind, device, &label, art, Some(step))?;
                 eprintln!("evaluate-fid: {label} at step {step} ({}): FD {:.4}", s.name, row.fd_min);
                 rows.push(row);
             }
@@ -245,6 +283,47 @@ fn measure_toy(truth: &[[f64; 2]], centres: &[[f64; 2]], mode_names: &[String], 
     Ok(t)
 }
 
+/// The guide: a model artifact's EMA weights, or its snapshot at `step`; with its spec and a
+/// name for messages.
+fn load_guide(art: &Artifact, step: Option<u64>, device: &Device) -> Result<(ModelSpec, model::Weights, String)> {
+    let spec = model::read_spec(art)?;
+    let origin = format!("{}/{}", art.stage(), art.key().short());
+    let path = match step {
+        None => art.file("ema.safetensors")?,
+        Some(step) => {
+            let snaps = snapshots(art)?;
+            match snaps.iter().find(|(s, _)| *s == step) {
+                Some((_, p)) => p.clone(),
+                None => {
+                    let have: Vec<String> = snaps.iter().map(|(s, _)| s.to_string()).collect();
+                    return Err(usage(format!("field `guide_step`: the guide {origin} has no snapshot at step {step} (it has: {})", if have.is_empty() { "none; train it with keep_snapshots = true".into() } else { have.join(", ") })));
+                }
+            }
+        }
+    };
+    let weights = model::Weights::from_tensors(&spec.network, model::load_tensors(&path, device)?, device)?;
+    let origin = match step {
+        Some(s) => format!("{origin} @ step {s}"),
+        None => origin,
+    };
+    Ok((spec, weights, origin))
+}
+
+/// A guide must be a consistency model of the same data and parameterisation (phases and
+/// noise range), so that both evaluations estimate the same quantity at the same points.
+fn check_guide(model: &ModelSpec, guide: &ModelSpec, origin: &str, label: &str) -> Result<()> {
+    if guide.is_denoiser() {
+        return Err(usage(format!("input `guide`: {origin} is a denoiser (EDM); guidance needs a consistency model")));
+    }
+    if guide.data != model.data || guide.precond.phases != model.precond.phases || guide.sigma_max != model.sigma_max || guide.kernel != model.kernel {
+        return Err(usage(format!(
+            "input `guide`: {origin} does not match model {label} (data, phases, sigma_max and kernel must agree: {:?}/{:?}/{}/{:?} against {:?}/{:?}/{}/{:?})",
+            guide.data, guide.precond.phases, guide.sigma_max, guide.kernel, model.data, model.precond.phases, model.sigma_max, model.kernel
+        )));
+    }
+    Ok(())
+}
+
 /// The snapshots of a model artifact, by training step.
 fn snapshots(art: &Artifact) -> Result<Vec<(u64, std::path::PathBuf)>> {
     let mut out: Vec<(u64, std::path::PathBuf)> = art
@@ -265,6 +344,7 @@ fn measure(
     cfg: &EvalConfig,
     m: &LoadedModel,
     net: &Network,
+    guide: Option<&crate::sample::Guide>,
     s: &Sampler,
     seeds: &[u64],
     reference: &Reference,
@@ -283,6 +363,7 @@ fn measure(
         key: art.key().to_string(),
         sampler: s.name.clone(),
         nfe: s.nfe,
+        guidance: guide.map(|g| g.w),
         train_step,
         fd: Vec::new(),
         fd_min: f64::NAN,
@@ -294,7 +375,7 @@ fn measure(
     };
     let what = match train_step {
         Some(step) => format!("evaluate-fid: {label} @ step {step} {}", s.name),
-        None => format!("evaluate-fid: {label} {}", s.name),
+        None => format!("evaluate-fid: {label} {}{}", s.name, guide.map(|g| format!(" w = {}", g.w)).unwrap_or_default()),
     };
     let mut progress = crate::progress::Progress::new(&what, (n * seeds.len()) as u64);
     for (i, &seed) in seeds.iter().enumerate() {
@@ -304,7 +385,7 @@ fn measure(
                 return Ok(None);
             }
             let k = (n - first).min(batch);
-            let x = crate::sample::model_samples(&m.spec, net, enc, s.steps, &s.mids, seed, first as u64, k, device)?;
+            let x = crate::sample::model_samples(&m.spec, net, enc, guide, s.steps, &s.mids, seed, first as u64, k, device)?;
             first += k;
             progress.set_position((i * n + first) as u64);
             Ok(Some(x))
@@ -360,7 +441,7 @@ const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
 
 fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
     std::fs::write(out.join("report.md"), super::report::markdown(ev, cfg))?;
-    let finals: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_none()).collect();
+    let finals: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_none() && r.guidance.is_none()).collect();
     let mut models: Vec<&str> = finals.iter().map(|r| r.model.as_str()).collect();
     models.dedup();
     let series: Vec<Series> = models
@@ -387,6 +468,21 @@ fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
             .filter(|s| !s.points.is_empty())
             .collect();
         std::fs::write(out.join("fd-training.svg"), line_plot_svg(&format!("FD over training on {}", ev.dataset), "training step", "FD", &series, true))?;
+    }
+    let guided: Vec<&Row> = ev.rows.iter().filter(|r| r.guidance.is_some()).collect();
+    if !guided.is_empty() {
+        let mut curves: Vec<(String, String)> = guided.iter().map(|r| (r.model.clone(), r.sampler.clone())).collect();
+        curves.dedup();
+        let series: Vec<Series> = curves
+            .iter()
+            .enumerate()
+            .map(|(i, (m, smp))| Series {
+                name: format!("{m} {smp}"),
+                points: guided.iter().filter(|r| &r.model == m && &r.sampler == smp).map(|r| (r.guidance.unwrap_or(1.0), r.fd_min)).collect(),
+                color: COLORS[i % COLORS.len()],
+            })
+            .collect();
+        std::fs::write(out.join("guidance.svg"), line_plot_svg(&format!("FD against guidance strength on {}", ev.dataset), "guidance w (1 = unguided)", "FD (min over seeds)", &series, true))?;
     }
     if let Some(t) = ev.toy.as_ref().filter(|t| !t.transport.is_empty()) {
         std::fs::write(out.join("transport.svg"), toy_measures::transport_svg(t, &ev.dataset))?;

@@ -41,7 +41,7 @@ pub fn markdown(ev: &Evaluation, cfg: &EvalConfig) -> String {
         }
         s.push('\n');
     };
-    for r in ev.rows.iter().filter(|r| r.train_step.is_none()) {
+    for r in ev.rows.iter().filter(|r| r.train_step.is_none() && r.guidance.is_none()) {
         row(&mut s, r);
     }
     for (what, fd) in &ev.baselines {
@@ -50,6 +50,14 @@ pub fn markdown(ev: &Evaluation, cfg: &EvalConfig) -> String {
             s.push_str(" – | – | – | – |");
         }
         s.push('\n');
+    }
+    let guided: Vec<&Row> = ev.rows.iter().filter(|r| r.guidance.is_some()).collect();
+    if !guided.is_empty() {
+        let _ = writeln!(s, "\nGuidance by a weaker model (`guide`{}): f_w = f_guide + w·(f − f_guide), at every evaluation; w = 1 is the model alone, w = 0 the guide alone.\n", cfg.guide_step.map(|st| format!(", its snapshot at step {st}")).unwrap_or_default());
+        let _ = writeln!(s, "| model | sampler | w | FD min | FD mean |\n|---|---|---:|---:|---:|");
+        for r in guided {
+            let _ = writeln!(s, "| {} | {} | {} | {} | {} |", r.model, r.sampler, r.guidance.unwrap_or(1.0), num(r.fd_min), num(r.fd_mean));
+        }
     }
     if let Some(t) = &ev.toy {
         s.push_str(&super::toy_measures::markdown(t));

@@ -19,7 +19,7 @@
 
 use crate::analytic::GaussianMixture;
 use crate::coupling::vc::posterior;
-use crate::methods::sct::{correction, References};
+use crate::methods::sct::reference_mean;
 use crate::model::LoadedModel;
 use crate::nn::dropout::Dropout;
 use crate::nn::ops::to_f64_vec;
@@ -81,7 +81,12 @@ pub struct TargetRow {
     pub ect: f64,
     /// E‖x̂₀ − E[x | x_t]‖² with the batch as SCT's references.
     pub sct: f64,
+    /// The same with larger pools (`SCT_POOLS`, the batch included): (size, error).
+    pub pools: Vec<(usize, f64)>,
 }
+
+/// SCT's reference pools measured beside the batch.
+pub const SCT_POOLS: &[usize] = &[1024, 4096];
 
 /// What a model's training logged, from its manifest (means over the second half of training).
 #[derive(Debug, Clone, Serialize)]
@@ -241,29 +246,46 @@ pub fn posteriors(test: &[[f64; 2]], centres: &[[f64; 2]], mode_names: &[String]
 }
 
 /// SCT's clean estimate against ECT's, per t: batches of `SCT_BATCH` test points, one noise
-/// draw each, the error of each estimate around the exact posterior mean.
+/// draw each, the error of each estimate around the exact posterior mean; SCT with the batch
+/// as references, and with each pool of `SCT_POOLS` (the batch and other test points, drawn per
+/// batch from the stream (seed, "target-pool-<size>", batch)).
 pub fn target_variance(test: &[[f64; 2]], centres: &[[f64; 2]], seed: u64, device: &Device) -> Result<Vec<TargetRow>> {
     let mixture = fit_mixture(test, centres);
     let batches = (test.len().min(POINTS) / SCT_BATCH).max(1);
+    let pools: Vec<usize> = SCT_POOLS.iter().copied().filter(|&p| p <= test.len()).collect();
     let mut rows = Vec::new();
     for (li, &t) in LEVELS.iter().enumerate() {
         let (mut ect, mut sct, mut count) = (0.0, 0.0, 0usize);
+        let mut pooled = vec![0.0; pools.len()];
         for b in 0..batches {
-            let x: Vec<[f64; 2]> = test.iter().skip(b * SCT_BATCH).take(SCT_BATCH).copied().collect();
+            let first = b * SCT_BATCH;
+            let x: Vec<[f64; 2]> = test.iter().skip(first).take(SCT_BATCH).copied().collect();
             let n = x.len();
             let x_t = tensor(&x, device)?;
-            let eps = crate::rng::per_sample_normal(seed, &format!("target-{li}"), (b * SCT_BATCH) as u64, n, &[2], device)?;
-            let noisy = x_t.add(&(&eps * t)?)?;
-            let exact: Vec<[f64; 2]> = points(&noisy)?.iter().map(|p| {
+            let eps = crate::rng::per_sample_normal(seed, &format!("target-{li}"), first as u64, n, &[2], device)?;
+            let noisy = points(&x_t.add(&(&eps * t)?)?)?;
+            let exact: Vec<[f64; 2]> = noisy.iter().map(|p| {
                 let d = mixture.denoise_point(p, t);
                 [d[0], d[1]]
             }).collect();
-            let x0_hat = points(&x_t.add(&correction(&noisy, &x_t, &vec![t; n], References::Batch)?)?)?;
+            let flat = |p: &[[f64; 2]]| p.iter().flat_map(|q| *q).collect::<Vec<f64>>();
+            let as_points = |v: Vec<f64>| v.chunks(2).map(|c| [c[0], c[1]]).collect::<Vec<_>>();
+            let ts = vec![t; n];
+            let x0_hat = as_points(reference_mean(&flat(&noisy), &ts, &flat(&x), 2, None));
             ect += mean_sq(&x, &exact) * n as f64;
             sct += mean_sq(&x0_hat, &exact) * n as f64;
+            for (k, &size) in pools.iter().enumerate() {
+                let others: Vec<usize> = (0..test.len()).filter(|i| !(first..first + n).contains(i)).collect();
+                let extra = rand::seq::index::sample(&mut crate::rng::stream(seed, &format!("target-pool-{size}"), b as u64), others.len(), size.saturating_sub(n).min(others.len()));
+                let mut refs = x.clone();
+                refs.extend(extra.iter().map(|i| test[others[i]]));
+                let est = as_points(reference_mean(&flat(&noisy), &ts, &flat(&refs), 2, None));
+                pooled[k] += mean_sq(&est, &exact) * n as f64;
+            }
             count += n;
         }
-        rows.push(TargetRow { t, ect: ect / count as f64, sct: sct / count as f64 });
+        let pools = pools.iter().zip(&pooled).map(|(&p, e)| (p, e / count as f64)).collect();
+        rows.push(TargetRow { t, ect: ect / count as f64, sct: sct / count as f64, pools });
     }
     Ok(rows)
 }
@@ -334,10 +356,13 @@ pub fn markdown(t: &ToyMeasures) -> String {
     }
     if !t.target.is_empty() {
         let _ = writeln!(s, "\n#### SCT: the target's variance\n");
-        let _ = writeln!(s, "E‖x̂₀ − E[x | x_t]‖² per t: ECT's clean estimate is the sample itself, SCT's the softmax-weighted mean of a batch of {SCT_BATCH} (its own image included). The target point's squared error around the Euler step taken with the exact denoiser is (1 − r/t)² times this, for either.\n");
-        let _ = writeln!(s, "| t | ECT | SCT | SCT / ECT |\n|---:|---:|---:|---:|");
+        let _ = writeln!(s, "E‖x̂₀ − E[x | x_t]‖² per t: ECT's clean estimate is the sample itself, SCT's the softmax-weighted mean of its references (its own image included): a batch of {SCT_BATCH}, or a larger pool (the batch and other test points). The target point's squared error around the Euler step taken with the exact denoiser is (1 − r/t)² times this, for any of them.\n");
+        let sizes: Vec<usize> = t.target[0].pools.iter().map(|p| p.0).collect();
+        let head: String = sizes.iter().map(|p| format!(" SCT, pool {p} |")).collect();
+        let _ = writeln!(s, "| t | ECT | SCT, batch {SCT_BATCH} |{head} SCT batch / ECT |\n|---:|---:|---:|{}---:|", "---:|".repeat(sizes.len()));
         for r in &t.target {
-            let _ = writeln!(s, "| {} | {} | {} | {} |", r.t, g(r.ect), g(r.sct), g(r.sct / r.ect));
+            let pools: String = r.pools.iter().map(|p| format!(" {} |", g(p.1))).collect();
+            let _ = writeln!(s, "| {} | {} | {} |{pools} {} |", r.t, g(r.ect), g(r.sct), g(r.sct / r.ect));
         }
     }
     s
@@ -406,6 +431,9 @@ mod tests {
         assert_eq!(last.t, 5.0);
         assert!((0.2..0.27).contains(&last.ect), "{last:?}");
         assert!(last.sct < 0.1 * last.ect, "{last:?}");
+        // A larger pool estimates E[x | x_t] better where many references carry weight.
+        assert_eq!(last.pools.iter().map(|p| p.0).collect::<Vec<_>>(), [1024]);
+        assert!(last.pools[0].1 < 0.5 * last.sct, "{last:?}");
     }
 }
 

@@ -11,7 +11,7 @@
 //! 4. loss = weight·d(student, teacher) (+ β_eff·KL for VC), one value per sample.
 
 use super::distance::Distance;
-use super::sct::{self, References};
+use super::sct::{self, Boundary, Stable};
 use super::{LossOutput, Method, Progress, StepCtx};
 use crate::coupling::Coupling;
 use crate::ode::{self, Solver};
@@ -87,7 +87,7 @@ impl Kernel {
 pub enum Target {
     Standard,
     /// SCT's variance-reduced target.
-    Stable(References),
+    Stable(Stable),
     /// CD: one ODE step of the teacher (`StepCtx::teacher`) from the student's point.
     Ode(Solver),
 }
@@ -111,12 +111,13 @@ impl ConsistencyLoss {
                 let teacher = ctx.teacher.ok_or_else(|| candle_core::Error::Msg("consistency distillation needs a teacher".into()))?;
                 return ode::step(teacher, solver, &x_hi.detach(), &pairs.hi, &pairs.lo);
             }
-            Target::Stable(refs) => Some(refs),
+            Target::Stable(s) => Some(s),
             Target::Standard => None,
         };
         let mut x_lo = self.kernel.noisy(&endpoint.detach(), &noise.detach(), &pairs.lo)?;
-        if let Some(refs) = stable {
-            let delta = sct::correction(&x_hi.detach(), &endpoint.detach(), &pairs.hi, refs)?;
+        if let Some(s) = stable {
+            let labels = if s.by_class { ctx.labels } else { None };
+            let delta = sct::correction(&x_hi.detach(), &endpoint.detach(), &pairs.hi, &s, ctx.pool, labels)?;
             let gain: Vec<f64> = pairs.hi.iter().zip(&pairs.lo).map(|(t, r)| 1.0 - r / t).collect();
             x_lo = x_lo.add(&delta.broadcast_mul(&per_sample(&gain, &delta)?)?)?;
         }
@@ -137,19 +138,29 @@ impl Method for ConsistencyLoss {
         let mut drop = Dropout::record(crate::rng::stream(ctx.seed, "dropout", ctx.progress.step));
         let student = self.precond.apply(ctx.net, &x_hi, &pairs.hi, Phase::Train, &mut drop)?;
 
-        // Teacher: same noise (detached), same masks, no gradient.
-        let at_boundary: Vec<bool> = pairs.lo.iter().map(|&s| s <= 0.0).collect();
+        // Teacher: same noise (detached), same masks, no gradient. Where σ_lo is a boundary
+        // (ECT's r = 0, a phase's lower edge) f(x_lo, σ_lo) = x_lo, so the target is the point
+        // itself: the endpoint where r = 0 (SCT's reference mean x̂₀ unless `sct_boundary =
+        // "clean"` keeps ECT's clean image), x_r itself at a phase edge.
+        let at_boundary: Vec<bool> = pairs.lo.iter().map(|&s| s <= 0.0 || self.precond.is_edge(s)).collect();
+        let x_lo = self.target_point(ctx, &x_hi, endpoint, &coupled.noise, &pairs)?.detach();
+        let boundary_target = match self.target {
+            Target::Stable(Stable { boundary: Boundary::Clean, .. }) => {
+                let zero: Vec<bool> = pairs.lo.iter().map(|&s| s <= 0.0).collect();
+                select_rows(&zero, &endpoint.detach(), &x_lo)?
+            }
+            _ => x_lo.clone(),
+        };
         let teacher = if at_boundary.iter().all(|&b| b) {
-            endpoint.detach()
+            boundary_target
         } else {
-            let x_lo = self.target_point(ctx, &x_hi, endpoint, &coupled.noise, &pairs)?;
-            // σ = 0 would give ln 0 in c_noise; those samples take the endpoint below anyway.
+            // σ = 0 would give ln 0 in c_noise; those samples take the boundary target below.
             let lo: Vec<f64> = pairs.lo.iter().map(|&s| if s > 0.0 { s } else { self.schedule.sigma_min() }).collect();
             drop.replay();
             let target_net = ctx.target.unwrap_or(ctx.net);
             let t = nan_to_num(&self.precond.apply(target_net, &x_lo, &lo, Phase::Train, &mut drop)?.detach())?;
             if at_boundary.iter().any(|&b| b) {
-                select_rows(&at_boundary, &endpoint.detach(), &t)?
+                select_rows(&at_boundary, &boundary_target, &t)?
             } else {
                 t
             }
@@ -170,5 +181,12 @@ impl Method for ConsistencyLoss {
 
     fn precond(&self) -> Precond {
         self.precond
+    }
+
+    fn reference_pool(&self) -> usize {
+        match self.target {
+            Target::Stable(s) if s.references == sct::References::Pool => s.pool_extra,
+            _ => 0,
+        }
     }
 }

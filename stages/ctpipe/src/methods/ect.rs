@@ -31,6 +31,9 @@ pub struct EctSchedule {
     pub sigma_max: f64,
     /// The largest t drawn (the LI kernel's T); unbounded for VE.
     pub t_cap: Option<f64>,
+    /// Phased tuning: the phase edges; r is clamped up to the lower edge of t's phase, so that
+    /// the pair stays inside one phase (where r lands on the edge the target is x_r itself).
+    pub edges: Option<Vec<f64>>,
 }
 
 impl Default for EctSchedule {
@@ -48,6 +51,7 @@ impl Default for EctSchedule {
             sigma_min: 0.003,
             sigma_max: 80.0,
             t_cap: None,
+            edges: None,
         }
     }
 }
@@ -70,7 +74,14 @@ impl PairSchedule for EctSchedule {
             let z: f64 = StandardNormal.sample(rng);
             let t = (self.p_mean + self.p_std * z).exp();
             let t = self.t_cap.map_or(t, |cap| t.min(cap));
-            let r = self.r_of_t(t, progress);
+            let mut r = self.r_of_t(t, progress);
+            if let Some(edges) = &self.edges {
+                // Below s₀ = σ_min the model is the identity; ECT's r stands there.
+                let lower = edges[crate::schedule::phase_of(edges, t)];
+                if t > lower {
+                    r = r.max(lower);
+                }
+            }
             pairs.push(t, r, self.weighting.weight(t, r, self.sigma_data));
         }
         pairs.logs.push(("stage", self.stage(progress) as f64));

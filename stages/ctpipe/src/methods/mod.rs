@@ -48,6 +48,10 @@ pub struct StepCtx<'a> {
     pub target: Option<&'a Network>,
     /// CD's teacher, whose ODE step gives the target point.
     pub teacher: Option<&'a dyn Denoiser>,
+    /// The batch's class labels.
+    pub labels: Option<&'a [u32]>,
+    /// SCT's extra references for this step (`Method::reference_pool`).
+    pub pool: Option<&'a sct::Pool>,
 }
 
 /// A method's result for one batch.
@@ -63,6 +67,11 @@ pub trait Method: Send + Sync {
     fn loss(&self, ctx: &StepCtx, x0: &Tensor) -> Result<LossOutput>;
     /// The preconditioning the trained network is evaluated with (sampling).
     fn precond(&self) -> Precond;
+    /// How many training images besides the batch the loop draws per step as SCT's reference
+    /// pool (`StepCtx::pool`).
+    fn reference_pool(&self) -> usize {
+        0
+    }
 }
 
 #[cfg(test)]

@@ -206,6 +206,8 @@ fn step_ctx(nets: &Nets, step: u64, total: u64) -> StepCtx<'_> {
         encoder: nets.encoder.as_ref().map(|e| &e.net),
         target: None,
         teacher: None,
+        labels: None,
+        pool: None,
     }
 }
 
@@ -297,55 +299,138 @@ fn ict_loss_recomputed() {
     assert_close(&code, &reference, "ict");
 }
 
+/// Which of ECT's relatives `ect_like` recomputes.
+#[derive(Clone, Copy, Default)]
+struct EctVariant {
+    /// SCT's target (else ECT's).
+    stable: bool,
+    /// SCT: ECT's clean image where r = 0 (`sct_boundary = "clean"`), else x̂₀.
+    clean_boundary: bool,
+    /// SCT: a pool of this many extra references after the batch.
+    pool: usize,
+    /// Phased tuning with this many phases.
+    phases: Option<u32>,
+}
+
 /// ECT (locuslab/ect loss.py:52-92): t and r(t); y_t = y + t·n and y_r = y + r·n; both through
 /// EDM's training coefficients with the same dropout; where r = 0 the target is y itself; the
 /// unsquared L2 norm weighted by 1/(t − r). SCT: the target point x_r = x_t − (t − r)/t·(x_t − x̂₀)
-/// with x̂₀ the batch's softmax(−‖x_t − x_j‖²/(2t²))-weighted mean (methods/sct.rs).
-fn ect_like(stable: bool) {
+/// with x̂₀ the softmax(−‖x_t − x_j‖²/(2t²))-weighted mean of the batch (and a pool), x̂₀ itself
+/// where r = 0 (the construction's limit) unless the clean image is asked for. Phased (Phased
+/// Consistency Models): edges on the Karras grid of M + 1 points, f = D + (s_m/σ)(x − D) with D
+/// EDM's denoiser and s_m the lower edge of σ's phase, r raised to s_m, and x_r itself as the
+/// target where r lands on the edge.
+fn ect_like(v: EctVariant) {
     let nets = nets(false);
     // 4 stages of 250 steps; at step 300 (stage 1) r = 0 below t ≈ 0.51 and r > 0 above.
     let (step, total) = (300, 1000);
-    let method = if stable { "sct" } else { "ect" };
-    let code = code_losses(&format!("method = \"{method}\"\nsteps = 1000\nect_stages = 4"), &nets, step, total);
+    let method = if v.stable { "sct" } else { "ect" };
+    let mut cfg = format!("method = \"{method}\"\nsteps = 1000\nect_stages = 4\nbatch = {N}\n");
+    if v.clean_boundary {
+        cfg += "sct_boundary = \"clean\"\n";
+    }
+    if v.pool > 0 {
+        cfg += &format!("sct_references = \"pool\"\nsct_pool = {}\n", N + v.pool);
+    }
+    if let Some(m) = v.phases {
+        cfg += &format!("phases = {m}\n");
+    }
+    // The pool: points away from both clusters, so that they move x̂₀ where t is large.
+    let pool_rows: Vec<Vec<f64>> = (0..v.pool).map(|j| vec![0.3 * (j as f64 - 1.0), 0.1 * j as f64]).collect();
+    let pool = crate::methods::sct::Pool {
+        x: Tensor::from_vec(pool_rows.iter().flatten().map(|&p| p as f32).collect::<Vec<_>>(), (v.pool, D), &Device::Cpu).unwrap(),
+        labels: vec![0; v.pool],
+    };
+    let code = {
+        let resolved = super::spec::resolve(&from_toml(&cfg), D).unwrap();
+        assert_eq!(resolved.method.reference_pool(), v.pool);
+        let ctx = StepCtx { pool: (v.pool > 0).then_some(&pool), ..step_ctx(&nets, step, total) };
+        let out = resolved.method.loss(&ctx, &batch()).unwrap();
+        out.per_sample.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+    };
     let d = draws(step, ect_levels(step, 1, f64::INFINITY), &batch(), 64);
     let (n_zero, n_pos) = (d.lo.iter().filter(|&&r| r == 0.0).count(), d.lo.iter().filter(|&&r| r > 0.0).count());
     assert!(n_zero >= 5 && n_pos >= 5, "the batch holds both kinds of pair: {n_zero} at r = 0, {n_pos} above");
     let f = HostMlp::of(&nets.online);
     let x = rows(&batch());
+    let refs: Vec<Vec<f64>> = x.iter().cloned().chain(pool_rows.iter().cloned()).collect();
+    let edges: Option<Vec<f64>> = v.phases.map(|m| {
+        let (lo, hi) = (0.003f64.powf(1.0 / 7.0), 80f64.powf(1.0 / 7.0));
+        (0..=m).map(|k| (lo + k as f64 / m as f64 * (hi - lo)).powf(7.0)).collect()
+    });
+    let lower_edge = |s: f64| edges.as_ref().map(|e| e[(0..e.len() - 1).find(|&k| s <= e[k + 1]).unwrap_or(e.len() - 2)]);
+    // The model: EDM's denoiser for phased models mapped to the phase's lower edge.
+    let model = |y: &[f64], s: f64, mask: &[Vec<f64>; 2]| -> Vec<f64> {
+        match lower_edge(s) {
+            None => precond(&f, y, s, Coeffs::Edm, Some(mask)),
+            Some(edge) => {
+                let den = precond(&f, y, s, Coeffs::Edm, Some(mask));
+                let g = (edge / s).min(1.0);
+                (0..D).map(|k| den[k] + g * (y[k] - den[k])).collect()
+            }
+        }
+    };
     let reference: Vec<f64> = (0..N)
         .map(|i| {
-            let (t, rr) = (d.hi[i], d.lo[i]);
+            let t = d.hi[i];
+            let mut rr = d.lo[i];
+            let edge = lower_edge(t).filter(|&e| t > e);
+            if let Some(e) = edge {
+                rr = rr.max(e);
+            }
             let xt = add_scaled(&x[i], t, &d.noise[i]);
-            let student = precond(&f, &xt, t, Coeffs::Edm, Some(&d.masks[i]));
-            let target = if rr == 0.0 {
-                x[i].clone()
+            let student = model(&xt, t, &d.masks[i]);
+            let x0_hat: Vec<f64> = if v.stable {
+                let logits: Vec<f64> = refs.iter().map(|xj| -sq_dist(&xt, xj) / (2.0 * t * t)).collect();
+                let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+                let total: f64 = w.iter().sum();
+                (0..D).map(|k| refs.iter().zip(&w).map(|(xj, wj)| wj / total * xj[k]).sum()).collect()
             } else {
-                let xr = if stable {
-                    let logits: Vec<f64> = x.iter().map(|xj| -sq_dist(&xt, xj) / (2.0 * t * t)).collect();
-                    let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let w: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-                    let total: f64 = w.iter().sum();
-                    let x0_hat: Vec<f64> = (0..D).map(|k| x.iter().zip(&w).map(|(xj, wj)| wj / total * xj[k]).sum()).collect();
-                    (0..D).map(|k| xt[k] - (t - rr) / t * (xt[k] - x0_hat[k])).collect()
-                } else {
-                    add_scaled(&x[i], rr, &d.noise[i])
-                };
-                precond(&f, &xr, rr, Coeffs::Edm, Some(&d.masks[i]))
+                x[i].clone()
+            };
+            let xr: Vec<f64> = if v.stable {
+                (0..D).map(|k| xt[k] - (t - rr) / t * (xt[k] - x0_hat[k])).collect()
+            } else {
+                add_scaled(&x[i], rr, &d.noise[i])
+            };
+            let target = if rr == 0.0 {
+                if v.clean_boundary || !v.stable { x[i].clone() } else { x0_hat }
+            } else if edge == Some(rr) {
+                xr
+            } else {
+                model(&xr, rr, &d.masks[i])
             };
             pseudo_huber(&student, &target, 0.0) / (t - rr)
         })
         .collect();
-    assert_close(&code, &reference, method);
+    if let Some(e) = &edges {
+        let on_edge = (0..N).filter(|&i| d.hi[i] > e[0] && d.lo[i] <= lower_edge(d.hi[i]).unwrap()).count();
+        assert!(on_edge >= 3 && on_edge < N - 3, "pairs both on and off the edges: {on_edge} of {N} on one");
+    }
+    let what = format!("{method}{}{}{}", if v.clean_boundary { " clean boundary" } else { "" }, if v.pool > 0 { " pool" } else { "" }, v.phases.map(|m| format!(" {m} phases")).unwrap_or_default());
+    assert_close(&code, &reference, &what);
 }
 
 #[test]
 fn ect_loss_recomputed() {
-    ect_like(false);
+    ect_like(EctVariant::default());
 }
 
 #[test]
 fn sct_loss_recomputed() {
-    ect_like(true);
+    ect_like(EctVariant { stable: true, ..Default::default() });
+    ect_like(EctVariant { stable: true, clean_boundary: true, ..Default::default() });
+    ect_like(EctVariant { stable: true, pool: 6, ..Default::default() });
+}
+
+/// Phased ECT and SCT with 2 and 4 phases: some pairs land on an edge (their target is x_r).
+#[test]
+fn phased_loss_recomputed() {
+    for phases in [2, 4] {
+        ect_like(EctVariant { phases: Some(phases), ..Default::default() });
+        ect_like(EctVariant { stable: true, phases: Some(phases), ..Default::default() });
+    }
 }
 
 /// GC (thibautissenhuth/consistency_GC train_consistency.py:184-217): x_lo = x + σ_lo·z; the

@@ -6,6 +6,7 @@ use super::consistency::{ConsistencyLoss, Kernel, PairSchedule, Target};
 use super::distance::Distance;
 use super::ect::EctSchedule;
 use super::edm::EdmLoss;
+use super::sct::{References, Stable};
 use super::ict::IctSchedule;
 use super::Method;
 use crate::coupling::{gc::Gc, independent::Independent, ot::Ot, vc::Vc, Coupling};
@@ -143,7 +144,18 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
         (_, "ict", _) => PrecondKind::Cm,
         _ => PrecondKind::Ect,
     };
-    let precond = Precond { kind: precond_kind, sigma_data: cfg.sigma_data, sigma_min, t_max: cfg.sigma_max };
+    if let Some(m) = cfg.phases {
+        if !matches!(method, "ect" | "sct") {
+            return Err(usage(format!("field `phases` applies to ect and sct, not {method}")));
+        }
+        if m == 0 {
+            return Err(usage("field `phases`: at least 1"));
+        }
+    }
+    // A phased model maps EDM's denoiser to its phase's lower edge (precond.rs), in training
+    // and sampling alike.
+    let precond_kind = if cfg.phases.is_some() { PrecondKind::Edm } else { precond_kind };
+    let precond = Precond { kind: precond_kind, sigma_data: cfg.sigma_data, sigma_min, t_max: cfg.sigma_max, phases: cfg.phases };
     let p_mean = cfg.p_mean.unwrap_or(if method == "edm" { -1.2 } else { -1.1 });
     let p_std = cfg.p_std.unwrap_or(if method == "edm" { 1.2 } else { 2.0 });
     check_positive("p_std", p_std)?;
@@ -178,6 +190,7 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
             sigma_max: cfg.sigma_max,
             // The LI kernel is defined up to t = T: sony/vct clamps t there (ecm.py:113-114).
             t_cap: matches!(kernel, KernelSpec::Li { .. }).then_some(cfg.sigma_max),
+            edges: precond.edges(),
         })
     } else {
         if cfg.ict_s0 < 1 || cfg.ict_s1 < cfg.ict_s0 {
@@ -210,7 +223,7 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
         (_, Some("ot")) => Box::new(Ot { sigma_max: cfg.sigma_max }),
         (_, Some(c)) => return Err(usage(format!("field `coupling`: `{c}` (expected independent or ot)"))),
     };
-    let target = if schedule_name == "sct" { Target::Stable(cfg.sct_references) } else { Target::Standard };
+    let target = if schedule_name == "sct" { Target::Stable(stable_target(cfg)?) } else { Target::Standard };
     let kl_beta = if method == "vct" { cfg.vct_beta.unwrap_or(if ect_like { 10.0 } else { 30.0 }) } else { 0.0 };
     let encoder = if method == "vct" {
         if !matches!(cfg.vct_encoder.as_str(), "small" | "big") {
@@ -231,6 +244,19 @@ pub fn resolve(cfg: &TrainConfig, values_per_sample: usize) -> Result<Resolved> 
     })
 }
 
+/// SCT's target from the config: the pool's extra references (sct_pool − batch) and the
+/// boundary.
+fn stable_target(cfg: &TrainConfig) -> Result<Stable> {
+    let pool_extra = match cfg.sct_references {
+        References::Pool if cfg.sct_pool <= cfg.batch => {
+            return Err(usage(format!("field `sct_pool`: {} must exceed the batch ({}); the pool holds the batch and more images", cfg.sct_pool, cfg.batch)));
+        }
+        References::Pool => (cfg.sct_pool - cfg.batch) as usize,
+        _ => 0,
+    };
+    Ok(Stable { references: cfg.sct_references, pool_extra, boundary: cfg.sct_boundary, by_class: false })
+}
+
 /// Consistency distillation (methods.md §3): CD's fixed Karras grid, the teacher's ODE step as
 /// the target point, the consistency preconditioning with σ_min = 0.002.
 pub fn resolve_cd(cfg: &DistillConfig, values_per_sample: usize) -> Result<Resolved> {
@@ -246,7 +272,7 @@ pub fn resolve_cd(cfg: &DistillConfig, values_per_sample: usize) -> Result<Resol
     if cfg.sigma_max <= sigma_min {
         return Err(usage(format!("field `sigma_max`: {} must exceed sigma_min {sigma_min}", cfg.sigma_max)));
     }
-    let precond = Precond { kind: PrecondKind::Cm, sigma_data: cfg.sigma_data, sigma_min, t_max: cfg.sigma_max };
+    let precond = Precond { kind: PrecondKind::Cm, sigma_data: cfg.sigma_data, sigma_min, t_max: cfg.sigma_max, phases: None };
     let schedule = CdSchedule::new(cfg.cd_levels as usize, sigma_min, cfg.sigma_max, cfg.rho, cfg.weighting, cfg.sigma_data);
     let distance = parse_distance(&cfg.distance, cfg.huber_c, pseudo_huber_c(values_per_sample))?;
     Ok(Resolved {

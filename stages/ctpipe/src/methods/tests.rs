@@ -4,7 +4,7 @@ use super::consistency::{ConsistencyLoss, Kernel, PairSchedule, Pairs, Target};
 use super::distance::{Distance, Weighting};
 use super::ect::EctSchedule;
 use super::ict::IctSchedule;
-use super::sct::References;
+use super::sct::{Boundary, References, Stable};
 use super::{Method, Progress, StepCtx};
 use crate::coupling::{gc::Gc, independent::Independent, Coupling};
 use crate::data::schema::SampleKind;
@@ -22,12 +22,12 @@ fn batch() -> Tensor {
 }
 
 fn losses(m: &dyn Method, w: &Weights, ema: &Weights, step: u64) -> Vec<f32> {
-    let ctx = StepCtx { seed: 3, progress: Progress { step, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None };
+    let ctx = StepCtx { seed: 3, progress: Progress { step, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, pool: None };
     m.loss(&ctx, &batch()).unwrap().per_sample.to_vec1().unwrap()
 }
 
 fn pc(kind: PrecondKind, sigma_min: f64) -> Precond {
-    Precond { kind, sigma_data: 0.5, sigma_min, t_max: 80.0 }
+    Precond { kind, sigma_data: 0.5, sigma_min, t_max: 80.0, phases: None }
 }
 
 fn loss_with(schedule: Box<dyn PairSchedule>, coupling: Box<dyn Coupling>, target: Target, distance: Distance, precond: Precond) -> ConsistencyLoss {
@@ -35,7 +35,7 @@ fn loss_with(schedule: Box<dyn PairSchedule>, coupling: Box<dyn Coupling>, targe
 }
 
 fn ect(refs: Option<References>) -> ConsistencyLoss {
-    let target = refs.map(Target::Stable).unwrap_or(Target::Standard);
+    let target = refs.map(|references| Target::Stable(Stable { references, pool_extra: 0, boundary: Boundary::Mean, by_class: false })).unwrap_or(Target::Standard);
     let sched = EctSchedule { stage_steps: 200.0, ..EctSchedule::default() };
     loss_with(Box::new(sched), Box::new(Independent), target, Distance::PseudoHuber { c: 0.0 }, pc(PrecondKind::Ect, 0.003))
 }
@@ -105,7 +105,7 @@ fn ect_boundary_replaces_the_teacher_by_the_clean_sample() {
     // Stage 0 (steps < stage_steps) and every t below ≈ 1.95 gives r = 0: the target is x.
     let (w, ema) = (net(0.0), net(0.0));
     let m = ect(None);
-    let ctx = StepCtx { seed: 3, progress: Progress { step: 0, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None };
+    let ctx = StepCtx { seed: 3, progress: Progress { step: 0, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, pool: None };
     let x0 = batch();
     let mut rng = crate::rng::stream(3, "sigma", 0);
     let pairs = m.schedule.draw(64, ctx.progress, &mut rng);
@@ -221,4 +221,20 @@ fn ot_coupling_applies_to_ict_and_ect() {
     let (w, ema) = (net(0.0), net(0.0));
     let ot = ConsistencyLoss { coupling: Box::new(crate::coupling::ot::Ot { sigma_max: 80.0 }), ..ict(Box::new(Independent)) };
     assert_ne!(losses(&ict(Box::new(Independent)), &w, &ema, 10), losses(&ot, &w, &ema, 10));
+}
+
+/// Phases are ECT's and SCT's (their schedules clamp r to the phase's edge); a pool must hold
+/// more than the batch. Each refusal names its field.
+#[test]
+fn phases_and_pool_are_checked_by_name() {
+    use crate::train::config::from_toml as cfg;
+    let line = |sets: &str| crate::error::one_line(&crate::methods::spec::resolve(&cfg(sets), 2).err().expect("refused"));
+    for method in ["ict", "gc", "vct", "edm"] {
+        assert_eq!(line(&format!("method = \"{method}\"\nphases = 2")), format!("field `phases` applies to ect and sct, not {method}"));
+    }
+    assert_eq!(line("method = \"sct\"\nphases = 0"), "field `phases`: at least 1");
+    assert_eq!(line("method = \"sct\"\nsct_references = \"pool\"\nsct_pool = 128\nbatch = 128"), "field `sct_pool`: 128 must exceed the batch (128); the pool holds the batch and more images");
+    let r = crate::methods::spec::resolve(&cfg("method = \"sct\"\nsct_references = \"pool\"\nsct_pool = 1000\nbatch = 128\nphases = 4"), 2).unwrap();
+    assert_eq!((r.method.reference_pool(), r.method.precond().phases), (872, Some(4)));
+    assert_eq!(crate::methods::spec::resolve(&cfg("method = \"sct\""), 2).unwrap().method.reference_pool(), 0);
 }

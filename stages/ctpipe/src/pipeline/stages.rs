@@ -70,6 +70,7 @@ pub const STAGES: &[StageSpec] = &[
             InputRole { name: "data", arity: Arity::One, from: &["fetch-data"] },
             InputRole { name: "reference", arity: Arity::Optional, from: &["precompute-encoder"] },
             InputRole { name: "models", arity: Arity::Many, from: &["train-ct", "distill"] },
+            InputRole { name: "guide", arity: Arity::Optional, from: &["train-ct", "distill"] },
         ],
         group_by: None,
     },

@@ -12,7 +12,8 @@ impl Stage for EvaluateFid {
     const NAME: &'static str = "evaluate-fid";
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
     // 3: VCT's LI kernel samples with sony/vct's evaluation c_out (unshifted c_in).
-    const VERSION: u32 = 4;
+    // 5: rows carry `guidance`; phased models sample one evaluation per phase.
+    const VERSION: u32 = 5;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {
@@ -20,16 +21,18 @@ impl Stage for EvaluateFid {
     }
 
     /// Four samples per model and sampler, one seed (the first), EDM's Heun sampler on two
-    /// levels (3 evaluations), small pictures.
+    /// levels (3 evaluations), small pictures, the guide's final weights.
     fn smoke(config: &mut EvalConfig) {
         config.n = config.n.min(4);
         config.seeds.truncate(1);
         config.heun_steps = config.heun_steps.min(2);
         config.grid = config.grid.min(4);
         config.mmd_n = config.mmd_n.min(64);
+        // The smoke guide has one snapshot (its last step): guide with its final weights.
+        config.guide_step = None;
     }
 
     fn run(config: &EvalConfig, ctx: &mut Ctx) -> Result<Value> {
-        evaluate(config, ctx.input("data")?, ctx.optional_input("reference"), ctx.inputs("models"), ctx.out_dir(), &ctx.device)
+        evaluate(config, ctx.input("data")?, ctx.optional_input("reference"), ctx.inputs("models"), ctx.optional_input("guide"), ctx.out_dir(), &ctx.device)
     }
 }

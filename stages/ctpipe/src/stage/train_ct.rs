@@ -10,7 +10,10 @@ pub struct TrainCt;
 impl Stage for TrainCt {
     const NAME: &'static str = "train-ct";
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
-    const VERSION: u32 = 3;
+    // 3: issue 13's conformance fixes.
+    // 4: SCT's target where r = 0 is the reference mean x̂₀ (`sct_boundary`), its weights
+    //    streamed in f64 over any reference set; phased models; the pool.
+    const VERSION: u32 = 4;
     const HANDLES_SIGNALS: bool = true;
     type Config = TrainConfig;
 

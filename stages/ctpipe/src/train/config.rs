@@ -6,7 +6,7 @@
 //! [`TrainConfig`] and `distill`'s config add their own fields to them.
 
 use crate::methods::distance::Weighting;
-use crate::methods::sct::References;
+use crate::methods::sct::{Boundary, References};
 use crate::schedule::EctMapping;
 
 /// Declare a training stage's config: its own fields, then the shared ones below (network,
@@ -156,8 +156,18 @@ crate::training_config! {
         pub vct_kernel: String = "ve".into(),
         /// VCT: encoder size, small (1 block) or big (2 blocks).
         pub vct_encoder: String = "small".into(),
-        /// SCT: reference set of the variance-reduced target: batch, or own (= ECT).
+        /// SCT: reference set of the variance-reduced target: batch, pool (the batch and more
+        /// training images drawn per step, `sct_pool` in all), or own (= ECT).
         pub sct_references: References = References::Batch,
+        /// SCT, sct_references = "pool": the reference set's size, the batch included (STF's
+        /// reference batch: 1024); at most the batch plus the training set.
+        pub sct_pool: u64 = 1024,
+        /// SCT: the target where r = 0: mean (the reference-weighted mean x̂₀, the
+        /// construction's) or clean (the clean image, as ECT).
+        pub sct_boundary: Boundary = Boundary::Mean,
+        /// ect, sct: phased (multistep) consistency tuning with this many phases: the model maps
+        /// each noise level to its phase's lower edge and samples in one evaluation per phase.
+        pub phases: Option<u32> = None,
         /// Log `grad_variance` every step: the variance over all entries of the network's raw
         /// gradient (before cleaning and clipping), sony/vct's `evaluate_grad_var` measurement
         /// (lightning_cm.py:89-115), for comparing couplings. Costs a pass over the gradients.

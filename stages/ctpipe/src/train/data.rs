@@ -92,12 +92,21 @@ impl TrainData {
     /// Batch `step` of size `batch`.
     pub fn batch(&self, seed: u64, step: u64, batch: usize, x_flip: bool, device: &Device) -> Result<Tensor> {
         let idx = self.batch_rows(seed, step, batch);
-        self.rows_tensor(&idx, if x_flip { Some((seed, step)) } else { None }, device)
+        self.rows_tensor(&idx, x_flip.then(|| crate::rng::stream(seed, "flip", step)), device)
     }
 
-    /// Rows `idx` as a tensor, flipping images at random per sample when `flip` names the
-    /// (seed, step) stream to draw from.
-    pub fn rows_tensor(&self, idx: &[usize], flip: Option<(u64, u64)>, device: &Device) -> Result<Tensor> {
+    /// SCT's reference pool for step `step`: `k` distinct rows (at most all of them) drawn
+    /// from their own stream (seed, "sct-pool", step), flipped from (seed, "sct-pool-flip",
+    /// step) when the batch is; with their labels. The batch's draws are untouched.
+    pub fn pool(&self, seed: u64, step: u64, k: usize, x_flip: bool, device: &Device) -> Result<(Tensor, Vec<u32>)> {
+        let k = k.min(self.rows);
+        let idx = rand::seq::index::sample(&mut crate::rng::stream(seed, "sct-pool", step), self.rows, k).into_vec();
+        let x = self.rows_tensor(&idx, x_flip.then(|| crate::rng::stream(seed, "sct-pool-flip", step)), device)?;
+        Ok((x, self.labels_of(&idx)))
+    }
+
+    /// Rows `idx` as a tensor, flipping images at random per sample with draws from `flip`.
+    pub fn rows_tensor(&self, idx: &[usize], flip: Option<rand_chacha::ChaCha8Rng>, device: &Device) -> Result<Tensor> {
         let batch = idx.len();
         let len = self.kind.sample_len();
         let mut shape = vec![batch];
@@ -112,7 +121,7 @@ impl TrainData {
             }
             (Samples::Images(px), SampleKind::Images { height, width, channels }) => {
                 let (h, w, c) = (height as usize, width as usize, channels as usize);
-                let mut flips = flip.map(|(seed, step)| crate::rng::stream(seed, "flip", step));
+                let mut flips = flip;
                 let mut out = vec![0f32; batch * len];
                 for (b, &i) in idx.iter().enumerate() {
                     let flip = flips.as_mut().is_some_and(|r| r.random_bool(0.5));

@@ -179,7 +179,16 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             return Err(interrupted(format!("stopped by a signal at step {step} of {}; checkpoint written, run again to resume", cfg.steps)));
         }
         let started = Instant::now();
-        let x0 = f.data.batch(cfg.seed, step, batch, cfg.x_flip, &f.device)?;
+        let rows = f.data.batch_rows(cfg.seed, step, batch);
+        let x0 = f.data.rows_tensor(&rows, cfg.x_flip.then(|| crate::rng::stream(cfg.seed, "flip", step)), &f.device)?;
+        let labels = f.data.labels_of(&rows);
+        let pool = match f.method.reference_pool() {
+            0 => None,
+            k => {
+                let (x, labels) = f.data.pool(cfg.seed, step, k, cfg.x_flip, &f.device)?;
+                Some(crate::methods::sct::Pool { x, labels })
+            }
+        };
         let ctx = StepCtx {
             seed: cfg.seed,
             progress: Progress { step, total: cfg.steps },
@@ -188,6 +197,8 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             encoder,
             target: state.target.as_ref().map(|t| &t.weights.net),
             teacher: state.teacher.as_deref(),
+            labels: Some(&labels),
+            pool: pool.as_ref(),
         };
         let out = f.method.loss(&ctx, &x0)?;
         let loss = out.per_sample.mean_all()?;

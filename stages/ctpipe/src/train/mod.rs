@@ -216,6 +216,8 @@ fn sample_pictures(spec: &ModelSpec, cfg: &TrainConfig, st: &TrainState, referen
     let enc = st.encoder.as_ref().map(|(_, e)| &e.net);
     let runs: Vec<(String, usize, Vec<f64>)> = if spec.is_denoiser() {
         vec![("heun18.png".into(), 18, vec![])]
+    } else if let Some(m) = spec.precond.phases {
+        vec![(format!("{m}phase.png"), m as usize, vec![])]
     } else {
         vec![("1step.png".into(), 1, vec![]), ("2step.png".into(), 2, vec![cfg.sigma_mid])]
     };
@@ -233,11 +235,17 @@ fn sample_pictures(spec: &ModelSpec, cfg: &TrainConfig, st: &TrainState, referen
 
 /// `n` samples in batches of 256.
 pub fn generate(spec: &ModelSpec, net: &crate::nn::Network, enc: Option<&crate::nn::Network>, steps: usize, mids: &[f64], seed: u64, n: usize, device: &Device) -> Result<Tensor> {
+    generate_guided(spec, net, enc, None, steps, mids, seed, n, device)
+}
+
+/// `n` samples in batches of 256, guided by a weaker model when `guide` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_guided(spec: &ModelSpec, net: &crate::nn::Network, enc: Option<&crate::nn::Network>, guide: Option<&crate::sample::Guide>, steps: usize, mids: &[f64], seed: u64, n: usize, device: &Device) -> Result<Tensor> {
     let mut parts = Vec::new();
     let mut first = 0;
     while first < n {
         let k = (n - first).min(256);
-        parts.push(crate::sample::model_samples(spec, net, enc, steps, mids, seed, first as u64, k, device)?);
+        parts.push(crate::sample::model_samples(spec, net, enc, guide, steps, mids, seed, first as u64, k, device)?);
         first += k;
     }
     Ok(Tensor::cat(&parts, 0)?)

@@ -63,6 +63,6 @@ pub fn from_weights(source: &WeightsSource, net_cfg: &NetworkConfig, sigma_data:
     let tensors = model::load_tensors(&path, device)?;
     let weights = Weights::from_tensors(net_cfg, tensors, device)
         .bad_input_ctx(|| format!("{}: teacher weights do not fit the network preset", path.display()))?;
-    let precond = Precond { kind: PrecondKind::Edm, sigma_data, sigma_min, t_max: sigma_max };
+    let precond = Precond { kind: PrecondKind::Edm, sigma_data, sigma_min, t_max: sigma_max, phases: None };
     Ok(Teacher { weights, precond, origin: path.display().to_string() })
 }

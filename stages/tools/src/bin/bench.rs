@@ -421,7 +421,7 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
     let w = ctpipe::model::Weights::from_tensors(&spec.network, ctpipe::model::load_tensors(&trained.join("ema.safetensors"), &dev)?, &dev)?;
     let n = batch as usize;
     let generate = || -> Result<()> {
-        let x = ctpipe::sample::consistency_samples(&spec, &w.net, None, &[], 0, 0, n, &dev)?;
+        let x = ctpipe::sample::consistency_samples(&spec, &w.net, None, None, &[], 0, 0, n, &dev)?;
         x.sum_all()?.to_scalar::<f32>()?; // waits for the device
         Ok(())
     };

@@ -34,13 +34,13 @@ fn cd_loss(solver: Solver) -> ConsistencyLoss {
         target: Target::Ode(solver),
         distance: Distance::L2Squared,
         kernel: Kernel::Ve,
-        precond: Precond { kind: PrecondKind::Cm, sigma_data: 0.5, sigma_min: 0.002, t_max: 80.0 },
+        precond: Precond { kind: PrecondKind::Cm, sigma_data: 0.5, sigma_min: 0.002, t_max: 80.0, phases: None },
         kl_beta: 0.0,
     }
 }
 
 fn ctx<'a>(w: &'a Weights, teacher: &'a dyn Denoiser, step: u64) -> StepCtx<'a> {
-    StepCtx { seed: 11, progress: Progress { step, total: 100 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: Some(teacher) }
+    StepCtx { seed: 11, progress: Progress { step, total: 100 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: Some(teacher), labels: None, pool: None }
 }
 
 /// Heun from hi to lo on the host, in f64, straight from the closed form.
