@@ -75,7 +75,15 @@ fn assert_edm_names(sb: &Sandbox, profile: &str, python: &Path) {
         let r = store.read_ref(&format!("{profile}@smoke"), &node.id).unwrap().unwrap();
         let dir = store.open(&r.stage, &r.key, ctpipe::store::Verify::Sizes).unwrap().dir;
         let read = pytools(python, &["read-safetensors".as_ref(), dir.join("ema.safetensors").as_os_str()]);
-        assert_eq!(ctpipe_e2e::tensor_shapes(&read), ctpipe_e2e::edm_songunet(preset), "{}: not EDM's SongUNet names", node.id);
+        let mut want = ctpipe_e2e::edm_songunet(preset);
+        if node.settings.get("class_conditional").and_then(|v| v.as_bool()) == Some(true) {
+            // EDM's SongUNet with label_dim = 10: map_label = Linear(label_dim, noise_channels)
+            // with its bias (NVlabs/edm training/networks.py:270); noise_channels = model_channels.
+            let noise = want.iter().find(|(n, _)| n == "model.map_layer0.weight").expect("map_layer0").1[1];
+            want.extend([("model.map_label.bias".to_string(), vec![noise]), ("model.map_label.weight".to_string(), vec![noise, 10])]);
+            want.sort();
+        }
+        assert_eq!(ctpipe_e2e::tensor_shapes(&read), want, "{}: not EDM's SongUNet names", node.id);
         checked += 1;
     }
     assert!(checked > 0, "no DDPM++ model in profile {profile}");

@@ -17,6 +17,24 @@ use serde::{Deserialize, Serialize};
 /// (through its preconditioning), the closed form of a Gaussian mixture, or any closure.
 pub trait Denoiser {
     fn denoise(&self, x: &Tensor, sigmas: &[f64]) -> Result<Tensor>;
+    /// The same for one-hot class `labels`; an unconditional denoiser ignores them.
+    fn denoise_labels(&self, x: &Tensor, sigmas: &[f64], labels: Option<&Tensor>) -> Result<Tensor> {
+        let _ = labels;
+        self.denoise(x, sigmas)
+    }
+}
+
+/// A denoiser with the batch's class labels attached (CD's teacher step for a conditional
+/// teacher).
+pub struct Labelled<'a> {
+    pub inner: &'a dyn Denoiser,
+    pub labels: Option<&'a Tensor>,
+}
+
+impl Denoiser for Labelled<'_> {
+    fn denoise(&self, x: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
+        self.inner.denoise_labels(x, sigmas, self.labels)
+    }
 }
 
 impl<F: Fn(&Tensor, &[f64]) -> Result<Tensor>> Denoiser for F {
@@ -30,11 +48,17 @@ impl<F: Fn(&Tensor, &[f64]) -> Result<Tensor>> Denoiser for F {
 pub struct NetDenoiser<'a> {
     pub net: &'a Network,
     pub precond: Precond,
+    /// One-hot class labels for a conditional network.
+    pub labels: Option<&'a Tensor>,
 }
 
 impl Denoiser for NetDenoiser<'_> {
     fn denoise(&self, x: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
-        Ok(self.precond.apply(self.net, x, sigmas, Phase::Eval, &mut Dropout::off())?.detach())
+        self.denoise_labels(x, sigmas, self.labels)
+    }
+
+    fn denoise_labels(&self, x: &Tensor, sigmas: &[f64], labels: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.precond.apply_cond(self.net, x, sigmas, labels, Phase::Eval, &mut Dropout::off())?.detach())
     }
 }
 

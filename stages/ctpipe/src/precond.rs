@@ -124,13 +124,18 @@ impl Precond {
 
     /// D(x, σ) (or f(x, σ)) for a batch with one σ per sample.
     pub fn apply(&self, net: &Network, x: &Tensor, sigmas: &[f64], phase: Phase, drop: &mut Dropout) -> Result<Tensor> {
+        self.apply_cond(net, x, sigmas, None, phase, drop)
+    }
+
+    /// The same for a class-conditional network, with one-hot `labels` (N, classes).
+    pub fn apply_cond(&self, net: &Network, x: &Tensor, sigmas: &[f64], labels: Option<&Tensor>, phase: Phase, drop: &mut Dropout) -> Result<Tensor> {
         let coeffs: Vec<Coefficients> = sigmas.iter().map(|&s| self.coefficients(s, phase)).collect();
         let col = |f: fn(&Coefficients) -> f64| per_sample(&coeffs.iter().map(f).collect::<Vec<_>>(), x);
         let c_in = col(|c| c.c_in)?;
         let c_skip = col(|c| c.c_skip)?;
         let c_out = col(|c| c.c_out)?;
         let c_noise = Tensor::from_vec(coeffs.iter().map(|c| c.c_noise as f32).collect::<Vec<_>>(), sigmas.len(), x.device())?.to_dtype(x.dtype())?;
-        let f = net.forward(&x.broadcast_mul(&c_in)?, &c_noise, drop)?;
+        let f = net.forward(&x.broadcast_mul(&c_in)?, &c_noise, labels, drop)?;
         x.broadcast_mul(&c_skip)?.add(&f.broadcast_mul(&c_out)?)
     }
 }

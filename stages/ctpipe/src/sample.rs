@@ -25,15 +25,26 @@ pub struct Guide<'a> {
 
 /// One evaluation of a consistency model at per-sample levels (detached: the weights are
 /// variables, and an undetached chain would keep every intermediate of every step alive).
-fn evaluate(spec: &ModelSpec, net: &Network, guide: Option<&Guide>, x: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
-    let f = spec.precond.apply(net, x, sigmas, Phase::Eval, &mut Dropout::off())?.detach();
+fn evaluate(spec: &ModelSpec, net: &Network, guide: Option<&Guide>, labels: Option<&Tensor>, x: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
+    let f = spec.precond.apply_cond(net, x, sigmas, labels, Phase::Eval, &mut Dropout::off())?.detach();
     match guide {
         None => Ok(f),
         Some(g) => {
-            let weak = g.spec.precond.apply(g.net, x, sigmas, Phase::Eval, &mut Dropout::off())?.detach();
+            let weak = g.spec.precond.apply_cond(g.net, x, sigmas, labels, Phase::Eval, &mut Dropout::off())?.detach();
             (f * g.w)?.add(&(weak * (1.0 - g.w))?)
         }
     }
+}
+
+/// The class labels of samples `first..first + n` of a model conditioned on `classes` classes
+/// (none for an unconditional one): all `class`, or sample i of class i mod classes, so that
+/// any n draws the classes evenly and sample i is the same whatever its batch.
+pub fn sample_labels(classes: usize, class: Option<u32>, first: u64, n: usize, device: &Device) -> Result<Option<Tensor>> {
+    if classes == 0 {
+        return Ok(None);
+    }
+    let labels: Vec<u32> = (0..n as u64).map(|i| class.unwrap_or(((first + i) % classes as u64) as u32)).collect();
+    crate::nn::one_hot(&labels, classes, device).map(Some)
 }
 
 /// Samples from a consistency model: 1 step from σ_max, then one step per level in `mids`
@@ -51,16 +62,19 @@ pub fn consistency_samples(
     seed: u64,
     first: u64,
     n: usize,
+    class: Option<u32>,
     device: &Device,
 ) -> Result<Tensor> {
+    let labels = sample_labels(spec.network.label_dim(), class, first, n, device)?;
+    let labels = labels.as_ref();
     let shape = spec.sample_shape();
     let kernel = spec.kernel.kernel();
     let z = per_sample_normal(seed, "sample", first, n, &shape, device)?;
     let x = kernel.noisy(&z.zeros_like()?, &z, &vec![spec.sigma_max; n])?;
     if let Some(edges) = spec.precond.edges() {
-        return phased_walk(&edges, x, |x, sigma| evaluate(spec, net, guide, x, &vec![sigma; n]));
+        return phased_walk(&edges, x, |x, sigma| evaluate(spec, net, guide, labels, x, &vec![sigma; n]));
     }
-    let mut xhat = evaluate(spec, net, guide, &x, &vec![spec.sigma_max; n])?;
+    let mut xhat = evaluate(spec, net, guide, labels, &x, &vec![spec.sigma_max; n])?;
     for (k, &sigma) in mids.iter().enumerate() {
         let eps = per_sample_normal(seed, &format!("sample-step{}", k + 1), first, n, &shape, device)?;
         let noise = match encoder {
@@ -71,7 +85,7 @@ pub fn consistency_samples(
             None => eps,
         };
         let x = kernel.noisy(&xhat, &noise, &vec![sigma; n])?;
-        xhat = evaluate(spec, net, guide, &x, &vec![sigma; n])?;
+        xhat = evaluate(spec, net, guide, labels, &x, &vec![sigma; n])?;
     }
     Ok(xhat)
 }
@@ -87,15 +101,17 @@ pub fn phased_walk(edges: &[f64], x: Tensor, mut eval: impl FnMut(&Tensor, f64) 
 }
 
 /// EDM's deterministic sampler on a trained denoiser: Heun steps on the Karras grid of `steps`
-/// levels from σ_max to σ_min, then to 0; 2·steps − 1 evaluations.
-pub fn heun_samples(denoiser: &Network, precond: Precond, sigma_max: f64, steps: usize, seed: u64, first: u64, n: usize, shape: &[usize], device: &Device) -> Result<Tensor> {
+/// levels from σ_max to σ_min, then to 0; 2·steps − 1 evaluations. `labels`: one-hot classes
+/// of a conditional denoiser.
+#[allow(clippy::too_many_arguments)]
+pub fn heun_samples(denoiser: &Network, precond: Precond, sigma_max: f64, steps: usize, seed: u64, first: u64, n: usize, shape: &[usize], labels: Option<&Tensor>, device: &Device) -> Result<Tensor> {
     let z = per_sample_normal(seed, "sample", first, n, shape, device)?;
-    heun_from(denoiser, precond, sigma_max, steps, &z)
+    heun_from(denoiser, precond, sigma_max, steps, labels, &z)
 }
 
 /// The Heun sampler from given initial noise (sampled at unit scale).
-pub fn heun_from(denoiser: &Network, precond: Precond, sigma_max: f64, steps: usize, z: &Tensor) -> Result<Tensor> {
-    let d = NetDenoiser { net: denoiser, precond };
+pub fn heun_from(denoiser: &Network, precond: Precond, sigma_max: f64, steps: usize, labels: Option<&Tensor>, z: &Tensor) -> Result<Tensor> {
+    let d = NetDenoiser { net: denoiser, precond, labels };
     ode::solve(&d, Solver::Heun, &ode::sampling_grid(precond.sigma_min, sigma_max, steps), z)
 }
 
@@ -103,12 +119,13 @@ pub fn heun_from(denoiser: &Network, precond: Precond, sigma_max: f64, steps: us
 /// else `steps` consistency steps with intermediate levels `mids` (len = steps − 1), or one
 /// per phase for a phased model; guided by a weaker model when `guide` is given.
 #[allow(clippy::too_many_arguments)]
-pub fn model_samples(spec: &ModelSpec, net: &Network, encoder: Option<&Network>, guide: Option<&Guide>, steps: usize, mids: &[f64], seed: u64, first: u64, n: usize, device: &Device) -> Result<Tensor> {
+pub fn model_samples(spec: &ModelSpec, net: &Network, encoder: Option<&Network>, guide: Option<&Guide>, steps: usize, mids: &[f64], seed: u64, first: u64, n: usize, class: Option<u32>, device: &Device) -> Result<Tensor> {
     if spec.is_denoiser() {
         let precond = Precond { kind: PrecondKind::Edm, ..spec.precond };
-        heun_samples(net, precond, spec.sigma_max, steps, seed, first, n, &spec.sample_shape(), device)
+        let labels = sample_labels(spec.network.label_dim(), class, first, n, device)?;
+        heun_samples(net, precond, spec.sigma_max, steps, seed, first, n, &spec.sample_shape(), labels.as_ref(), device)
     } else {
-        consistency_samples(spec, net, encoder, guide, &mids[..steps.saturating_sub(1).min(mids.len())], seed, first, n, device)
+        consistency_samples(spec, net, encoder, guide, &mids[..steps.saturating_sub(1).min(mids.len())], seed, first, n, class, device)
     }
 }
 
@@ -194,14 +211,14 @@ mod tests {
             parameters: 0,
             steps: 0,
         };
-        let sample = |net: &Network, guide: Option<&Guide>| consistency_samples(&spec, net, None, guide, &[], 3, 0, 64, &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let sample = |net: &Network, guide: Option<&Guide>| consistency_samples(&spec, net, None, guide, &[], 3, 0, 64, None, &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (fa, fb) = (sample(&a.net, None), sample(&b.net, None));
         assert_ne!(fa, fb);
         assert_eq!(sample(&a.net, Some(&Guide { spec: &spec, net: &b.net, w: 1.0 })), fa);
         assert_eq!(sample(&a.net, Some(&Guide { spec: &spec, net: &b.net, w: 0.0 })), fb);
         // One phase's worth: at M = 1 the guided result is one evaluation, 2f − f_weak.
         let one = ModelSpec { precond: Precond { phases: Some(1), ..precond }, ..spec.clone() };
-        let s1 = |net: &Network, guide: Option<&Guide>| consistency_samples(&one, net, None, guide, &[], 3, 0, 64, &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let s1 = |net: &Network, guide: Option<&Guide>| consistency_samples(&one, net, None, guide, &[], 3, 0, 64, None, &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (f1, w1) = (s1(&a.net, None), s1(&b.net, None));
         let g2 = s1(&a.net, Some(&Guide { spec: &one, net: &b.net, w: 2.0 }));
         for ((g, f), w) in g2.iter().zip(&f1).zip(&w1) {

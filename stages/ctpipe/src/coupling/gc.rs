@@ -79,7 +79,7 @@ impl Coupling for Gc {
         // function is the identity, which evaluating at σ_min gives exactly.
         let sig: Vec<f64> = pairs.lo.iter().map(|&s| s.max(precond.sigma_min)).collect();
         let x_lo = kernel.noisy(x0, &noise, &pairs.lo)?;
-        let generated = precond.apply(ctx.ema, &x_lo, &sig, Phase::Eval, &mut Dropout::off())?.detach();
+        let generated = precond.apply_cond(ctx.ema, &x_lo, &sig, ctx.class_labels, Phase::Eval, &mut Dropout::off())?.detach();
         let endpoint = select_rows(&use_gc, &generated, x0)?;
         let mut logs = logs;
         logs.extend(transport_logs(&use_gc, &pairs.lo, x0, &generated, &noise)?);

@@ -103,7 +103,7 @@ mod tests {
     fn the_noise_is_the_steps_noise_reordered() {
         let cfg = crate::nn::preset("mlp-small", crate::data::schema::SampleKind::Points { dim: 2 }, 1, None).unwrap();
         let w = crate::model::Weights::init(&cfg, 1, &Device::Cpu).unwrap();
-        let ctx = StepCtx { seed: 4, progress: crate::methods::Progress { step: 3, total: 10 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: None, labels: None, pool: None };
+        let ctx = StepCtx { seed: 4, progress: crate::methods::Progress { step: 3, total: 10 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None };
         let x0 = crate::rng::normal(&mut crate::rng::stream(0, "x", 0), (32, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
         let out = Ot { sigma_max: 5.0 }.couple(&ctx, &x0, &Pairs::default(), &Precond { kind: crate::precond::PrecondKind::Cm, sigma_data: 0.5, sigma_min: 0.002, t_max: 5.0, phases: None }, &Kernel::Ve).unwrap();
         let z: Vec<Vec<f32>> = step_noise(&ctx, &x0).unwrap().to_vec2().unwrap();

@@ -28,7 +28,7 @@ pub struct Vc {
 pub fn posterior(encoder: &Network, x: &Tensor, sigma_data: f64, drop: &mut Dropout) -> Result<(Tensor, Tensor)> {
     let n = x.dim(0)?;
     let time = Tensor::zeros(n, x.dtype(), x.device())?;
-    let out = encoder.forward(&(x / sigma_data)?, &time, drop)?;
+    let out = encoder.forward(&(x / sigma_data)?, &time, None, drop)?;
     let c = out.dim(1)? / 2;
     let mean = out.narrow(1, 0, c)?;
     let scale = (softplus(&out.narrow(1, c, c)?)? + SCALE_FLOOR)?;

@@ -55,13 +55,17 @@ crate::config_struct! {
         /// The guide's EMA snapshot at this training step (its `keep_snapshots`; SCT guides
         /// with snapshots at 25–75 % of training) instead of its final weights.
         pub guide_step: Option<u64> = None,
+        /// Class-conditional models: samples per class for the per-class FD (first seed),
+        /// against the reference's per-class statistics (precompute-encoder `per_class`; the
+        /// test split's points of the class for toys).
+        pub class_n: u64 = 1000,
     }
 }
 
 impl EvalConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.n < 2 || self.batch == 0 || self.heun_steps < 2 {
-            return Err(usage("fields `n` (≥ 2), `batch` (> 0) and `heun_steps` (≥ 2) out of range"));
+        if self.n < 2 || self.batch == 0 || self.heun_steps < 2 || self.class_n < 2 {
+            return Err(usage("fields `n` (≥ 2), `class_n` (≥ 2), `batch` (> 0) and `heun_steps` (≥ 2) out of range"));
         }
         if self.seeds.is_empty() || self.steps.is_empty() || self.steps.contains(&0) {
             return Err(usage("fields `seeds` and `steps` need at least one value; steps ≥ 1"));
@@ -97,6 +101,8 @@ pub struct Row {
     pub nfe: u64,
     /// Guidance strength w with the `guide` model (None: unguided).
     pub guidance: Option<f64>,
+    /// Class-conditional models: the class of a per-class row (None: every class in turn).
+    pub class: Option<u32>,
     /// Training step of a snapshot (None: the final model).
     pub train_step: Option<u64>,
     pub fd: Vec<f64>,
@@ -106,6 +112,30 @@ pub struct Row {
     pub mmd: Option<f64>,
     pub near: Option<f64>,
     pub min_mode: Option<f64>,
+}
+
+impl Row {
+    /// A model × sampler row with nothing measured yet.
+    fn empty(label: &str, m: &LoadedModel, art: &Artifact, s: &Sampler) -> Row {
+        Row {
+            model: label.to_string(),
+            method: m.spec.method.clone(),
+            stage: art.stage().to_string(),
+            key: art.key().to_string(),
+            sampler: s.name.clone(),
+            nfe: s.nfe,
+            guidance: None,
+            class: None,
+            train_step: None,
+            fd: Vec::new(),
+            fd_min: f64::NAN,
+            fd_mean: f64::NAN,
+            swd: None,
+            mmd: None,
+            near: None,
+            min_mode: None,
+        }
+    }
 }
 
 /// What a sampler run is.
@@ -137,8 +167,24 @@ fn samplers(cfg: &EvalConfig, spec: &ModelSpec) -> Vec<Sampler> {
 
 /// The reference a model's samples are compared with.
 enum Reference {
-    Images { encoder: Box<dyn Encoder>, stats: FeatureStats },
-    Points { stats: FeatureStats, truth: Vec<[f64; 2]>, centres: Vec<[f64; 2]> },
+    Images { encoder: Box<dyn Encoder>, stats: FeatureStats, per_class: Vec<FeatureStats> },
+    Points { stats: FeatureStats, truth: Vec<[f64; 2]>, centres: Vec<[f64; 2]>, per_class: Vec<FeatureStats> },
+}
+
+impl Reference {
+    /// The per-class statistics (empty where the reference has none).
+    fn per_class(&self) -> &[FeatureStats] {
+        match self {
+            Reference::Images { per_class, .. } | Reference::Points { per_class, .. } => per_class,
+        }
+    }
+
+    fn encoder(&self) -> &dyn Encoder {
+        match self {
+            Reference::Images { encoder, .. } => &**encoder,
+            Reference::Points { .. } => &features::Identity(2),
+        }
+    }
 }
 
 fn points_of(x: &Tensor) -> Result<Vec<[f64; 2]>> {
@@ -179,7 +225,15 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
             let test_stats = features::statistics_of(&features::Identity(2), &super::precompute::split_tensor(info.kind, &test, None, device)?, 4096)?;
             baselines.push(("data (test split)".to_string(), frechet_distance(&test_stats, &stats)?));
             let name = info.name.strip_prefix("toy2d:").unwrap_or(&info.name);
-            (Reference::Points { stats, truth, centres: crate::data::sources::toy2d::mode_centres(name) }, "identity".to_string())
+            // Per class: the test split's points of each class.
+            let per_class = (0..info.class_names.len())
+                .map(|c| {
+                    let pts: Vec<f32> = tv.chunks(2).zip(&test.labels).filter(|(_, l)| **l as usize == c).flat_map(|(p, _)| p.to_vec()).collect();
+                    let n = pts.len() / 2;
+                    features::statistics_of(&features::Identity(2), &Tensor::from_vec(pts, (n, 2), device)?, 4096)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            (Reference::Points { stats, truth, centres: crate::data::sources::toy2d::mode_centres(name), per_class }, "identity".to_string())
         }
         (SampleKind::Images { .. }, None) => {
             return Err(usage("input `reference`: image models need a precompute-encoder artifact (reference statistics)"));
@@ -192,7 +246,11 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
                     baselines.push((label.to_string(), v));
                 }
             }
-            (Reference::Images { encoder, stats }, spec.name().to_string())
+            let per_class = (0..info.class_names.len())
+                .map_while(|c| r.file(&format!("stats-class-{c}.safetensors")).ok())
+                .map(|p| FeatureStats::load(&p))
+                .collect::<Result<Vec<_>>>()?;
+            (Reference::Images { encoder, stats, per_class }, spec.name().to_string())
         }
     };
     let which = if cfg.weights == "ema" { Which::Ema } else { Which::Online };
@@ -239,6 +297,23 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
                 let w_part = w.map(|w| format!("-w{w}")).unwrap_or_default();
                 let file = format!("samples-{}-{}{w_part}.png", label.replace(' ', "-"), s.name);
                 std::fs::write(out.join(file), picture(&m.spec, &x, &reference_kind)?)?;
+            }
+        }
+        let classes = m.spec.network.label_dim();
+        if classes > 0 {
+            let per_class = reference_kind.per_class();
+            if per_class.len() != classes {
+                return Err(usage(format!(
+                    "input `reference`: model {label} is conditioned on {classes} classes, the reference has per-class statistics for {} (set per_class = true on its precompute-encoder node)",
+                    per_class.len()
+                )));
+            }
+            for s in samplers(cfg, &m.spec) {
+                for (c, stats) in per_class.iter().enumerate() {
+                    let row = measure_class(cfg, &m, &s, c as u32, stats, reference_kind.encoder(), &label, art, device)?;
+                    eprintln!("evaluate-fid: {label} {} class {c}: FD {:.4}", s.name, row.fd_min);
+                    rows.push(row);
+                }
             }
         }
         if cfg.snapshots {
@@ -356,23 +431,7 @@ fn measure(
     let enc = m.encoder.as_ref().map(|e| &e.net);
     let n = cfg.n as usize;
     let batch = cfg.batch as usize;
-    let mut row = Row {
-        model: label.to_string(),
-        method: m.spec.method.clone(),
-        stage: art.stage().to_string(),
-        key: art.key().to_string(),
-        sampler: s.name.clone(),
-        nfe: s.nfe,
-        guidance: guide.map(|g| g.w),
-        train_step,
-        fd: Vec::new(),
-        fd_min: f64::NAN,
-        fd_mean: f64::NAN,
-        swd: None,
-        mmd: None,
-        near: None,
-        min_mode: None,
-    };
+    let mut row = Row { guidance: guide.map(|g| g.w), train_step, ..Row::empty(label, m, art, s) };
     let what = match train_step {
         Some(step) => format!("evaluate-fid: {label} @ step {step} {}", s.name),
         None => format!("evaluate-fid: {label} {}{}", s.name, guide.map(|g| format!(" w = {}", g.w)).unwrap_or_default()),
@@ -385,17 +444,17 @@ fn measure(
                 return Ok(None);
             }
             let k = (n - first).min(batch);
-            let x = crate::sample::model_samples(&m.spec, net, enc, guide, s.steps, &s.mids, seed, first as u64, k, device)?;
+            let x = crate::sample::model_samples(&m.spec, net, enc, guide, s.steps, &s.mids, seed, first as u64, k, None, device)?;
             first += k;
             progress.set_position((i * n + first) as u64);
             Ok(Some(x))
         };
         match reference {
-            Reference::Images { encoder, stats } => {
+            Reference::Images { encoder, stats, .. } => {
                 let st = features::statistics(&**encoder, &mut next)?;
                 row.fd.push(frechet_distance(&st, stats)?);
             }
-            Reference::Points { stats, truth, centres } => {
+            Reference::Points { stats, truth, centres, .. } => {
                 let mut parts = Vec::new();
                 while let Some(x) = next()? {
                     parts.push(x);
@@ -423,6 +482,25 @@ fn measure(
     Ok(row)
 }
 
+/// The FD of `class_n` samples of one class (first seed) against that class's statistics.
+#[allow(clippy::too_many_arguments)]
+fn measure_class(cfg: &EvalConfig, m: &LoadedModel, s: &Sampler, class: u32, stats: &FeatureStats, encoder: &dyn Encoder, label: &str, art: &Artifact, device: &Device) -> Result<Row> {
+    let (n, batch, seed) = (cfg.class_n as usize, cfg.batch as usize, cfg.seeds[0]);
+    let enc = m.encoder.as_ref().map(|e| &e.net);
+    let mut first = 0usize;
+    let st = features::statistics(encoder, || {
+        if first >= n {
+            return Ok(None);
+        }
+        let k = (n - first).min(batch);
+        let x = crate::sample::model_samples(&m.spec, &m.net.net, enc, None, s.steps, &s.mids, seed, first as u64, k, Some(class), device)?;
+        first += k;
+        Ok(Some(x))
+    })?;
+    let fd = frechet_distance(&st, stats)?;
+    Ok(Row { class: Some(class), fd: vec![fd], fd_min: fd, fd_mean: fd, ..Row::empty(label, m, art, s) })
+}
+
 fn picture(spec: &ModelSpec, x: &Tensor, reference: &Reference) -> Result<Vec<u8>> {
     match (spec.data, reference) {
         (SampleKind::Points { .. }, Reference::Points { truth, .. }) => {
@@ -441,7 +519,7 @@ const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
 
 fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
     std::fs::write(out.join("report.md"), super::report::markdown(ev, cfg))?;
-    let finals: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_none() && r.guidance.is_none()).collect();
+    let finals: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_none() && r.guidance.is_none() && r.class.is_none()).collect();
     let mut models: Vec<&str> = finals.iter().map(|r| r.model.as_str()).collect();
     models.dedup();
     let series: Vec<Series> = models

@@ -55,6 +55,9 @@ crate::config_struct! {
         pub inception_revision: String = "main".into(),
         /// inception: expected sha256 of the weights file.
         pub inception_sha256: String = "".into(),
+        /// Also the reference split's statistics per class (`stats-class-<c>.safetensors`), for
+        /// the per-class FD of class-conditional models (one more pass over the split).
+        pub per_class: bool = false,
     }
 }
 
@@ -162,6 +165,22 @@ pub fn precompute(cfg: &PrecomputeConfig, data: &Artifact, out: &Path, device: &
     let (reference, other) = if cfg.split == "train" { (&stats[0].1, &stats[1].1) } else { (&stats[1].1, &stats[0].1) };
     let other_name = if cfg.split == "train" { "test" } else { "train" };
     reference.save(&out.join("stats.safetensors"), Some(&format!("reference: {} features of {} {}", spec.name(), info.name, cfg.split)))?;
+    let mut class_counts = Vec::new();
+    if cfg.per_class {
+        let split = if cfg.split == "train" { &train } else { &test };
+        let x = split_tensor(info.kind, split, cfg.stats_limit, device)?;
+        let labels = &split.labels[..x.dim(0)?];
+        for (c, name) in info.class_names.iter().enumerate() {
+            let rows: Vec<u32> = labels.iter().enumerate().filter(|(_, l)| **l as usize == c).map(|(i, _)| i as u32).collect();
+            if rows.len() < 2 {
+                return Err(crate::error::bad_input(format!("field `per_class`: class {c} ({name}) of {} has {} rows in the {} split; per-class statistics need 2", info.name, rows.len(), cfg.split)));
+            }
+            let xc = x.index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
+            let st = features::statistics_of(&*enc, &xc, batch)?;
+            st.save(&out.join(format!("stats-class-{c}.safetensors")), Some(&format!("{} features of {} {}, class {c} ({name})", spec.name(), info.name, cfg.split)))?;
+            class_counts.push(rows.len());
+        }
+    }
     let noise_stats: FeatureStats = features::statistics_of(&*enc, &noise(info.kind, cfg.noise_n as usize, cfg.seed, device)?, batch)?;
     let fd_data = frechet_distance(other, reference)?;
     let fd_noise = frechet_distance(&noise_stats, reference)?;
@@ -186,5 +205,6 @@ pub fn precompute(cfg: &PrecomputeConfig, data: &Artifact, out: &Path, device: &
         "fd_data": fd_data,
         "fd_data_split": other_name,
         "fd_noise": fd_noise,
+        "class_counts": class_counts,
     }))
 }

@@ -41,7 +41,7 @@ pub fn markdown(ev: &Evaluation, cfg: &EvalConfig) -> String {
         }
         s.push('\n');
     };
-    for r in ev.rows.iter().filter(|r| r.train_step.is_none() && r.guidance.is_none()) {
+    for r in ev.rows.iter().filter(|r| r.train_step.is_none() && r.guidance.is_none() && r.class.is_none()) {
         row(&mut s, r);
     }
     for (what, fd) in &ev.baselines {
@@ -50,6 +50,14 @@ pub fn markdown(ev: &Evaluation, cfg: &EvalConfig) -> String {
             s.push_str(" – | – | – | – |");
         }
         s.push('\n');
+    }
+    let per_class: Vec<&Row> = ev.rows.iter().filter(|r| r.class.is_some()).collect();
+    if !per_class.is_empty() {
+        let _ = writeln!(s, "\nClass-conditional models, per class: {} samples of the class (first seed) against the reference's statistics of that class; the rows above draw every class in turn.\n", cfg.class_n);
+        let _ = writeln!(s, "| model | sampler | class | FD |\n|---|---|---:|---:|");
+        for r in per_class {
+            let _ = writeln!(s, "| {} | {} | {} | {} |", r.model, r.sampler, r.class.unwrap_or(0), num(r.fd_min));
+        }
     }
     let guided: Vec<&Row> = ev.rows.iter().filter(|r| r.guidance.is_some()).collect();
     if !guided.is_empty() {

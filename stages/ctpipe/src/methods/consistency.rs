@@ -109,7 +109,8 @@ impl ConsistencyLoss {
         let stable = match self.target {
             Target::Ode(solver) => {
                 let teacher = ctx.teacher.ok_or_else(|| candle_core::Error::Msg("consistency distillation needs a teacher".into()))?;
-                return ode::step(teacher, solver, &x_hi.detach(), &pairs.hi, &pairs.lo);
+                let teacher = ode::Labelled { inner: teacher, labels: ctx.class_labels };
+                return ode::step(&teacher, solver, &x_hi.detach(), &pairs.hi, &pairs.lo);
             }
             Target::Stable(s) => Some(s),
             Target::Standard => None,
@@ -136,7 +137,7 @@ impl Method for ConsistencyLoss {
         // Student, recording dropout masks.
         let x_hi = self.kernel.noisy(endpoint, &coupled.noise, &pairs.hi)?;
         let mut drop = Dropout::record(crate::rng::stream(ctx.seed, "dropout", ctx.progress.step));
-        let student = self.precond.apply(ctx.net, &x_hi, &pairs.hi, Phase::Train, &mut drop)?;
+        let student = self.precond.apply_cond(ctx.net, &x_hi, &pairs.hi, ctx.class_labels, Phase::Train, &mut drop)?;
 
         // Teacher: same noise (detached), same masks, no gradient. Where σ_lo is a boundary
         // (ECT's r = 0, a phase's lower edge) f(x_lo, σ_lo) = x_lo, so the target is the point
@@ -158,7 +159,7 @@ impl Method for ConsistencyLoss {
             let lo: Vec<f64> = pairs.lo.iter().map(|&s| if s > 0.0 { s } else { self.schedule.sigma_min() }).collect();
             drop.replay();
             let target_net = ctx.target.unwrap_or(ctx.net);
-            let t = nan_to_num(&self.precond.apply(target_net, &x_lo, &lo, Phase::Train, &mut drop)?.detach())?;
+            let t = nan_to_num(&self.precond.apply_cond(target_net, &x_lo, &lo, ctx.class_labels, Phase::Train, &mut drop)?.detach())?;
             if at_boundary.iter().any(|&b| b) {
                 select_rows(&at_boundary, &boundary_target, &t)?
             } else {

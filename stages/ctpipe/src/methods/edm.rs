@@ -36,7 +36,7 @@ impl Method for EdmLoss {
         let noise = crate::coupling::step_noise(ctx, x0)?;
         let y = crate::methods::consistency::Kernel::Ve.noisy(x0, &noise, &sigma)?;
         let mut drop = Dropout::record(crate::rng::stream(ctx.seed, "dropout", ctx.progress.step));
-        let denoised = self.precond.apply(ctx.net, &y, &sigma, Phase::Train, &mut drop)?;
+        let denoised = self.precond.apply_cond(ctx.net, &y, &sigma, ctx.class_labels, Phase::Train, &mut drop)?;
         let lambda: Vec<f32> = sigma.iter().map(|&s| weight(s, self.precond.sigma_data) as f32).collect();
         let lambda = Tensor::from_vec(lambda, n, x0.device())?.to_dtype(x0.dtype())?;
         let per_sample_loss = per_sample_sum(&denoised.sub(x0)?.sqr()?)?.mul(&lambda)?;

@@ -50,6 +50,8 @@ pub struct StepCtx<'a> {
     pub teacher: Option<&'a dyn Denoiser>,
     /// The batch's class labels.
     pub labels: Option<&'a [u32]>,
+    /// The same one-hot (N, classes), for a class-conditional network (None: unconditional).
+    pub class_labels: Option<&'a Tensor>,
     /// SCT's extra references for this step (`Method::reference_pool`).
     pub pool: Option<&'a sct::Pool>,
 }

@@ -207,6 +207,7 @@ fn step_ctx(nets: &Nets, step: u64, total: u64) -> StepCtx<'_> {
         target: None,
         teacher: None,
         labels: None,
+        class_labels: None,
         pool: None,
     }
 }

@@ -254,7 +254,7 @@ fn stable_target(cfg: &TrainConfig) -> Result<Stable> {
         References::Pool => (cfg.sct_pool - cfg.batch) as usize,
         _ => 0,
     };
-    Ok(Stable { references: cfg.sct_references, pool_extra, boundary: cfg.sct_boundary, by_class: false })
+    Ok(Stable { references: cfg.sct_references, pool_extra, boundary: cfg.sct_boundary, by_class: cfg.class_conditional })
 }
 
 /// Consistency distillation (methods.md §3): CD's fixed Karras grid, the teacher's ODE step as

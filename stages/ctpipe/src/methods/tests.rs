@@ -22,7 +22,7 @@ fn batch() -> Tensor {
 }
 
 fn losses(m: &dyn Method, w: &Weights, ema: &Weights, step: u64) -> Vec<f32> {
-    let ctx = StepCtx { seed: 3, progress: Progress { step, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, pool: None };
+    let ctx = StepCtx { seed: 3, progress: Progress { step, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None };
     m.loss(&ctx, &batch()).unwrap().per_sample.to_vec1().unwrap()
 }
 
@@ -105,7 +105,7 @@ fn ect_boundary_replaces_the_teacher_by_the_clean_sample() {
     // Stage 0 (steps < stage_steps) and every t below ≈ 1.95 gives r = 0: the target is x.
     let (w, ema) = (net(0.0), net(0.0));
     let m = ect(None);
-    let ctx = StepCtx { seed: 3, progress: Progress { step: 0, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, pool: None };
+    let ctx = StepCtx { seed: 3, progress: Progress { step: 0, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None };
     let x0 = batch();
     let mut rng = crate::rng::stream(3, "sigma", 0);
     let pairs = m.schedule.draw(64, ctx.progress, &mut rng);
@@ -237,4 +237,39 @@ fn phases_and_pool_are_checked_by_name() {
     let r = crate::methods::spec::resolve(&cfg("method = \"sct\"\nsct_references = \"pool\"\nsct_pool = 1000\nbatch = 128\nphases = 4"), 2).unwrap();
     assert_eq!((r.method.reference_pool(), r.method.precond().phases), (872, Some(4)));
     assert_eq!(crate::methods::spec::resolve(&cfg("method = \"sct\""), 2).unwrap().method.reference_pool(), 0);
+}
+
+/// SCT by class: references of another class get no weight. A pool of class-1 images moved far
+/// away changes the loss of class-1 samples (where t is large enough to weigh them) and leaves
+/// every class-0 sample's loss bit for bit.
+#[test]
+fn sct_by_class_ignores_other_classes() {
+    let stable = Stable { references: References::Pool, pool_extra: 16, boundary: Boundary::Mean, by_class: true };
+    let sched = EctSchedule { stage_steps: 200.0, ..EctSchedule::default() };
+    let loss = loss_with(Box::new(sched), Box::new(Independent), Target::Stable(stable), Distance::PseudoHuber { c: 0.0 }, pc(PrecondKind::Ect, 0.003));
+    check_class_restriction(&loss);
+}
+
+/// `class_conditional = true` on SCT restricts its references by class.
+#[test]
+fn spec_sets_by_class() {
+    use crate::train::config::from_toml as cfg;
+    let r = crate::methods::spec::resolve(&cfg("method = \"sct\"\nclass_conditional = true\nsct_references = \"pool\"\nsct_pool = 80\nbatch = 64\nect_stages = 5\nsteps = 1000"), 2).unwrap();
+    check_class_restriction(&*r.method);
+}
+
+fn check_class_restriction(loss: &dyn Method) {
+    let (w, ema) = (net(0.0), net(0.0));
+    let labels: Vec<u32> = (0..64).map(|i| i % 2).collect();
+    let near = (crate::rng::normal(&mut crate::rng::stream(2, "pool", 0), (16, 2), DType::F32, &Device::Cpu).unwrap() * 0.5).unwrap();
+    let run = |pool_x: &Tensor| -> Vec<f32> {
+        let pool = super::sct::Pool { x: pool_x.clone(), labels: vec![1; 16] };
+        let ctx = StepCtx { seed: 3, progress: Progress { step: 700, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: Some(&labels), class_labels: None, pool: Some(&pool) };
+        loss.loss(&ctx, &batch()).unwrap().per_sample.to_vec1().unwrap()
+    };
+    let (a, b) = (run(&near), run(&(&near + 3.0).unwrap()));
+    for i in (0..64).step_by(2) {
+        assert_eq!(a[i], b[i], "class-0 sample {i}");
+    }
+    assert!((1..64).step_by(2).any(|i| a[i] != b[i]), "class-1 samples see the pool");
 }

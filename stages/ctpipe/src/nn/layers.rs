@@ -26,6 +26,11 @@ impl Linear {
     }
 
     /// PyTorch's default `nn.Linear` initialisation: weight and bias uniform in ±1/√fan_in.
+    /// Input features.
+    pub fn fan_in(&self) -> usize {
+        self.weight.dim(1).unwrap_or(0)
+    }
+
     pub fn torch_default(vb: VarBuilder, fan_in: usize, fan_out: usize) -> Result<Linear> {
         let b = 1.0 / (fan_in as f64).sqrt();
         let weight = vb.get_with_hints((fan_out, fan_in), "weight", Init::Uniform { lo: -b, up: b })?;

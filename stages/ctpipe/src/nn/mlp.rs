@@ -17,10 +17,14 @@ pub struct MlpConfig {
     pub dim_out: usize,
     pub width: usize,
     pub dropout: f64,
+    /// Classes of a class-conditional model (0: unconditional).
+    #[serde(default, skip_serializing_if = "super::is_zero")]
+    pub label_dim: usize,
 }
 
 pub struct Mlp {
     cfg: MlpConfig,
+    map_label: Option<Linear>,
     map_noise: Linear,
     input: Linear,
     hidden0: Linear,
@@ -33,6 +37,7 @@ impl Mlp {
         let w = cfg.width;
         Ok(Mlp {
             cfg: cfg.clone(),
+            map_label: if cfg.label_dim > 0 { Some(Linear::torch_default(vb.pp("map_label"), cfg.label_dim, w)?) } else { None },
             map_noise: Linear::torch_default(vb.pp("map_noise"), w, w)?,
             input: Linear::torch_default(vb.pp("input"), cfg.dim_in + 1, w)?,
             hidden0: Linear::torch_default(vb.pp("hidden0"), 2 * w, w)?,
@@ -45,9 +50,11 @@ impl Mlp {
         &self.cfg
     }
 
-    /// F(x, c_noise): `x` is (N, d), `c_noise` is (N,).
-    pub fn forward(&self, x: &Tensor, c_noise: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
+    /// F(x, c_noise, labels): `x` is (N, d), `c_noise` is (N,), `labels` one-hot (N, label_dim)
+    /// for a class-conditional network: its embedding joins the noise's, as in EDM's U-Net.
+    pub fn forward(&self, x: &Tensor, c_noise: &Tensor, labels: Option<&Tensor>, drop: &mut Dropout) -> Result<Tensor> {
         let emb = positional_embedding(c_noise, self.cfg.width)?.to_dtype(x.dtype())?;
+        let emb = super::add_label_embedding(emb, self.map_label.as_ref(), labels)?;
         let emb = self.map_noise.forward(&emb)?.silu()?;
         let cn = c_noise.reshape((c_noise.elem_count(), 1))?.to_dtype(x.dtype())?;
         let h = self.input.forward(&Tensor::cat(&[x, &cn], 1)?)?.silu()?;

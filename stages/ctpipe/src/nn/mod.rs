@@ -31,6 +31,24 @@ pub enum NetworkConfig {
 impl NetworkConfig {
     /// The same architecture with another dropout probability (same parameters, so weights
     /// move between the two: a teacher trained with dropout, its student without).
+    /// Classes of a class-conditional network (0: unconditional).
+    pub fn label_dim(&self) -> usize {
+        match self {
+            NetworkConfig::Unet(u) => u.label_dim,
+            NetworkConfig::Mlp(m) => m.label_dim,
+        }
+    }
+
+    /// The same architecture conditioned on `classes` classes (0: unconditional).
+    pub fn with_labels(&self, classes: usize) -> NetworkConfig {
+        let mut c = self.clone();
+        match &mut c {
+            NetworkConfig::Unet(u) => u.label_dim = classes,
+            NetworkConfig::Mlp(m) => m.label_dim = classes,
+        }
+        c
+    }
+
     pub fn with_dropout(&self, p: f64) -> NetworkConfig {
         let mut c = self.clone();
         match &mut c {
@@ -57,13 +75,54 @@ impl Network {
         })
     }
 
-    /// F(x, c_noise).
-    pub fn forward(&self, x: &Tensor, c_noise: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
+    /// Classes it is conditioned on (0: unconditional).
+    pub fn label_dim(&self) -> usize {
         match self {
-            Network::Unet(n) => n.forward(x, c_noise, drop),
-            Network::Mlp(n) => n.forward(x, c_noise, drop),
+            Network::Unet(n) => n.config().label_dim,
+            Network::Mlp(n) => n.config().label_dim,
         }
     }
+
+    /// F(x, c_noise, labels): `labels` one-hot (N, classes) for a class-conditional network,
+    /// ignored by an unconditional one.
+    pub fn forward(&self, x: &Tensor, c_noise: &Tensor, labels: Option<&Tensor>, drop: &mut Dropout) -> Result<Tensor> {
+        match self {
+            Network::Unet(n) => n.forward(x, c_noise, labels, drop),
+            Network::Mlp(n) => n.forward(x, c_noise, labels, drop),
+        }
+    }
+}
+
+pub(crate) fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+/// EDM's class conditioning (SongUNet.forward, networks.py:324-328): the noise embedding plus
+/// map_label(one-hot · √label_dim); without labels a conditional network sees zeros (EDM's
+/// precond, :498), i.e. the embedding of no class.
+fn add_label_embedding(emb: Tensor, map_label: Option<&layers::Linear>, labels: Option<&Tensor>) -> Result<Tensor> {
+    match (map_label, labels) {
+        (Some(m), Some(l)) => {
+            let scale = (l.dim(1)? as f64).sqrt();
+            emb.add(&m.forward(&(l.to_dtype(emb.dtype())? * scale)?)?)
+        }
+        (Some(m), None) => {
+            let zeros = Tensor::zeros((emb.dim(0)?, m.fan_in()), emb.dtype(), emb.device())?;
+            emb.add(&m.forward(&zeros)?)
+        }
+        (None, _) => Ok(emb),
+    }
+}
+
+/// One-hot rows (N, classes) for class labels, the conditioning a conditional network takes.
+pub fn one_hot(labels: &[u32], classes: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let mut v = vec![0f32; labels.len() * classes];
+    for (i, &l) in labels.iter().enumerate() {
+        if (l as usize) < classes {
+            v[i * classes + l as usize] = 1.0;
+        }
+    }
+    Tensor::from_vec(v, (labels.len(), classes), device)
 }
 
 /// The names `network = "..."` accepts.
@@ -100,6 +159,7 @@ pub fn preset(name: &str, kind: SampleKind, out_mult: usize, dropout: Option<f64
             num_blocks: blocks,
             attn_resolutions: attn.to_vec(),
             dropout: dropout.unwrap_or(default_dropout),
+            label_dim: 0,
         }))
     };
     match name {
@@ -108,7 +168,7 @@ pub fn preset(name: &str, kind: SampleKind, out_mult: usize, dropout: Option<f64
                 return Err(usage(format!("network `{name}` is for 2-D points; the dataset holds images")));
             };
             let width = if name == "mlp-toy" { 256 } else { 64 };
-            Ok(NetworkConfig::Mlp(MlpConfig { dim_in: dim as usize, dim_out: dim as usize * out_mult, width, dropout: dropout.unwrap_or(0.0) }))
+            Ok(NetworkConfig::Mlp(MlpConfig { dim_in: dim as usize, dim_out: dim as usize * out_mult, width, dropout: dropout.unwrap_or(0.0), label_dim: 0 }))
         }
         "tiny" => unet(16, &[1, 2], 1, &[], 0.0),
         "fmnist" => unet(64, &[2, 2, 2], 4, &[16], 0.3),
@@ -134,9 +194,10 @@ pub fn vct_encoder(main: &NetworkConfig, size: &str) -> anyhow::Result<NetworkCo
             model_channels: 32,
             num_blocks: blocks,
             out_channels: 2 * c.in_channels,
+            label_dim: 0,
             ..c.clone()
         }),
-        NetworkConfig::Mlp(c) => NetworkConfig::Mlp(MlpConfig { dim_out: 2 * c.dim_in, ..c.clone() }),
+        NetworkConfig::Mlp(c) => NetworkConfig::Mlp(MlpConfig { dim_out: 2 * c.dim_in, label_dim: 0, ..c.clone() }),
     })
 }
 

@@ -85,9 +85,11 @@ fn gradient_check(cfg: &NetworkConfig, x_shape: &[usize]) {
     randomise(&store, 1, 0.3);
     let x = rng::normal(&mut rng::stream(2, "x", 0), x_shape.to_vec(), DType::F64, &dev).unwrap();
     let c = Tensor::new(&[0.3f64, -0.7], &dev).unwrap();
-    let out_shape = net.forward(&x, &c, &mut Dropout::off()).unwrap().shape().clone();
+    // A class-conditional network gets two different classes.
+    let labels = (cfg.label_dim() > 0).then(|| super::one_hot(&[0, 2], cfg.label_dim(), &dev).unwrap().to_dtype(DType::F64).unwrap());
+    let out_shape = net.forward(&x, &c, labels.as_ref(), &mut Dropout::off()).unwrap().shape().clone();
     let r = rng::normal(&mut rng::stream(3, "r", 0), out_shape, DType::F64, &dev).unwrap();
-    let objective = |net: &Network| -> Tensor { net.forward(&x, &c, &mut Dropout::off()).unwrap().mul(&r).unwrap().sum_all().unwrap() };
+    let objective = |net: &Network| -> Tensor { net.forward(&x, &c, labels.as_ref(), &mut Dropout::off()).unwrap().mul(&r).unwrap().sum_all().unwrap() };
     let grads = objective(&net).backward().unwrap();
     let vars = store.vars();
     let mut checked = 0;
@@ -133,14 +135,18 @@ fn unet_gradients_match_finite_differences() {
         num_blocks: 1,
         attn_resolutions: vec![8],
         dropout: 0.0,
+        label_dim: 0,
     });
     gradient_check(&cfg, &[2, 2, 8, 8]);
+    // Class-conditional: map_label's gradient too.
+    gradient_check(&cfg.with_labels(3), &[2, 2, 8, 8]);
 }
 
 #[test]
 fn mlp_gradients_match_finite_differences() {
-    let cfg = NetworkConfig::Mlp(mlp::MlpConfig { dim_in: 2, dim_out: 2, width: 8, dropout: 0.0 });
+    let cfg = NetworkConfig::Mlp(mlp::MlpConfig { dim_in: 2, dim_out: 2, width: 8, dropout: 0.0, label_dim: 0 });
     gradient_check(&cfg, &[2, 2]);
+    gradient_check(&cfg.with_labels(3), &[2, 2]);
 }
 
 #[test]
@@ -150,14 +156,14 @@ fn dropout_replay_gives_the_same_function() {
     let x = rng::normal(&mut rng::stream(0, "x", 0), (2, 1, 8, 8), DType::F32, &Device::Cpu).unwrap();
     let c = Tensor::new(&[0.1f32, 0.2], &Device::Cpu).unwrap();
     let mut d = Dropout::record(rng::stream(0, "dropout", 0));
-    let a: Vec<f32> = net.forward(&x, &c, &mut d).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let a: Vec<f32> = net.forward(&x, &c, None, &mut d).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     d.replay();
-    let b: Vec<f32> = net.forward(&x, &c, &mut d).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = net.forward(&x, &c, None, &mut d).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(a, b);
     let mut other = Dropout::record(rng::stream(0, "dropout", 1));
-    let o: Vec<f32> = net.forward(&x, &c, &mut other).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let o: Vec<f32> = net.forward(&x, &c, None, &mut other).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     assert_ne!(a, o);
-    let off: Vec<f32> = net.forward(&x, &c, &mut Dropout::off()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let off: Vec<f32> = net.forward(&x, &c, None, &mut Dropout::off()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     assert_ne!(a, off);
 }
 
@@ -171,4 +177,28 @@ fn same_seed_same_initial_weights() {
         let (va, vb): (Vec<f32>, Vec<f32>) = (ta.flatten_all().unwrap().to_vec1().unwrap(), tb.flatten_all().unwrap().to_vec1().unwrap());
         assert_eq!(va, vb, "{na}");
     }
+}
+
+/// EDM's class conditioning: `model.map_label` (Linear(label_dim, noise channels), EDM's name
+/// and shape), the class changes the output, no labels equal all-zero labels (EDM's precond
+/// passes zeros), and an unconditional network's config does not mention labels (its
+/// model.json, and so every existing artifact key, is unchanged).
+#[test]
+fn class_conditioning() {
+    let dev = Device::Cpu;
+    let kind = crate::data::schema::SampleKind::Images { height: 8, width: 8, channels: 1 };
+    let plain = super::preset("tiny", kind, 1, None).unwrap();
+    assert!(!serde_json::to_string(&plain).unwrap().contains("label_dim"));
+    let cond = plain.with_labels(10);
+    assert!(serde_json::to_string(&cond).unwrap().contains("\"label_dim\":10"));
+    let (store, net) = build(&cond, DType::F32);
+    let names: std::collections::HashMap<String, Vec<usize>> = store.tensors().into_iter().map(|(n, t)| (n, t.dims().to_vec())).collect();
+    assert_eq!(names["model.map_label.weight"], [16, 10]);
+    assert_eq!(names["model.map_label.bias"], [16]);
+    let x = rng::normal(&mut rng::stream(2, "x", 0), (2, 1, 8, 8), DType::F32, &dev).unwrap();
+    let c = Tensor::new(&[0.3f32, 0.3], &dev).unwrap();
+    let out = |labels: Option<&Tensor>| net.forward(&x, &c, labels, &mut Dropout::off()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (a, b) = (super::one_hot(&[1, 1], 10, &dev).unwrap(), super::one_hot(&[7, 7], 10, &dev).unwrap());
+    assert_ne!(out(Some(&a)), out(Some(&b)));
+    assert_eq!(out(None), out(Some(&Tensor::zeros((2, 10), DType::F32, &dev).unwrap())));
 }

@@ -26,6 +26,9 @@ pub struct UnetConfig {
     pub num_blocks: usize,
     pub attn_resolutions: Vec<usize>,
     pub dropout: f64,
+    /// Classes of a class-conditional model (EDM's `label_dim`; 0: unconditional).
+    #[serde(default, skip_serializing_if = "super::is_zero")]
+    pub label_dim: usize,
 }
 
 enum EncItem {
@@ -41,6 +44,7 @@ enum DecItem {
 
 pub struct SongUnet {
     cfg: UnetConfig,
+    map_label: Option<Linear>,
     map_layer0: Linear,
     map_layer1: Linear,
     enc: Vec<EncItem>,
@@ -53,6 +57,8 @@ impl SongUnet {
         let mc = cfg.model_channels;
         let emb = mc * cfg.channel_mult_emb;
         let noise = mc;
+        // EDM's map_label: Linear(label_dim, noise_channels), xavier-uniform (networks.py:270).
+        let map_label = if cfg.label_dim > 0 { Some(Linear::new(vb.pp("map_label"), cfg.label_dim, noise, true, 1.0)?) } else { None };
         let map_layer0 = Linear::new(vb.pp("map_layer0"), noise, emb, true, 1.0)?;
         let map_layer1 = Linear::new(vb.pp("map_layer1"), emb, emb, true, 1.0)?;
         let block = |vb: VarBuilder, cin, cout, resample, attention| {
@@ -104,16 +110,19 @@ impl SongUnet {
                 dec.push(DecItem::OutConv(Conv2d::new(vdec.pp(format!("{res}x{res}_aux_conv")), cout, cfg.out_channels, 3, Resample::None, 1e-5)?));
             }
         }
-        Ok(SongUnet { cfg: cfg.clone(), map_layer0, map_layer1, enc, dec })
+        Ok(SongUnet { cfg: cfg.clone(), map_label, map_layer0, map_layer1, enc, dec })
     }
 
     pub fn config(&self) -> &UnetConfig {
         &self.cfg
     }
 
-    /// F(x, c_noise): `x` is (N, C, H, W), `c_noise` is (N,).
-    pub fn forward(&self, x: &Tensor, c_noise: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
+    /// F(x, c_noise, labels): `x` is (N, C, H, W), `c_noise` is (N,), `labels` one-hot
+    /// (N, label_dim) for a class-conditional network (none: all zeros, as EDM's precond
+    /// passes when it gets no labels).
+    pub fn forward(&self, x: &Tensor, c_noise: &Tensor, labels: Option<&Tensor>, drop: &mut Dropout) -> Result<Tensor> {
         let emb = positional_embedding(c_noise, self.cfg.model_channels)?.to_dtype(x.dtype())?;
+        let emb = super::add_label_embedding(emb, self.map_label.as_ref(), labels)?;
         let emb = self.map_layer0.forward(&emb)?.silu()?;
         let emb = self.map_layer1.forward(&emb)?.silu()?;
 

@@ -12,7 +12,8 @@ impl Stage for EvaluateFid {
     const NAME: &'static str = "evaluate-fid";
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
     // 3: VCT's LI kernel samples with sony/vct's evaluation c_out (unshifted c_in).
-    // 5: rows carry `guidance`; phased models sample one evaluation per phase.
+    // 5: rows carry `guidance` and `class`; phased models sample one evaluation per phase;
+    //    class-conditional models are measured per class too.
     const VERSION: u32 = 5;
     type Config = EvalConfig;
 
@@ -28,6 +29,7 @@ impl Stage for EvaluateFid {
         config.heun_steps = config.heun_steps.min(2);
         config.grid = config.grid.min(4);
         config.mmd_n = config.mmd_n.min(64);
+        config.class_n = config.class_n.min(4);
         // The smoke guide has one snapshot (its last step): guide with its final weights.
         config.guide_step = None;
     }

@@ -22,7 +22,8 @@ impl Stage for PrecomputeEncoder {
     /// Statistics of 16 images per split and of 16 noise images; the classifier trains one
     /// epoch on 256 rows.
     fn smoke(config: &mut PrecomputeConfig) {
-        cap_opt(&mut config.stats_limit, 16);
+        // Per-class statistics need rows of every class: 256 hold each of ten many times.
+        cap_opt(&mut config.stats_limit, if config.per_class { 256 } else { 16 });
         config.noise_n = config.noise_n.min(16);
         config.epochs = config.epochs.min(1);
         cap_opt(&mut config.limit, 256);

@@ -165,6 +165,11 @@ crate::training_config! {
         /// SCT: the target where r = 0: mean (the reference-weighted mean x̂₀, the
         /// construction's) or clean (the clean image, as ECT).
         pub sct_boundary: Boundary = Boundary::Mean,
+        /// Class-conditional model: the network takes the dataset's class labels (EDM's
+        /// label_dim: a class embedding added to the noise embedding), training uses each
+        /// sample's label, samplers draw every class in turn (or one), and SCT's references
+        /// are restricted to the sample's class. An init model must be class-conditional too.
+        pub class_conditional: bool = false,
         /// ect, sct: phased (multistep) consistency tuning with this many phases: the model maps
         /// each noise level to its phase's lower edge and samples in one evaluation per phase.
         pub phases: Option<u32> = None,

@@ -100,7 +100,9 @@ pub fn distill(cfg: &DistillConfig, data: &Artifact, teacher_art: Option<&Artifa
     }
     let train_cfg = cfg.train_config()?;
     let (info, data_set) = super::load_data(data, cfg.limit)?;
-    let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
+    // A class-conditional teacher makes a class-conditional student of the same classes.
+    let classes = teacher_art.map(|a| crate::model::read_spec(a).map(|s| s.network.label_dim())).transpose()?.unwrap_or(0);
+    let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?.with_labels(classes);
     let teacher = match (teacher_art, imported) {
         (Some(art), _) => teacher::from_artifact(art, &net_cfg, cfg.sigma_data, device)?,
         (None, Some(src)) => teacher::from_weights(&src, &net_cfg, cfg.sigma_data, cfg.sigma_min.unwrap_or(crate::methods::cd::SIGMA_MIN), cfg.sigma_max, device)?,

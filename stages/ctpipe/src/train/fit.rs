@@ -182,6 +182,8 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         let rows = f.data.batch_rows(cfg.seed, step, batch);
         let x0 = f.data.rows_tensor(&rows, cfg.x_flip.then(|| crate::rng::stream(cfg.seed, "flip", step)), &f.device)?;
         let labels = f.data.labels_of(&rows);
+        let classes = state.net.net.label_dim();
+        let one_hot = if classes > 0 { Some(crate::nn::one_hot(&labels, classes, &f.device)?) } else { None };
         let pool = match f.method.reference_pool() {
             0 => None,
             k => {
@@ -198,6 +200,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             target: state.target.as_ref().map(|t| &t.weights.net),
             teacher: state.teacher.as_deref(),
             labels: Some(&labels),
+            class_labels: one_hot.as_ref(),
             pool: pool.as_ref(),
         };
         let out = f.method.loss(&ctx, &x0)?;

@@ -91,7 +91,15 @@ pub struct Job<'a> {
 pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<Value> {
     let (info, data_set) = load_data(data, cfg.limit)?;
     let resolved = spec::resolve(cfg, info.kind.sample_len())?;
-    let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?;
+    let classes = if cfg.class_conditional {
+        if info.class_names.len() < 2 {
+            return Err(usage(format!("field `class_conditional`: dataset {} has {} classes; a class-conditional model needs labels of at least two", info.name, info.class_names.len())));
+        }
+        info.class_names.len()
+    } else {
+        0
+    };
+    let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?.with_labels(classes);
     let enc_cfg = resolved.encoder.as_deref().map(|size| nn::vct_encoder(&net_cfg, size)).transpose()?;
 
     let net = match init {
@@ -197,6 +205,13 @@ fn fmt_count(n: usize) -> String {
 fn init_from(art: &Artifact, net_cfg: &NetworkConfig, sigma_data: f64, device: &Device) -> Result<Weights> {
     let spec = model::read_spec(art)?;
     let origin = format!("{}/{}", art.stage(), art.key().short());
+    if spec.network.label_dim() != net_cfg.label_dim() {
+        return Err(bad_input(format!(
+            "init model {origin} is conditioned on {} classes, this run on {} (class_conditional must agree)",
+            spec.network.label_dim(),
+            net_cfg.label_dim()
+        )));
+    }
     if spec.network.with_dropout(0.0) != net_cfg.with_dropout(0.0) {
         return Err(bad_input(format!(
             "init model {origin} has a different network ({}); train it with the same preset and data",
@@ -245,7 +260,7 @@ pub fn generate_guided(spec: &ModelSpec, net: &crate::nn::Network, enc: Option<&
     let mut first = 0;
     while first < n {
         let k = (n - first).min(256);
-        parts.push(crate::sample::model_samples(spec, net, enc, guide, steps, mids, seed, first as u64, k, device)?);
+        parts.push(crate::sample::model_samples(spec, net, enc, guide, steps, mids, seed, first as u64, k, None, device)?);
         first += k;
     }
     Ok(Tensor::cat(&parts, 0)?)

@@ -30,7 +30,11 @@ pub struct Teacher {
 
 impl Denoiser for Teacher {
     fn denoise(&self, x: &Tensor, sigmas: &[f64]) -> candle_core::Result<Tensor> {
-        NetDenoiser { net: &self.weights.net, precond: self.precond }.denoise(x, sigmas)
+        self.denoise_labels(x, sigmas, None)
+    }
+
+    fn denoise_labels(&self, x: &Tensor, sigmas: &[f64], labels: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        NetDenoiser { net: &self.weights.net, precond: self.precond, labels }.denoise(x, sigmas)
     }
 }
 

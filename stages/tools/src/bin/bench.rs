@@ -323,7 +323,7 @@ fn ddpmpp_io(preset: &str, out: &Path) -> Result<()> {
     dims.extend(shape);
     let x = ctpipe::rng::normal(&mut ctpipe::rng::stream(0, "bench-io", 0), dims, DType::F32, &dev)?;
     let c_noise = ((ctpipe::rng::uniform(&mut ctpipe::rng::stream(0, "bench-io", 1), 2, DType::F32, &dev)? * 4.0)? - 2.0)?;
-    let y = w.net.forward(&x, &c_noise, &mut ctpipe::nn::dropout::Dropout::off())?;
+    let y = w.net.forward(&x, &c_noise, None, &mut ctpipe::nn::dropout::Dropout::off())?;
     let mut items: Vec<(String, candle_core::Tensor)> = w.params.tensors().into_iter().collect();
     items.extend([("x".to_string(), x), ("c_noise".to_string(), c_noise), ("out".to_string(), y)]);
     ctpipe::model::save_tensors(out, &items, None)?;
@@ -421,7 +421,7 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
     let w = ctpipe::model::Weights::from_tensors(&spec.network, ctpipe::model::load_tensors(&trained.join("ema.safetensors"), &dev)?, &dev)?;
     let n = batch as usize;
     let generate = || -> Result<()> {
-        let x = ctpipe::sample::consistency_samples(&spec, &w.net, None, None, &[], 0, 0, n, &dev)?;
+        let x = ctpipe::sample::consistency_samples(&spec, &w.net, None, None, &[], 0, 0, n, None, &dev)?;
         x.sum_all()?.to_scalar::<f32>()?; // waits for the device
         Ok(())
     };

@@ -121,7 +121,7 @@ fn every_stage_cuts_only_its_counts() {
             "train-ct" | "distill" => &["batch", "checkpoint_every", "grid", "limit", "log_every", "steps"],
             "precompute-encoder" => &["epochs", "limit", "noise_n", "stats_limit"],
             // guide_step: a smoke guide trained 2 steps has no snapshot but its last.
-            "evaluate-fid" => &["grid", "guide_step", "heun_steps", "mmd_n", "n", "seeds"],
+            "evaluate-fid" => &["class_n", "grid", "guide_step", "heun_steps", "mmd_n", "n", "seeds"],
             other => panic!("no list for {other}"),
         }
     };
