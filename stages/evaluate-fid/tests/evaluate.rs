@@ -142,8 +142,8 @@ fn phased_sct_with_a_pool_guided_by_its_snapshot() {
     assert_eq!(find(Some(0.0), None)["fd"], find(None, Some(150))["fd"]);
     assert_ne!(find(Some(1.5), None)["fd"], plain["fd"]);
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    assert!(report.contains("Guidance by a weaker model") && report.contains("| sct | 2-phase | 1.5 |"), "{report}");
-    assert!(dir.join("guidance.svg").is_file() && dir.join("samples-sct-2-phase-w1.5.png").is_file());
+    assert!(report.contains("Guidance by a weaker model") && report.contains("| sct+pool+2phases | 2-phase | 1.5 |"), "{report}");
+    assert!(dir.join("guidance.svg").is_file() && dir.join("samples-sct+pool+2phases-2-phase-w1.5.png").is_file());
 
     // Guidance needs both its input and its strengths; a snapshot that does not exist is named.
     let bad = run(&mut stage(&sb, "evaluate-fid", &[("data", &data), ("models", &model)], &["guidance=[2.0]"])).expect_code(2);
@@ -191,7 +191,7 @@ fn class_conditional_models_sample_the_class_they_are_given() {
         assert!(r["fd_min"].as_f64().unwrap() < 0.05, "{r}");
     }
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    assert!(report.contains("per class") && report.contains("| sct | 1-step | 1 |"), "{report}");
+    assert!(report.contains("per class") && report.contains("| sct+pool+cond | 1-step | 1 |") && report.contains("| edm+cond | heun-10 | 19 |"), "{report}");
 
     // An unconditional init for a conditional run is refused by name.
     let plain = run(&mut stage(&sb, "train-ct", &[("data", &data)], &["method=edm", "network=mlp-small", "sigma_max=5", "steps=2", "batch=8", "checkpoint_every=2", "grid=1"])).expect_code(0).key();

@@ -264,16 +264,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
         if m.spec.data != info.kind {
             return Err(bad_input(format!("model {}/{} generates {:?}, the data is {:?}", art.stage(), art.key().short(), m.spec.data, info.kind)));
         }
-        let mut label = m.spec.method.clone();
-        // A coupling other than the method's own, or a distance chosen against the method's
-        // default, is part of what the row is (ict+ot, ict+pseudo-huber-per-value).
-        if art.stage() == "train-ct" {
-            for field in ["coupling", "distance"] {
-                if let Some(v) = art.manifest.config.get(field).and_then(Value::as_str).filter(|c| *c != "independent") {
-                    label = format!("{label}+{v}");
-                }
-            }
-        }
+        let mut label = model_label(&m.spec, art);
         if labels.contains(&label) {
             label = format!("{label} {}", art.key().short());
         }
@@ -342,6 +333,37 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
         "baselines": ev.baselines.iter().map(|(k, v)| json!({"what": k, "fd": v})).collect::<Vec<_>>(),
         "rows": ev.rows,
     }))
+}
+
+/// A row's model name: the method, plus what sets the model apart from the method's defaults —
+/// a coupling or distance chosen against them (ict+ot, ict+pseudo-huber-per-value), SCT's
+/// reference set or boundary (sct+pool, sct+clean), phases (sct+2phases), class conditioning
+/// (+cond).
+fn model_label(spec: &ModelSpec, art: &Artifact) -> String {
+    let mut label = spec.method.clone();
+    let setting = |field: &str| art.manifest.config.get(field).and_then(Value::as_str);
+    if art.stage() == "train-ct" {
+        for field in ["coupling", "distance"] {
+            if let Some(v) = setting(field).filter(|c| *c != "independent") {
+                label = format!("{label}+{v}");
+            }
+        }
+        if spec.method == "sct" {
+            if let Some(r) = setting("sct_references").filter(|r| *r != "batch") {
+                label = format!("{label}+{r}");
+            }
+            if setting("sct_boundary") == Some("clean") {
+                label = format!("{label}+clean");
+            }
+        }
+    }
+    if let Some(m) = spec.precond.phases {
+        label = format!("{label}+{m}phases");
+    }
+    if spec.network.label_dim() > 0 {
+        label = format!("{label}+cond");
+    }
+    label
 }
 
 /// The papers' measurements on a mixture toy (evaluate/toy_measures.rs) for the models kept.
