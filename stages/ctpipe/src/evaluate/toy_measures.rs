@@ -274,8 +274,8 @@ pub fn target_variance(test: &[[f64; 2]], centres: &[[f64; 2]], seed: u64, devic
             let x0_hat = as_points(reference_mean(&flat(&noisy), &ts, &flat(&x), 2, None));
             ect += mean_sq(&x, &exact) * n as f64;
             sct += mean_sq(&x0_hat, &exact) * n as f64;
+            let others: Vec<usize> = (0..test.len()).filter(|i| !(first..first + n).contains(i)).collect();
             for (k, &size) in pools.iter().enumerate() {
-                let others: Vec<usize> = (0..test.len()).filter(|i| !(first..first + n).contains(i)).collect();
                 let extra = rand::seq::index::sample(&mut crate::rng::stream(seed, &format!("target-pool-{size}"), b as u64), others.len(), size.saturating_sub(n).min(others.len()));
                 let mut refs = x.clone();
                 refs.extend(extra.iter().map(|i| test[others[i]]));

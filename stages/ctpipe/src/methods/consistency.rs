@@ -117,8 +117,7 @@ impl ConsistencyLoss {
         };
         let mut x_lo = self.kernel.noisy(&endpoint.detach(), &noise.detach(), &pairs.lo)?;
         if let Some(s) = stable {
-            let labels = if s.by_class { ctx.labels } else { None };
-            let delta = sct::correction(&x_hi.detach(), &endpoint.detach(), &pairs.hi, &s, ctx.pool, labels)?;
+            let delta = sct::correction(&x_hi.detach(), &endpoint.detach(), &pairs.hi, &s, ctx.pool, ctx.labels)?;
             let gain: Vec<f64> = pairs.hi.iter().zip(&pairs.lo).map(|(t, r)| 1.0 - r / t).collect();
             x_lo = x_lo.add(&delta.broadcast_mul(&per_sample(&gain, &delta)?)?)?;
         }

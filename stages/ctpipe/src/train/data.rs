@@ -91,8 +91,14 @@ impl TrainData {
 
     /// Batch `step` of size `batch`.
     pub fn batch(&self, seed: u64, step: u64, batch: usize, x_flip: bool, device: &Device) -> Result<Tensor> {
+        Ok(self.labelled_batch(seed, step, batch, x_flip, device)?.0)
+    }
+
+    /// Batch `step` of size `batch` with its rows' labels.
+    pub fn labelled_batch(&self, seed: u64, step: u64, batch: usize, x_flip: bool, device: &Device) -> Result<(Tensor, Vec<u32>)> {
         let idx = self.batch_rows(seed, step, batch);
-        self.rows_tensor(&idx, x_flip.then(|| crate::rng::stream(seed, "flip", step)), device)
+        let x = self.rows_tensor(&idx, x_flip.then(|| crate::rng::stream(seed, "flip", step)), device)?;
+        Ok((x, self.labels_of(&idx)))
     }
 
     /// SCT's reference pool for step `step`: `k` distinct rows (at most all of them) drawn

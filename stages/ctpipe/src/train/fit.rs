@@ -179,9 +179,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             return Err(interrupted(format!("stopped by a signal at step {step} of {}; checkpoint written, run again to resume", cfg.steps)));
         }
         let started = Instant::now();
-        let rows = f.data.batch_rows(cfg.seed, step, batch);
-        let x0 = f.data.rows_tensor(&rows, cfg.x_flip.then(|| crate::rng::stream(cfg.seed, "flip", step)), &f.device)?;
-        let labels = f.data.labels_of(&rows);
+        let (x0, labels) = f.data.labelled_batch(cfg.seed, step, batch, cfg.x_flip, &f.device)?;
         let classes = state.net.net.label_dim();
         let one_hot = if classes > 0 { Some(crate::nn::one_hot(&labels, classes, &f.device)?) } else { None };
         let pool = match f.method.reference_pool() {
