@@ -9,7 +9,7 @@
 #   make fetch-data              every node of one stage (SOURCE= / METHOD= narrows it)
 #   make fetch-data.toy          one node
 #   make -n all                  show the plan;   make -j2 all   run independent nodes in parallel
-#   make check | test | bench | cuda | status | gc | clean | clobber | help
+#   make check | test | test-faults | bench | cuda | status | gc | clean | clobber | help
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -37,7 +37,7 @@ BINARIES   := $(addprefix $(BIN)/,$(STAGE_BINS) $(TOOL_BINS))
 STORE      := --artifacts $(ARTIFACTS)
 PLAN       := $(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) --scale $(SCALE) $(STORE)
 
-.PHONY: all build check plan-check cuda test bench status gc clean clobber help
+.PHONY: all build check plan-check cuda test test-faults bench status gc clean clobber help
 
 ifeq ($(BUILD),1)
 SOURCES := $(shell find $(ROOT)/stages -name '*.rs' -o -name Cargo.toml) $(ROOT)/Cargo.toml $(wildcard $(ROOT)/Cargo.lock)
@@ -73,6 +73,12 @@ define run_node
 $(BIN)/$(1) --pipeline $(PIPELINE) --profile $(PROFILE) --scale $(SCALE) --node $(2) $(STORE) --data-dir $(DATA) 2>&1 | tee $(ARTIFACTS)/logs/$(NS)/$(2).log
 endef
 
+# `FORCE` when the ref file $(1) exists but the artifact it names is not in the store (removed
+# by hand, its manifest deleted): the node must run again, whatever the ref's time says.
+artifact_gone = $(if $(wildcard $(1)),$(if $(wildcard $(ARTIFACTS)/$(strip $(file <$(1)))/manifest.json),,FORCE))
+.PHONY: FORCE
+FORCE:
+
 # Every node of the profile checked (settings, ranges, that an init or teacher fits its student)
 # before any node runs: every node rule waits for it (order-only). Outside files (imported
 # weights) are checked for the nodes asked for and what they read: all of them, unless the goals
@@ -83,7 +89,7 @@ plan-check: $(BIN)/plan
 check: plan-check
 
 # The generated rules are needed by every goal except these.
-NO_PLAN_GOALS := build check plan-check cuda test bench status gc clean clobber help
+NO_PLAN_GOALS := build check plan-check cuda test test-faults bench status gc clean clobber help
 ifneq ($(if $(MAKECMDGOALS),$(filter-out $(NO_PLAN_GOALS),$(MAKECMDGOALS)),all),)
 PLAN_MK := $(ARTIFACTS)/plans/$(NS).mk
 $(PLAN_MK): $(PIPELINE) $(BIN)/plan
@@ -104,6 +110,15 @@ status: $(BIN)/plan
 test:
 	$(CARGO) build --release --bins --manifest-path $(ROOT)/Cargo.toml
 	$(CARGO) test --release --workspace --manifest-path $(ROOT)/Cargo.toml
+
+# The fault suite's slow part (its fast part runs in `make test`): kill -9 and SIGTERM at
+# seeded random moments in every stage, corruption of every file of every artifact kind and of
+# checkpoints, `make -j2` racing `gc --delete`, and the fuzz properties at 20 000 cases each.
+# The counts it prints are docs/reliability.md's.
+test-faults:
+	$(CARGO) build --release --bins --manifest-path $(ROOT)/Cargo.toml
+	$(CARGO) test --release --manifest-path $(ROOT)/Cargo.toml -p ctpipe-e2e --test faults -- --include-ignored --nocapture --test-threads 2
+	CTPIPE_FUZZ_CASES=20000 $(CARGO) test --release --manifest-path $(ROOT)/Cargo.toml -p ctpipe --lib fuzz_tests -- --nocapture
 
 bench: $(BIN)/bench
 	$(BIN)/bench

@@ -51,6 +51,28 @@ fn all_twice_second_does_no_stage_work() {
     eprintln!("second `make all`: {secs:.3} s");
 }
 
+/// A ref pointing at an artifact that is gone (removed by hand, or its manifest deleted) is
+/// out of date: `make all` runs its node again (the others are cache hits), instead of
+/// calling the profile up to date.
+#[test]
+fn a_ref_whose_artifact_is_gone_is_rebuilt() {
+    let sb = tiny();
+    make(&sb, &["all"]).expect_code(0);
+    let artifact_of = |node: &str| {
+        let r = std::fs::read_to_string(sb.artifacts().join(format!("refs/tiny/{node}.ref"))).unwrap();
+        sb.artifacts().join(r.trim())
+    };
+    std::fs::remove_dir_all(artifact_of("fetch-data.b")).unwrap();
+    std::fs::remove_file(artifact_of("train-ct.edm").join("manifest.json")).unwrap();
+    let again = make(&sb, &["all"]).expect_code(0);
+    let done: Vec<&str> = again.stdout.lines().filter(|l| l.starts_with("done ")).collect();
+    assert_eq!(done.len(), 2, "the two lost artifacts are rebuilt, nothing else:\n{}", again.stdout);
+    assert!(ran(&again).contains(&"fetch-data.b".to_string()) && ran(&again).contains(&"train-ct.edm".to_string()), "{:?}", ran(&again));
+    assert!(artifact_of("train-ct.edm").join("manifest.json").is_file() && artifact_of("fetch-data.b").join("manifest.json").is_file());
+    let third = make(&sb, &["all"]).expect_code(0);
+    assert!(ran(&third).is_empty(), "{:?}", ran(&third));
+}
+
 #[test]
 fn dry_run_shows_the_plan_and_runs_nothing() {
     let sb = tiny();

@@ -1,4 +1,20 @@
-//! Faults: crashes during publish, kills at random moments, corrupted files, leftovers.
+//! Faults: crashes during publish, kills at random moments, corrupted files, leftovers; and
+//! (issue 15) bad settings, divergence, signals at any moment, unusable checkpoints.
+
+#[path = "faults/corruption.rs"]
+mod corruption;
+#[path = "faults/corpus.rs"]
+mod corpus;
+#[path = "faults/inputs.rs"]
+mod inputs;
+#[path = "faults/settings.rs"]
+mod settings;
+#[path = "faults/slow.rs"]
+mod slow;
+#[path = "faults/store.rs"]
+mod store;
+#[path = "faults/training.rs"]
+mod training;
 
 use ctpipe::store::{Store, Verify};
 use ctpipe_e2e::{release_bin, run, Sandbox};
@@ -83,7 +99,7 @@ fn artifacts_verify_names_the_corrupt_file() {
     std::fs::write(&path, bytes).unwrap();
     let bad = run(sb.cmd(&arts).args(["verify", &key[..10]])).expect_code(3);
     assert!(bad.stdout.contains("FAILED") && bad.stdout.contains("train.parquet"), "{}", bad.stdout);
-    assert!(bad.one_error_line().contains("1 of 1 artifacts failed verification"));
+    assert!(bad.one_error_line().contains("1 of 1 artifacts and refs failed verification"));
     // A stage reading it with --verify refuses it too (exercised by consumers of datasets).
     let show = run(sb.cmd(&arts).args(["show", &key[..10]])).expect_code(0);
     assert!(show.stdout.contains("\"stage\": \"fetch-data\""));

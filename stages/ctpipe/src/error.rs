@@ -15,6 +15,9 @@ pub enum Failure {
     BadInput,
     /// Stopped by a signal after writing a checkpoint; run again to resume (exit 75).
     Interrupted,
+    /// Training diverged (non-finite losses or weights); no artifact, and rerunning the same
+    /// settings would diverge again (exit 4).
+    Diverged,
 }
 
 impl Failure {
@@ -23,6 +26,7 @@ impl Failure {
             Failure::Usage => 2,
             Failure::BadInput => 3,
             Failure::Interrupted => 75,
+            Failure::Diverged => 4,
         }
     }
 }
@@ -57,6 +61,11 @@ pub fn interrupted(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Tagged { kind: Failure::Interrupted, message: message.into() })
 }
 
+/// Training diverged (exit 4).
+pub fn diverged(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Tagged { kind: Failure::Diverged, message: message.into() })
+}
+
 /// Tag an existing error (an I/O or parse error, say) with a kind and a leading message.
 pub trait TagContext<T> {
     fn usage_ctx<F: FnOnce() -> String>(self, f: F) -> anyhow::Result<T>;
@@ -81,9 +90,22 @@ pub fn failure_of(err: &anyhow::Error) -> Option<Failure> {
     err.downcast_ref::<Tagged>().map(|t| t.kind)
 }
 
-/// The process exit code for an error: the tag's code, or 1 for an internal failure.
+/// The process exit code for an error: the tag's code; 3 for what the machine refuses (no
+/// permission, a read-only file system, a full disk or quota: the user's to fix, like a bad
+/// input); else 1, an internal failure.
 pub fn exit_code_of(err: &anyhow::Error) -> u8 {
-    failure_of(err).map(Failure::exit_code).unwrap_or(1)
+    if let Some(f) = failure_of(err) {
+        return f.exit_code();
+    }
+    if err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(refused_by_the_machine)) {
+        return Failure::BadInput.exit_code();
+    }
+    1
+}
+
+fn refused_by_the_machine(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), PermissionDenied | ReadOnlyFilesystem | StorageFull | QuotaExceeded | FileTooLarge)
 }
 
 /// End a binary: success, or `error: <tool>: <one line>` on stderr and the failure's exit code.
@@ -102,6 +124,40 @@ pub fn one_line(err: &anyhow::Error) -> String {
     format!("{err:#}").replace('\n', " ")
 }
 
+thread_local! {
+    /// Set while a [`guard_decoder`] call runs on this thread: its panics are errors to report,
+    /// not bugs to print with a backtrace.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PANIC_MESSAGE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Install the process's panic hook: panics inside [`guard_decoder`] are kept quiet (their
+/// message becomes part of the one-line error); any other panic prints as usual. Called first
+/// thing by every binary's `main`.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if GUARDED.with(|g| g.get()) {
+            let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
+            PANIC_MESSAGE.with(|m| *m.borrow_mut() = msg);
+        } else {
+            default(info);
+        }
+    }));
+}
+
+/// Run a third-party decoder over untrusted bytes (parquet-rs panics on some corrupt files:
+/// `tests/fuzz`): a panic becomes a bad-input error naming `what`.
+pub fn guard_decoder<T>(what: &std::path::Path, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let was = GUARDED.with(|g| g.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(was));
+    r.unwrap_or_else(|_| {
+        let msg = PANIC_MESSAGE.with(|m| std::mem::take(&mut *m.borrow_mut()));
+        Err(bad_input(format!("{}: corrupt file (the decoder failed: {msg})", what.display())))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +173,12 @@ mod tests {
         assert_eq!(exit_code_of(&anyhow::anyhow!("bug")), 1);
         assert_eq!(exit_code_of(&usage("bad flag")), 2);
         assert_eq!(exit_code_of(&interrupted("sigterm")), 75);
+        assert_eq!(exit_code_of(&diverged("nan")), 4);
+        // The machine's refusals, however deep in the chain: the user's to fix.
+        for errno in [libc::ENOSPC, libc::EROFS, libc::EACCES, libc::EDQUOT] {
+            let e: Result<(), std::io::Error> = Err(std::io::Error::from_raw_os_error(errno));
+            assert_eq!(exit_code_of(&e.context("x.safetensors: cannot write").context("publishing").unwrap_err()), 3, "errno {errno}");
+        }
+        assert_eq!(exit_code_of(&anyhow::Error::new(std::io::Error::other("bug"))), 1);
     }
 }

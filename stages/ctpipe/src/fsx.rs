@@ -32,6 +32,21 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// `std::fs::write` whose error names the file (a full disk or a read-only store says where).
+pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// `std::fs::copy` whose error names both files.
+pub fn copy(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to).map(|_| ()).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))
+}
+
+/// `std::fs::create_dir_all` whose error names the directory.
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))
+}
+
 /// Write `bytes` to `path` atomically: temporary sibling, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

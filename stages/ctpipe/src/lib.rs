@@ -54,3 +54,6 @@ pub mod schedule;
 pub mod stage;
 pub mod store;
 pub mod train;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -122,9 +122,18 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], spec: Option<&Mod
         .with_context(|| format!("{}: cannot write safetensors", path.display()))
 }
 
-/// Read every tensor of a safetensors file.
+/// Read every tensor of a safetensors file; weights holding NaN or inf are refused (a model
+/// trained by another tool, or a corrupted file, must not be sampled or trained from).
 pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(path, device).bad_input_ctx(|| format!("{}: not a readable safetensors file", path.display()))
+    let tensors = candle_core::safetensors::load(path, device).bad_input_ctx(|| format!("{}: not a readable safetensors file", path.display()))?;
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        if !crate::nn::ops::all_finite(&tensors[name])? {
+            return Err(bad_input(format!("{}: tensor `{name}` holds NaN or inf", path.display())));
+        }
+    }
+    Ok(tensors)
 }
 
 /// A trained model opened for sampling.

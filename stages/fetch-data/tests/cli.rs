@@ -90,7 +90,7 @@ fn usage_errors() {
     assert_rejected(&sb, fetch(&sb, &["dataset=spiral"]), 2, "unknown toy2d dataset `spiral`");
     assert_rejected(&sb, fetch(&sb, &["n=lots"]), 2, "field `n`");
     assert_rejected(&sb, fetch(&sb, &["nn=3"]), 2, "unknown field `nn`");
-    assert_rejected(&sb, fetch(&sb, &["n=0"]), 3, "empty split");
+    assert_rejected(&sb, fetch(&sb, &["n=0"]), 2, "field `n`: expected a value in [2, 1e8], got 0");
     let r = run(sb.cmd(EXE).args(["--node", "fetch-data.x"]));
     assert_rejected(&sb, r, 2, "pipeline.toml");
 }

@@ -104,7 +104,7 @@ fn bad_config_values_are_one_line_errors() {
         (&["optimizer=sgd"], 2, "field `optimizer`: `sgd`"),
         (&["ema_beta=1.5"], 2, "field `ema_beta`"),
         (&["dropout=2"], 2, "field `dropout`"),
-        (&["steps=0"], 2, "`steps` and `batch` must be positive"),
+        (&["steps=0"], 2, "field `steps`: expected a value in [1, 1e12], got 0"),
         (&["learning_rate=1"], 2, "unknown field `learning_rate`"),
         (&["steps=many"], 2, "field `steps`"),
         (&["distance=l1"], 2, "field `distance`"),

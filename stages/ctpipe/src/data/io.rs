@@ -76,7 +76,7 @@ impl SplitWriter {
             .set_key_value_metadata(Some(meta.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()))
             .build();
         let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).with_context(|| format!("{}: write failed", path.display()))?;
         Ok(SplitWriter { path: path.to_path_buf(), info: info.clone(), writer, schema, rows: 0 })
     }
 
@@ -102,7 +102,7 @@ impl SplitWriter {
             _ => unreachable!("checked above"),
         };
         let rb = RecordBatch::try_new(self.schema.clone(), vec![samples, labels])?;
-        self.writer.write(&rb)?;
+        self.writer.write(&rb).with_context(|| format!("{}: write failed", self.path.display()))?;
         self.rows += batch.rows();
         Ok(())
     }
@@ -132,6 +132,10 @@ pub fn write_split(path: &Path, info: &DatasetInfo, split_name: &str, split: &Sp
 
 /// The dataset description stored in a split file.
 pub fn read_info(path: &Path) -> Result<DatasetInfo> {
+    crate::error::guard_decoder(path, || read_info_unguarded(path))
+}
+
+fn read_info_unguarded(path: &Path) -> Result<DatasetInfo> {
     let file = File::open(path).bad_input_ctx(|| format!("{}: cannot open", path.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).bad_input_ctx(|| format!("{}: not a Parquet file", path.display()))?;
     info_from_metadata(path, builder.metadata().file_metadata().key_value_metadata())
@@ -142,21 +146,30 @@ fn info_from_metadata(path: &Path, kv: Option<&Vec<KeyValue>>) -> Result<Dataset
         .and_then(|kv| kv.iter().find(|e| e.key == META_DATASET))
         .and_then(|e| e.value.clone())
         .ok_or_else(|| bad_input(format!("{}: no `{META_DATASET}` metadata (not a ctpipe dataset split)", path.display())))?;
-    serde_json::from_str(&text).bad_input_ctx(|| format!("{}: bad `{META_DATASET}` metadata", path.display()))
+    let info: DatasetInfo = serde_json::from_str(&text).bad_input_ctx(|| format!("{}: bad `{META_DATASET}` metadata", path.display()))?;
+    info.check(&format!("{}: `{META_DATASET}` metadata", path.display())).map_err(|e| bad_input(e.to_string()))?;
+    Ok(info)
 }
 
 /// Read a whole split into memory, checking it against its own description.
 pub fn read_split(path: &Path) -> Result<(DatasetInfo, Split)> {
+    crate::error::guard_decoder(path, || read_split_unguarded(path))
+}
+
+fn read_split_unguarded(path: &Path) -> Result<(DatasetInfo, Split)> {
     let file = File::open(path).bad_input_ctx(|| format!("{}: cannot open", path.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).bad_input_ctx(|| format!("{}: not a Parquet file", path.display()))?;
     let info = info_from_metadata(path, builder.metadata().file_metadata().key_value_metadata())?;
-    let rows = builder.metadata().file_metadata().num_rows() as usize;
-    let reader = builder.with_batch_size(rows_per_group(info.kind)).build()?;
+    // The row count of the footer sizes the buffers only, and only up to 1 GiB of samples: a
+    // corrupt footer must not allocate (or overflow) before the rows themselves are checked.
+    let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
     let len = info.kind.sample_len();
-    let mut labels = Vec::with_capacity(rows);
+    let reserve = rows.min((1usize << 30) / len.max(1));
+    let reader = builder.with_batch_size(rows_per_group(info.kind)).build()?;
+    let mut labels = Vec::with_capacity(reserve);
     let mut samples = match info.kind {
-        SampleKind::Images { .. } => Samples::Images(Vec::with_capacity(rows * len)),
-        SampleKind::Points { .. } => Samples::Points(Vec::with_capacity(rows * len)),
+        SampleKind::Images { .. } => Samples::Images(Vec::with_capacity(reserve * len)),
+        SampleKind::Points { .. } => Samples::Points(Vec::with_capacity(reserve * len)),
     };
     let where_ = |what: &str| bad_input(format!("{}: {what}", path.display()));
     for rb in reader {
@@ -187,8 +200,12 @@ pub fn read_split(path: &Path) -> Result<(DatasetInfo, Split)> {
                     .as_any()
                     .downcast_ref::<Float32Array>()
                     .ok_or_else(|| where_("column `x` must hold Float32"))?;
+                if col.value_length() as usize != len {
+                    return Err(where_(&format!("points of dimension {}, the metadata says {len}", col.value_length())));
+                }
                 let start = col.offset() * len;
-                xs.extend_from_slice(&values.values()[start..start + col.len() * len]);
+                let rows = values.values().get(start..start + col.len() * len).ok_or_else(|| where_("column `x` is shorter than its rows"))?;
+                xs.extend_from_slice(rows);
             }
         }
     }
@@ -231,6 +248,59 @@ mod tests {
         write_split(&a, &info, "train", &split).unwrap();
         write_split(&b, &info, "train", &split).unwrap();
         assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    }
+
+    /// A description that disagrees with the rows, or rows that break it, is a bad-input error
+    /// naming the file: never a panic, never used.
+    #[test]
+    fn splits_that_disagree_with_their_metadata_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.parquet");
+        let points = |dim: u32| DatasetInfo { name: "p".into(), kind: SampleKind::Points { dim }, class_names: vec!["m".into()] };
+        let split = Split { samples: Samples::Points((0..20).map(|i| i as f32).collect()), labels: vec![0; 10] };
+        let refused = |p: &Path, what: &str| {
+            let e = read_split(p).unwrap_err();
+            assert_eq!(crate::error::exit_code_of(&e), 3, "{what}");
+            let msg = crate::error::one_line(&e);
+            assert!(msg.contains("train.parquet") && msg.contains(what), "{msg}");
+        };
+        // The rows' dimension (2) is not the metadata's (3): the writer checks it, so rewrite the
+        // metadata of a good file the way a corrupting tool would, keeping the rows.
+        write_split(&p, &points(2), "train", &split).unwrap();
+        let good = std::fs::read(&p).unwrap();
+        let swap = |from: &str, to: &str| {
+            let (from, to) = (from.as_bytes(), to.as_bytes());
+            assert_eq!(from.len(), to.len());
+            let mut bytes = good.clone();
+            let mut n = 0;
+            for i in 0..bytes.len() - from.len() {
+                if &bytes[i..i + from.len()] == from {
+                    bytes[i..i + from.len()].copy_from_slice(to);
+                    n += 1;
+                }
+            }
+            assert!(n > 0, "{}", String::from_utf8_lossy(from));
+            std::fs::write(&p, bytes).unwrap();
+        };
+        swap("\"dim\":2", "\"dim\":3");
+        refused(&p, "points of dimension 2, the metadata says 3");
+        swap("\"dim\":2", "\"dim\":0");
+        refused(&p, "points of dimension 0");
+
+        // NaN points: the writer refuses them, so write the record batch past its check.
+        let mut xs: Vec<f32> = (0..20).map(|i| i as f32).collect();
+        xs[7] = f32::NAN;
+        let nan = Split { samples: Samples::Points(xs.clone()), labels: vec![0; 10] };
+        assert!(SplitWriter::create(&p, &points(2), "train").unwrap().write(&nan).is_err());
+        let mut w = SplitWriter::create(&p, &points(2), "train").unwrap();
+        let x = FixedSizeListArray::try_new(Arc::new(Field::new("item", DataType::Float32, false)), 2, Arc::new(Float32Array::from(xs)), None).unwrap();
+        let rb = RecordBatch::try_new(w.schema.clone(), vec![Arc::new(x), Arc::new(Int32Array::from(vec![0; 10]))]).unwrap();
+        w.writer.write(&rb).unwrap();
+        w.finish().unwrap();
+        refused(&p, "row 3 holds NaN");
+
+        let huge = DatasetInfo { name: "i".into(), kind: SampleKind::Images { height: 1 << 20, width: 1 << 20, channels: 3 }, class_names: vec!["a".into()] };
+        assert!(huge.check("x").unwrap_err().to_string().contains("values per sample"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn write_dataset(dir: &Path, dataset: &Dataset) -> Result<Value> {
         stats.insert(name.to_string(), serde_json::to_value(acc.finish(&dataset.info))?);
     }
     let doc = json!({ "info": dataset.info, "stats": stats });
-    std::fs::write(dir.join("dataset.json"), serde_json::to_string_pretty(&doc)? + "\n")?;
+    crate::fsx::write(&dir.join("dataset.json"), serde_json::to_string_pretty(&doc)? + "\n")?;
     Ok(json!({ "dataset": dataset.info.name, "kind": dataset.info.kind, "splits": stats }))
 }
 

@@ -20,7 +20,8 @@ impl SampleKind {
     /// Values per sample (pixels × channels, or coordinates).
     pub fn sample_len(&self) -> usize {
         match *self {
-            SampleKind::Images { height, width, channels } => (height * width * channels) as usize,
+            // Saturating: a corrupt description must fail its check, not wrap around.
+            SampleKind::Images { height, width, channels } => (height as usize).saturating_mul(width as usize).saturating_mul(channels as usize),
             SampleKind::Points { dim } => dim as usize,
         }
     }
@@ -43,6 +44,33 @@ pub struct DatasetInfo {
     pub kind: SampleKind,
     /// `class_names[label]`; labels run from 0 to `class_names.len() - 1`.
     pub class_names: Vec<String>,
+}
+
+/// The most values one sample may hold (a 4096 × 4096 RGB image); larger descriptions are
+/// corrupt, not data.
+pub const MAX_SAMPLE_LEN: usize = 4096 * 4096 * 3;
+
+impl DatasetInfo {
+    /// Check the description itself: positive sizes within [`MAX_SAMPLE_LEN`], 1, 3 or 4
+    /// channels (grey, RGB, RGBA), at least one class name.
+    pub fn check(&self, what: &str) -> Result<()> {
+        match self.kind {
+            SampleKind::Images { height, width, channels } => {
+                if height == 0 || width == 0 || !matches!(channels, 1 | 3 | 4) {
+                    bail!("{what}: images of {height}×{width}×{channels} (expected positive sizes and 1, 3 or 4 channels)");
+                }
+            }
+            SampleKind::Points { dim: 0 } => bail!("{what}: points of dimension 0"),
+            SampleKind::Points { .. } => {}
+        }
+        if self.kind.sample_len() > MAX_SAMPLE_LEN {
+            bail!("{what}: {} values per sample (at most {MAX_SAMPLE_LEN})", self.kind.sample_len());
+        }
+        if self.class_names.is_empty() {
+            bail!("{what}: no class names");
+        }
+        Ok(())
+    }
 }
 
 /// The values of one split, in memory.
@@ -79,6 +107,11 @@ impl Split {
         }
         if let Some(bad) = self.labels.iter().find(|&&l| l < 0 || l as usize >= info.class_names.len()) {
             bail!("{what}: label {bad} outside 0..{} (the class names)", info.class_names.len());
+        }
+        if let Samples::Points(xs) = &self.samples
+            && let Some(i) = xs.iter().position(|v| !v.is_finite())
+        {
+            bail!("{what}: row {} holds {} (points must be finite)", i / len.max(1), xs[i]);
         }
         Ok(())
     }

@@ -28,22 +28,31 @@ crate::config_struct! {
         /// Split whose statistics are the reference: train or test.
         pub split: String = "train".into(),
         /// Use the first N rows of each split for statistics (default: all).
+        #[range = "[2, inf)"]
         pub stats_limit: Option<u64> = None,
         /// Samples of pure noise for the noise baseline.
+        #[range = "[2, 1e8]"]
         pub noise_n: u64 = 2000,
         /// Images per feature batch.
+        #[range = "[1, 65536]"]
         pub feature_batch: u64 = 250,
         /// classifier: channels of its two convolutions.
+        #[range = "[1, 4096]"]
         pub channels: Vec<u64> = vec![32, 64],
         /// classifier: training epochs over the train split.
+        #[range = "[1, 1e4]"]
         pub epochs: u64 = 3,
         /// classifier: batch size.
+        #[range = "[1, 65536]"]
         pub batch: u64 = 128,
         /// classifier: Adam learning rate.
+        #[range = "(0, inf)"]
         pub lr: f64 = 1e-3,
         /// classifier: train on the first N rows only (default: all).
+        #[range = "[1, inf)"]
         pub limit: Option<u64> = None,
         /// Seed of the classifier's init and data order, and of the noise baseline.
+        #[range = "[0, inf)"]
         pub seed: u64 = 0,
         /// inception: local safetensors file of pytorch-fid's weights.
         pub inception_weights: Option<String> = None,
@@ -81,17 +90,8 @@ impl PrecomputeConfig {
         if !matches!(self.split.as_str(), "train" | "test") {
             return Err(usage(format!("field `split`: `{}` (expected train or test)", self.split)));
         }
-        if self.feature_batch == 0 || self.batch == 0 || self.epochs == 0 {
-            return Err(usage("fields `feature_batch`, `batch` and `epochs` must be positive"));
-        }
-        if self.channels.len() != 2 || self.channels.contains(&0) {
-            return Err(usage(format!("field `channels`: expected two positive channel counts, got {:?}", self.channels)));
-        }
-        if self.noise_n < 2 {
-            return Err(usage("field `noise_n`: at least 2 samples"));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(usage(format!("field `lr`: expected a positive number, got {}", self.lr)));
+        if self.channels.len() != 2 {
+            return Err(usage(format!("field `channels`: expected two channel counts, got {:?}", self.channels)));
         }
         Ok(())
     }
@@ -145,7 +145,7 @@ fn make_encoder(cfg: &PrecomputeConfig, kind: SampleKind, train: &Split, test: &
         }
         o => return Err(usage(format!("field `encoder`: `{o}`"))),
     };
-    std::fs::write(out.join("encoder.json"), serde_json::to_string_pretty(&spec)? + "\n")?;
+    crate::fsx::write(&out.join("encoder.json"), serde_json::to_string_pretty(&spec)? + "\n")?;
     Ok((spec, enc))
 }
 

@@ -98,7 +98,7 @@ pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Pr
             let _ = writeln!(s, "not run yet (`{how}`)\n");
             continue;
         };
-        let art = store.open(&r.stage, &r.key, crate::store::Verify::Sizes)?;
+        let art = store.open(&r.stage, &r.key, crate::store::Verify::Content)?;
         let md = std::fs::read_to_string(art.file("report.md")?)?;
         s.push_str(&md);
         let pics: Vec<String> = art.manifest.files.iter().filter(|f| f.path.ends_with(".svg") || f.path.ends_with(".png")).map(|f| f.path.clone()).collect();

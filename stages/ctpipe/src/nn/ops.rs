@@ -34,6 +34,13 @@ pub fn select_rows(mask: &[bool], a: &Tensor, b: &Tensor) -> Result<Tensor> {
     m.where_cond(a, b)
 }
 
+/// Whether every value of `t` is finite: x·0 is 0 for finite x and NaN for NaN and ±inf, so
+/// one reduction on the tensor's device answers it.
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    let s = t.to_dtype(candle_core::DType::F32)?.affine(0.0, 0.0)?.sum_all()?.to_scalar::<f32>()?;
+    Ok(s == 0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

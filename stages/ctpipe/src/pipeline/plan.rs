@@ -73,6 +73,8 @@ pub fn make_fragment(pipeline: &Pipeline, profile: &Profile, ns: &str) -> String
     for node in &order {
         let mut prereqs = vec![format!("$(ARTIFACTS)/plans/{p}/{}.json", node.id), format!("$(BIN)/{}", node.stage.name)];
         prereqs.extend(node.dependencies().iter().map(|d| ref_target(p, d)));
+        // A ref whose artifact is gone is out of date, however new the ref file is.
+        prereqs.push(format!("$(call artifact_gone,{})", ref_target(p, &node.id)));
         let _ = writeln!(m, "{}: {} | plan-check", ref_target(p, &node.id), prereqs.join(" "));
         let _ = writeln!(m, "\t$(call run_node,{},{})", node.stage.name, node.id);
         let _ = writeln!(m, ".PHONY: {}\n{}: {}\n", node.id, node.id, ref_target(p, &node.id));
@@ -124,7 +126,7 @@ mod tests {
         let pipe = Pipeline::parse(text, Path::new("x.toml")).unwrap();
         let prof = pipe.profile("p").unwrap();
         let mk = make_fragment(&pipe, prof, "p");
-        assert!(mk.contains("$(ARTIFACTS)/refs/p/fetch-data.a.ref: $(ARTIFACTS)/plans/p/fetch-data.a.json $(BIN)/fetch-data | plan-check\n"));
+        assert!(mk.contains("$(ARTIFACTS)/refs/p/fetch-data.a.ref: $(ARTIFACTS)/plans/p/fetch-data.a.json $(BIN)/fetch-data $(call artifact_gone,$(ARTIFACTS)/refs/p/fetch-data.a.ref) | plan-check\n"), "{mk}");
         let smoke = make_fragment(&pipe, prof, "p@smoke");
         assert!(smoke.contains("$(ARTIFACTS)/refs/p@smoke/fetch-data.a.ref: $(ARTIFACTS)/plans/p@smoke/fetch-data.a.json"));
         assert!(mk.contains("\t$(call run_node,fetch-data,fetch-data.b)"));

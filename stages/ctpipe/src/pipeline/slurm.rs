@@ -45,7 +45,7 @@ fn shell_quote(s: &str) -> String {
 
 /// Write `<node>.sbatch` for every node and `submit.sh`; returns the directory.
 pub fn write_sbatch(pipeline: &Pipeline, profile: &Profile, paths: &SlurmPaths, out: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(out)?;
+    crate::fsx::create_dir_all(out)?;
     let ns = paths.scale.namespace(&profile.name);
     let logs = paths.artifacts.join("logs").join(&ns);
     // Always explicit: a CTPIPE_SCALE in the job's environment must not change what runs.

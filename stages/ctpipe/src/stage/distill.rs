@@ -34,7 +34,7 @@ impl Stage for Distill {
 
     fn run(config: &DistillConfig, ctx: &mut Ctx) -> Result<Value> {
         let work = ctx.work_dir()?.to_path_buf();
-        let dirs = RunDirs { out: ctx.out_dir(), work: &work };
+        let dirs = RunDirs { out: ctx.out_dir(), work: &work, run: ctx.key.as_str() };
         distill(config, ctx.input("data")?, ctx.optional_input("teacher"), dirs, &ctx.stop, &ctx.device)
     }
 }

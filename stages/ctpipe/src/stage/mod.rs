@@ -9,7 +9,8 @@
 //!    live in `.work/<stage>/<key>/` so a restart resumes), publish atomically, write the ref.
 //!
 //! Exit codes: 0 done or cached; 2 usage/config error; 3 bad input; 75 checkpointed on a
-//! signal (run again to resume); 1 internal failure. Errors print as one line.
+//! signal (run again to resume); 4 training diverged (non-finite losses or weights; rerunning
+//! the same settings diverges again); 1 internal failure. Errors print as one line.
 
 pub mod scale;
 
@@ -107,7 +108,8 @@ pub struct CommonArgs {
     /// Also write a ref file at this path after success
     #[arg(long, value_name = "PATH")]
     pub write_ref: Option<PathBuf>,
-    /// Re-hash every input file before use (default: check sizes only)
+    /// Re-hash every input file before use (default: hash the files changed since they were
+    /// last verified; an unchanged file costs a stat)
     #[arg(long)]
     pub verify: bool,
     /// Print the effective config, inputs and key as JSON, and stop
@@ -198,6 +200,11 @@ pub fn tune_allocator() {
 
 /// Entry point of every stage binary.
 pub fn main<S: Stage>() -> ExitCode {
+    crate::error::install_panic_hook();
+    let stop = match crate::train::signals::install_for_stage(S::HANDLES_SIGNALS) {
+        Ok(stop) => stop,
+        Err(e) => return crate::error::exit_code(S::NAME, Err(anyhow::Error::new(e).context("installing signal handlers"))),
+    };
     pin_thread_count();
     tune_allocator();
     let spec = stage_spec(S::NAME).unwrap_or_else(|| panic!("stage {} is missing from the registry", S::NAME));
@@ -211,7 +218,7 @@ pub fn main<S: Stage>() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    crate::error::exit_code(S::NAME, run::<S>(spec, &args))
+    crate::error::exit_code(S::NAME, run::<S>(spec, &args, stop))
 }
 
 /// The resolved config and inputs of one invocation, before any work.
@@ -284,7 +291,7 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
                     key.short()
                 )));
             }
-            let verify = if args.verify { Verify::Hashes } else { Verify::Sizes };
+            let verify = if args.verify { Verify::Hashes } else { Verify::Content };
             arts.push(store.open(&stage, &key, verify)?);
         }
         if !arts.is_empty() {
@@ -298,8 +305,12 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
 /// A node's settings as the stage's config at `scale`, checked. `origin` names the settings in
 /// errors (file, profile and node); `in_node` says whether to lead range errors with it.
 pub fn typed_config<S: Stage>(table: toml::Table, origin: &str, in_node: bool, scale: Scale) -> Result<S::Config> {
+    config::check_finite(&table, origin)?;
     let mut config: S::Config = config::from_table(table, origin)?;
-    let validate = |c: &S::Config, origin: String| S::validate(c).map_err(|e| if in_node { e.context(origin) } else { e });
+    let validate = |c: &S::Config, origin: String| {
+        config::check_ranges::<S::Config>(&config::to_json(c)?, &origin)?;
+        S::validate(c).map_err(|e| if in_node { e.context(origin) } else { e })
+    };
     validate(&config, origin.to_string())?;
     if scale == Scale::Smoke {
         S::smoke(&mut config);
@@ -345,9 +356,10 @@ fn input_records(inputs: &BTreeMap<String, Vec<Artifact>>) -> (BTreeMap<String, 
     (keys, records)
 }
 
-fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs) -> Result<()> {
+fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signals::StopFlag) -> Result<()> {
     let started = Instant::now();
     let store = Store::new(&args.artifacts);
+    let _no_gc = store.stage_guard();
     let resolved = resolve::<S>(spec, args, &store)?;
     let env = Env { store: store.clone(), data_dir: args.data_dir.clone() };
     let external = S::external_inputs(&resolved.config, &env)?;
@@ -367,7 +379,10 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs) -> Result<()> {
         if !store.contains(S::NAME, &key) {
             return Ok(false);
         }
-        store.open(S::NAME, &key, Verify::Sizes)?;
+        store.open(S::NAME, &key, if args.verify { Verify::Hashes } else { Verify::Content }).map_err(|e| {
+            let dir = store.artifact_dir(S::NAME, &key);
+            e.context(format!("the cached artifact {} is damaged (remove it to produce it again)", dir.display()))
+        })?;
         write_refs(store, args, &resolved.namespace, resolved.node.as_deref(), S::NAME, &key)?;
         println!("cached {} {key}", S::NAME);
         Ok(true)
@@ -377,15 +392,10 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs) -> Result<()> {
     }
     // Another process may be producing the same key (two make invocations, a requeued job
     // overlapping its predecessor): wait for it, then it is most likely a cache hit.
-    let _lock = RunLock::acquire(&store, S::NAME, &key)?;
+    let _lock = RunLock::acquire(&store, S::NAME, &key, &stop)?;
     if cached(&store)? {
         return Ok(());
     }
-    let stop = if S::HANDLES_SIGNALS {
-        crate::train::signals::StopFlag::install().context("installing signal handlers")?
-    } else {
-        Default::default()
-    };
     let device = crate::device::select(&args.device)?;
     let staging = store.begin(S::NAME, &key)?;
     let mut ctx = Ctx {
@@ -433,7 +443,8 @@ struct RunLock {
 }
 
 impl RunLock {
-    fn acquire(store: &Store, stage: &str, key: &Key) -> Result<RunLock> {
+    /// Take the lock, waiting for its holder; a stop request during the wait ends it (exit 75).
+    fn acquire(store: &Store, stage: &str, key: &Key, stop: &crate::train::signals::StopFlag) -> Result<RunLock> {
         let dir = store.root().join(".work").join(stage);
         std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
         let path = dir.join(format!("{key}.lock"));
@@ -447,10 +458,28 @@ impl RunLock {
         {
             use std::os::fd::AsRawFd;
             let fd = file.as_raw_fd();
-            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let try_lock = || -> Result<bool> {
+                if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                    return Ok(true);
+                }
+                let err = std::io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => Ok(false),
+                    _ => Err(err).with_context(|| format!("{}: cannot lock", path.display())),
+                }
+            };
+            if !try_lock()? {
                 eprintln!("{stage}: waiting for another process producing {} ({})", key.short(), path.display());
-                if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-                    return Err(std::io::Error::last_os_error()).with_context(|| format!("{}: cannot lock", path.display()));
+                // Polled rather than blocking, so a stop request (SIGTERM to a requeued job
+                // that overlaps its predecessor) ends the wait.
+                while !try_lock()? {
+                    if stop.requested() {
+                        return Err(crate::error::interrupted(format!(
+                            "stopped by a signal while waiting for another process producing {stage}/{}; run again",
+                            key.short()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             }
         }

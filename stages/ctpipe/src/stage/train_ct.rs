@@ -27,7 +27,7 @@ impl Stage for TrainCt {
 
     fn run(config: &TrainConfig, ctx: &mut Ctx) -> Result<Value> {
         let work = ctx.work_dir()?.to_path_buf();
-        let dirs = RunDirs { out: ctx.out_dir(), work: &work };
+        let dirs = RunDirs { out: ctx.out_dir(), work: &work, run: ctx.key.as_str() };
         train_ct(config, ctx.input("data")?, ctx.optional_input("init"), dirs, &ctx.stop, &ctx.device)
     }
 }

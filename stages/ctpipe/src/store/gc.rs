@@ -2,8 +2,9 @@
 //!
 //! An artifact is live if a ref points to it or a live artifact lists it as an input. Also
 //! collectable: `.tmp-*` directories whose publishing process is gone (crash leftovers) and
-//! working directories of runs whose artifact is published (finished checkpoints). Working
-//! directories of unpublished keys are kept: they are interrupted runs waiting to resume.
+//! working directories and lock files of runs whose artifact is published (finished
+//! checkpoints), and artifact directories without a manifest (damaged). Working directories
+//! of unpublished keys are kept: they are interrupted runs waiting to resume.
 
 use super::key::Key;
 use super::Store;
@@ -30,7 +31,38 @@ impl GcPlan {
     }
 }
 
+/// A lock on the store's `.gc.lock`: every stage holds it shared for its whole run, `gc
+/// --delete` exclusively, so a collection never runs while a stage is between finding (or
+/// publishing) an artifact and writing the ref that keeps it alive. Released on drop or exit.
+pub struct GcLock {
+    _file: Option<fs::File>,
+}
+
 impl Store {
+    /// Hold the store shared for a stage's run. A store that cannot hold the lock file (read
+    /// only) cannot be collected either, so the run goes on without it.
+    pub fn stage_guard(&self) -> GcLock {
+        GcLock { _file: self.gc_lock_file().ok().filter(|f| flock(f, libc::LOCK_SH)) }
+    }
+
+    /// Hold the store exclusively for a collection, waiting for running stages to end.
+    pub fn gc_guard(&self) -> Result<GcLock> {
+        let f = self.gc_lock_file()?;
+        if !flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+            eprintln!("gc: waiting for the stages running on {} to end", self.root().display());
+            if !flock(&f, libc::LOCK_EX) {
+                return Err(std::io::Error::last_os_error()).context("gc: cannot lock the store");
+            }
+        }
+        Ok(GcLock { _file: Some(f) })
+    }
+
+    fn gc_lock_file(&self) -> Result<fs::File> {
+        fs::create_dir_all(self.root()).with_context(|| format!("{}: cannot create", self.root().display()))?;
+        let path = self.root().join(".gc.lock");
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("{}: cannot open", path.display()))
+    }
+
     /// Work out what is unreachable; removes nothing.
     pub fn gc_plan(&self) -> Result<GcPlan> {
         let mut live = BTreeSet::new();
@@ -62,6 +94,14 @@ impl Store {
             let size = fsx::tree_size(&dir);
             plan.leftovers.push((dir, size));
         }
+        for (stage, key) in self.list_damaged()? {
+            let dir = self.artifact_dir(&stage, &key);
+            let size = fsx::tree_size(&dir);
+            plan.leftovers.push((dir, size));
+        }
+        for lock in self.finished_locks()? {
+            plan.leftovers.push((lock, 0));
+        }
         Ok(plan)
     }
 
@@ -70,9 +110,11 @@ impl Store {
         for (stage, key, _) in &plan.artifacts {
             let dir = self.artifact_dir(stage, key);
             fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
+            super::verified::forget(self, stage, key);
         }
-        for (dir, _) in &plan.leftovers {
-            fs::remove_dir_all(dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
+        for (path, _) in &plan.leftovers {
+            let removed = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+            removed.with_context(|| format!("{}: cannot remove", path.display()))?;
         }
         Ok(())
     }
@@ -89,6 +131,27 @@ impl Store {
                     let pid = rest.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
                     if pid.is_none_or(|p| !fsx::process_alive(p)) {
                         out.push(t.path());
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// `.work/<stage>/<key>.lock` files of published keys. Only those: a process that opened
+    /// the lock of an unpublished key and is about to take it would, after a removal, hold a
+    /// lock on a file nobody else sees; for a published key it finds the artifact and stops.
+    fn finished_locks(&self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let Ok(stages) = fs::read_dir(self.root().join(".work")) else { return Ok(out) };
+        for s in stages.flatten().filter(|s| s.path().is_dir()) {
+            let stage = s.file_name().to_string_lossy().into_owned();
+            for w in fs::read_dir(s.path())?.flatten() {
+                let name = w.file_name().to_string_lossy().into_owned();
+                if let Some(key) = name.strip_suffix(".lock").and_then(|k| Key::parse(k).ok()) {
+                    if self.contains(&stage, &key) {
+                        out.push(w.path());
                     }
                 }
             }
@@ -114,4 +177,10 @@ impl Store {
         out.sort();
         Ok(out)
     }
+}
+
+fn flock(f: &fs::File, op: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(f.as_raw_fd(), op) == 0 }
 }

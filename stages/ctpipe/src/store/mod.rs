@@ -7,6 +7,8 @@
 //! - `.work/<stage>/<key>/` — a stage's private working directory (training checkpoints), so a
 //!   restarted run with the same key resumes;
 //! - `refs/<profile>/<node>.ref` — named pointers for Make (`<stage>/<key>`);
+//! - `.verified/<stage>/<key>.json` — which files were verified, and their stamps then
+//!   (`verified.rs`: content checks at the cost of a `stat`);
 //! - `plans/`, `logs/` — written by the plan command and the Makefile.
 //!
 //! This module knows nothing of tensors or Parquet: it moves, hashes and names files.
@@ -18,8 +20,9 @@ pub mod manifest;
 mod open;
 mod publish;
 mod refs;
+pub mod verified;
 
-pub use gc::GcPlan;
+pub use gc::{GcLock, GcPlan};
 pub use key::{artifact_key, Key};
 pub use manifest::{FileRecord, InputRecord, Manifest};
 pub use open::{Artifact, Verify};

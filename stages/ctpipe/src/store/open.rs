@@ -3,6 +3,7 @@
 use super::key::Key;
 use super::manifest::{Manifest, MANIFEST_FORMAT};
 use super::publish::hash_file;
+use super::verified;
 use super::Store;
 use crate::error::{bad_input, TagContext};
 use anyhow::{bail, Result};
@@ -12,9 +13,12 @@ use std::path::{Path, PathBuf};
 /// How much to check when opening an artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verify {
-    /// Manifest valid, every file present with the recorded size (cheap; the default).
+    /// Manifest valid, every file present with the recorded size (listings, gc).
     Sizes,
-    /// As `Sizes`, and every file's blake3 recomputed (`--verify`).
+    /// As `Sizes`, and every file's content: hashed unless it is unchanged since it was last
+    /// verified (`verified.rs`). What every stage does with its inputs and cache hits.
+    Content,
+    /// As `Sizes`, and every file's blake3 recomputed (`--verify`, `artifacts verify`).
     Hashes,
 }
 
@@ -70,8 +74,19 @@ impl Store {
                 manifest.key
             )));
         }
+        // The manifest must be the one its key was computed from (an edited config, input or
+        // version would otherwise pass for this artifact).
+        let inputs = manifest.inputs.iter().map(|(role, i)| (role.clone(), i.key.clone())).collect();
+        let recomputed = super::artifact_key(&manifest.stage, manifest.version, &manifest.config, &inputs, &manifest.external)?;
+        if recomputed != *key {
+            return Err(bad_input(format!(
+                "{}: its stage, version, config and inputs hash to {}, not to its key (the manifest was altered)",
+                dir.join("manifest.json").display(),
+                recomputed.short()
+            )));
+        }
         let art = Artifact { dir, manifest };
-        check_files(&art, verify)?;
+        self.check_files(&art, verify)?;
         Ok(art)
     }
 
@@ -87,6 +102,29 @@ impl Store {
             for a in fs::read_dir(s.path())?.flatten() {
                 if let Ok(key) = Key::parse(&a.file_name().to_string_lossy()) {
                     if self.contains(&stage, &key) {
+                        out.push((stage.clone(), key));
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Directories named like artifacts that have no `manifest.json` (deleted by hand, or
+    /// damaged): never a publish in progress, which happens under `.tmp-*` and appears whole.
+    /// `verify` reports them, `gc` removes them, and a rerun of their producer replaces them.
+    pub fn list_damaged(&self) -> Result<Vec<(String, Key)>> {
+        let mut out = Vec::new();
+        let Ok(stages) = fs::read_dir(self.root()) else { return Ok(out) };
+        for s in stages.flatten() {
+            let stage = s.file_name().to_string_lossy().into_owned();
+            if super::check_stage_name(&stage).is_err() || !s.path().is_dir() {
+                continue;
+            }
+            for a in fs::read_dir(s.path())?.flatten() {
+                if let Ok(key) = Key::parse(&a.file_name().to_string_lossy()) {
+                    if a.path().is_dir() && !self.contains(&stage, &key) {
                         out.push((stage.clone(), key));
                     }
                 }
@@ -119,7 +157,16 @@ impl Store {
             .collect();
         match hits.len() {
             1 => Ok(hits.into_iter().next().expect("one hit")),
-            0 => Err(bad_input(format!("`{spec}`: no artifact in {} matches", self.root().display()))),
+            0 => {
+                let damaged = self.list_damaged()?.into_iter().find(|(s, k)| stage.is_none_or(|st| st == s) && k.as_str().starts_with(prefix));
+                match damaged {
+                    Some((s, k)) => Err(bad_input(format!(
+                        "{}: no manifest.json (a damaged artifact: rerun the stage that made it, or remove it with `artifacts gc --delete`)",
+                        self.artifact_dir(&s, &k).display()
+                    ))),
+                    None => Err(bad_input(format!("`{spec}`: no artifact in {} matches", self.root().display()))),
+                }
+            }
             n => Err(bad_input(format!("`{spec}`: ambiguous, {n} artifacts match; give more digits"))),
         }
     }
@@ -140,29 +187,69 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
-fn check_files(art: &Artifact, verify: Verify) -> Result<()> {
-    for f in &art.manifest.files {
-        let path = art.dir.join(&f.path);
-        let meta = fs::metadata(&path).bad_input_ctx(|| format!("{}: listed in the manifest but missing", path.display()))?;
-        if meta.len() != f.size {
-            return Err(bad_input(format!(
-                "{}: size {} but the manifest records {} (corrupt or truncated)",
-                path.display(),
-                meta.len(),
-                f.size
-            )));
-        }
-        if verify == Verify::Hashes {
-            let (_, hash) = hash_file(&path)?;
-            if hash != f.blake3 {
-                return Err(bad_input(format!(
-                    "{}: blake3 {} but the manifest records {} (corrupt)",
-                    path.display(),
-                    &hash[..16],
-                    &f.blake3[..f.blake3.len().min(16)]
-                )));
+impl Store {
+    fn check_files(&self, art: &Artifact, verify: Verify) -> Result<()> {
+        let mut record = match verify {
+            Verify::Sizes => verified::Record::new(),
+            _ => verified::load(self, art.stage(), art.key()),
+        };
+        let mut learned = false;
+        // The manifest is not listed in itself: the record keeps its hash (from the publish,
+        // or from the first read here), so an edit to its metrics or its file list is found.
+        if verify != Verify::Sizes {
+            let path = art.dir.join("manifest.json");
+            let meta = fs::metadata(&path).bad_input_ctx(|| format!("{}: cannot read", path.display()))?;
+            let known = record.get("manifest.json").map(|v| v.blake3.clone());
+            let unchanged = known.as_ref().is_some_and(|h| verified::still_verified(&record, "manifest.json", h, &meta));
+            if !unchanged {
+                let (_, hash) = hash_file(&path)?;
+                if known.as_ref().is_some_and(|h| *h != hash) {
+                    return Err(bad_input(format!("{}: changed since the artifact was published (blake3 {})", path.display(), &hash[..16])));
+                }
+                verified::stamp(&mut record, "manifest.json", &hash, &meta);
+                learned = true;
             }
         }
+        for f in &art.manifest.files {
+            let path = art.dir.join(&f.path);
+            let meta = check_file_size(&path, f)?;
+            let rehash = match verify {
+                Verify::Sizes => false,
+                Verify::Content => !verified::still_verified(&record, &f.path, &f.blake3, &meta),
+                Verify::Hashes => true,
+            };
+
+            if rehash {
+                check_file_hash(&path, f)?;
+                verified::stamp(&mut record, &f.path, &f.blake3, &meta);
+                learned = true;
+            }
+        }
+        if learned {
+            verified::save(self, art.stage(), art.key(), &record);
+        }
+        Ok(())
+    }
+}
+
+fn check_file_size(path: &Path, f: &super::FileRecord) -> Result<fs::Metadata> {
+    let meta = fs::metadata(path).bad_input_ctx(|| format!("{}: listed in the manifest but missing", path.display()))?;
+    if meta.len() != f.size {
+        return Err(bad_input(format!("{}: size {} but the manifest records {} (corrupt or truncated)", path.display(), meta.len(), f.size)));
+    }
+    Ok(meta)
+}
+
+fn check_file_hash(path: &Path, f: &super::FileRecord) -> Result<()> {
+    let (_, hash) = hash_file(path)?;
+    if hash != f.blake3 {
+        return Err(bad_input(format!(
+            "{}: blake3 {} but the manifest records {} (corrupt)",
+            path.display(),
+            &hash[..16],
+            &f.blake3[..f.blake3.len().min(16)]
+        )));
     }
     Ok(())
 }
+

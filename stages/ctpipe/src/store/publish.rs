@@ -89,6 +89,11 @@ impl Staging {
 
         let final_dir = self.store.artifact_dir(&self.stage, &self.key);
         let parent = final_dir.parent().expect("artifact dir has a parent").to_path_buf();
+        if final_dir.is_dir() && !self.store.contains(&self.stage, &self.key) {
+            // A damaged artifact (its manifest deleted) in the way: it is not an artifact.
+            eprintln!("{}: replacing it (it has no manifest.json)", final_dir.display());
+            fs::remove_dir_all(&final_dir).with_context(|| format!("{}: cannot remove the damaged artifact", final_dir.display()))?;
+        }
         match fs::rename(&self.dir, &final_dir) {
             Ok(()) => {
                 self.committed = true;
@@ -100,7 +105,10 @@ impl Staging {
             Err(e) => return Err(e).with_context(|| format!("{}: cannot rename into place", final_dir.display())),
         }
         failpoint::hit("publish:after-rename");
-        self.store.open(&self.stage, &self.key, Verify::Sizes)
+        let art = self.store.open(&self.stage, &self.key, Verify::Sizes)?;
+        // What was just hashed needs no hashing when the next stage reads it.
+        super::verified::save(&self.store, &self.stage, &self.key, &super::verified::record_of(&art.dir, &art.manifest.files));
+        Ok(art)
     }
 }
 

@@ -4,7 +4,8 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs;
 
-fn draft(stage: &str, key: &Key, inputs: &[(&str, &str, &Key)]) -> Draft {
+/// A draft whose key is computed from what it says (`open` checks that they agree).
+fn draft(stage: &str, key: &Key, config: serde_json::Value, inputs: &[(&str, &str, &Key)]) -> Draft {
     Draft {
         stage: stage.into(),
         version: 1,
@@ -14,7 +15,7 @@ fn draft(stage: &str, key: &Key, inputs: &[(&str, &str, &Key)]) -> Draft {
             .map(|(role, st, k)| (role.to_string(), InputRecord { stage: st.to_string(), key: (*k).clone() }))
             .collect(),
         external: BTreeMap::new(),
-        config: json!({"n": 1}),
+        config,
         metrics: json!({"rows": 3}),
     }
 }
@@ -23,12 +24,12 @@ fn key_of(n: u64) -> Key {
     artifact_key("fetch-data", 1, &json!({ "n": n }), &BTreeMap::new(), &BTreeMap::new()).unwrap()
 }
 
-fn publish(store: &Store, stage: &str, key: &Key, inputs: &[(&str, &str, &Key)]) -> Artifact {
+fn publish(store: &Store, stage: &str, key: &Key, config: serde_json::Value, inputs: &[(&str, &str, &Key)]) -> Artifact {
     let s = store.begin(stage, key).unwrap();
     fs::write(s.path().join("a.bin"), b"hello").unwrap();
     fs::create_dir(s.path().join("sub")).unwrap();
     fs::write(s.path().join("sub/b.txt"), b"world!").unwrap();
-    s.commit(draft(stage, key, inputs)).unwrap()
+    s.commit(draft(stage, key, config, inputs)).unwrap()
 }
 
 #[test]
@@ -36,7 +37,7 @@ fn publish_then_open_and_verify() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());
     let k = key_of(1);
-    let art = publish(&store, "fetch-data", &k, &[]);
+    let art = publish(&store, "fetch-data", &k, json!({"n": 1}), &[]);
     assert_eq!(art.dir, dir.path().join("fetch-data").join(k.as_str()));
     let paths: Vec<_> = art.manifest.files.iter().map(|f| (f.path.as_str(), f.size)).collect();
     assert_eq!(paths, vec![("a.bin", 5), ("sub/b.txt", 6)]);
@@ -68,7 +69,7 @@ fn corruption_is_detected_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());
     let k = key_of(3);
-    let art = publish(&store, "fetch-data", &k, &[]);
+    let art = publish(&store, "fetch-data", &k, json!({"n": 3}), &[]);
     // Same size, different bytes: only re-hashing sees it.
     fs::write(art.dir.join("a.bin"), b"jello").unwrap();
     store.open("fetch-data", &k, Verify::Sizes).unwrap();
@@ -85,6 +86,63 @@ fn corruption_is_detected_and_named() {
     assert!(one_line(&store.open("fetch-data", &k, Verify::Sizes).unwrap_err()).contains("missing"));
     fs::write(art.dir.join("manifest.json"), b"{not json").unwrap();
     assert!(one_line(&store.open("fetch-data", &k, Verify::Sizes).unwrap_err()).contains("invalid manifest"));
+}
+
+/// The default check of every stage's inputs: a same-size change is found without asking, a
+/// file unchanged since it was verified is not hashed again, and an edited manifest is refused.
+#[test]
+fn content_checks_hash_only_what_changed_since_it_was_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let k = key_of(5);
+    let art = publish(&store, "fetch-data", &k, json!({"n": 5}), &[]);
+    let record = dir.path().join(".verified/fetch-data").join(format!("{k}.json"));
+    let stamp = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(p).unwrap();
+        (m.ino(), m.mtime_nsec(), m.ctime_nsec())
+    };
+    // The publish recorded what it hashed: opening hashes nothing and rewrites nothing.
+    let before = stamp(&record);
+    store.open("fetch-data", &k, Verify::Content).unwrap();
+    assert_eq!(stamp(&record), before, "nothing was hashed, so the record is untouched");
+    assert_eq!(verified::load(&store, "fetch-data", &k).len(), 3, "two files and the manifest");
+
+    // Same size, different bytes: the stamp changed, so the file is hashed and refused.
+    fs::write(art.dir.join("a.bin"), b"jello").unwrap();
+    let e = store.open("fetch-data", &k, Verify::Content).unwrap_err();
+    assert_eq!(exit_code_of(&e), 3);
+    assert!(one_line(&e).contains("a.bin: blake3"), "{}", one_line(&e));
+    // Restored, it is hashed once more and then trusted again.
+    fs::write(art.dir.join("a.bin"), b"hello").unwrap();
+    store.open("fetch-data", &k, Verify::Content).unwrap();
+    let after = stamp(&record);
+    assert_ne!(after, before, "the restored file was hashed and recorded");
+    store.open("fetch-data", &k, Verify::Content).unwrap();
+    assert_eq!(stamp(&record), after);
+
+    // Without a record (another machine's store, a read-only one) every file is hashed.
+    fs::remove_file(&record).unwrap();
+    fs::write(art.dir.join("sub/b.txt"), b"World!").unwrap();
+    assert!(one_line(&store.open("fetch-data", &k, Verify::Content).unwrap_err()).contains("sub/b.txt: blake3"));
+    fs::write(art.dir.join("sub/b.txt"), b"world!").unwrap();
+    store.open("fetch-data", &k, Verify::Content).unwrap();
+
+    // A manifest whose metrics were edited: its key still matches, its recorded hash does not.
+    let mpath = art.dir.join("manifest.json");
+    let good = fs::read_to_string(&mpath).unwrap();
+    fs::write(&mpath, good.replace("\"rows\": 3", "\"rows\": 4")).unwrap();
+    let msg = one_line(&store.open("fetch-data", &k, Verify::Content).unwrap_err());
+    assert!(msg.contains("manifest.json: changed since the artifact was published"), "{msg}");
+    fs::write(&mpath, &good).unwrap();
+    store.open("fetch-data", &k, Verify::Content).unwrap();
+
+    // A manifest edited to say another config no longer hashes to its key.
+    let mpath = art.dir.join("manifest.json");
+    let text = fs::read_to_string(&mpath).unwrap().replace("\"n\": 5", "\"n\": 6");
+    fs::write(&mpath, text).unwrap();
+    let msg = one_line(&store.open("fetch-data", &k, Verify::Sizes).unwrap_err());
+    assert!(msg.contains("manifest.json") && msg.contains("the manifest was altered"), "{msg}");
 }
 
 #[test]
@@ -108,10 +166,10 @@ fn gc_keeps_what_refs_reach_through_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());
     let (d1, d2) = (key_of(10), key_of(11));
-    publish(&store, "fetch-data", &d1, &[]);
-    publish(&store, "fetch-data", &d2, &[]);
+    publish(&store, "fetch-data", &d1, json!({"n": 10}), &[]);
+    publish(&store, "fetch-data", &d2, json!({"n": 11}), &[]);
     let t = artifact_key("train-ct", 1, &json!({}), &BTreeMap::from([("data".into(), d1.clone())]), &BTreeMap::new()).unwrap();
-    publish(&store, "train-ct", &t, &[("data", "fetch-data", &d1)]);
+    publish(&store, "train-ct", &t, json!({}), &[("data", "fetch-data", &d1)]);
     store.write_ref("default", "train-ct.x", "train-ct", &t).unwrap();
     // A crash leftover whose process is gone, and a finished run's work dir.
     fs::create_dir_all(dir.path().join("fetch-data/.tmp-abc-999999999-1")).unwrap();

@@ -25,15 +25,18 @@ crate::training_config! {
     pub struct DistillConfig {
         /// Levels N of the Karras grid the teacher steps along (σ_min … σ_max, ρ): 18 on
         /// CIFAR-10, 40 on ImageNet-64.
+        #[range = "[2, 1e5]"]
         pub cd_levels: u64 = 18,
         /// The teacher's ODE solver for each training pair: heun (2 evaluations) or euler.
         pub cd_solver: Solver = Solver::Heun,
         /// EMA rate μ of the target network (0: the current weights without gradient, CD on
         /// CIFAR-10; 0.95 on ImageNet-64).
+        #[range = "[0, 1)"]
         pub target_ema: f64 = 0.0,
         /// Distance: l2-squared (CD's l2) or pseudo-huber (√(‖·‖² + c²) − c).
         pub distance: String = "l2-squared".into(),
         /// Pseudo-Huber c (default: 0.00054·√D).
+        #[range = "[0, inf)"]
         pub huber_c: Option<f64> = None,
         /// Loss weighting: uniform (CD), inverse-gap (1/Δσ) or karras (1/σd² + 1/σ²).
         pub weighting: Weighting = Weighting::Uniform,

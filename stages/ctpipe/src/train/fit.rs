@@ -3,18 +3,18 @@
 //! checkpoint, check for a stop request. Every random draw is keyed by the step, so the state
 //! to resume is the weights, the EMA, the optimiser moments and the step.
 
-use super::checkpoint::{self, CheckpointMeta};
+use super::checkpoint;
 use super::config::TrainConfig;
 use super::ema::EmaSchedule;
 use super::data::TrainData;
 use super::metrics::{MetricsLog, Row};
 use super::optim::{self, OptimConfig, Optimizer};
 use super::signals::StopFlag;
-use crate::error::interrupted;
+use crate::error::{bad_input, diverged, interrupted};
 use crate::methods::{Method, Progress, StepCtx};
 use crate::model::Weights;
 use crate::ode::Denoiser;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -104,6 +104,8 @@ pub struct Fit<'a> {
     pub ema: EmaSchedule,
     pub device: Device,
     pub work_dir: &'a Path,
+    /// The run's key: checkpoints carry it, and one of another run is never resumed from.
+    pub run: &'a str,
     pub stop: &'a StopFlag,
     /// Label for progress lines.
     pub label: String,
@@ -138,6 +140,38 @@ pub fn lr_at(cfg: &TrainConfig, step: u64) -> f64 {
     lr
 }
 
+/// Restore the newest usable checkpoint of this run; the step to go on from (0: none). An
+/// unusable one (unreadable, corrupt, another run's, not fitting the state) is moved aside and
+/// the next older one tried, which gives the same result as an uninterrupted run. When some
+/// were found and none is usable, stop and say so rather than silently start over.
+fn resume(f: &Fit, state: &TrainState, opt: &mut Optimizer, dir: &Path) -> Result<u64> {
+    let mut rejected = Vec::new();
+    for (step, path) in checkpoint::list(dir)?.into_iter().rev() {
+        let restored = checkpoint::load(&path, f.run, &f.device)
+            .and_then(|c| state.restore(opt, &c).map_err(|e| bad_input(format!("{}: does not fit this run ({e})", path.display()))));
+        match restored {
+            Ok(()) => {
+                eprintln!("{}: resuming from {} (step {step})", f.label, path.display());
+                return Ok(step);
+            }
+            Err(e) => {
+                let moved = checkpoint::reject(&path)?;
+                eprintln!("{}: not resuming from it: {}; moved to {}", f.label, crate::error::one_line(&e), moved.display());
+                rejected.push(path.display().to_string());
+            }
+        }
+    }
+    if rejected.is_empty() {
+        return Ok(0);
+    }
+    Err(bad_input(format!(
+        "no usable checkpoint in {} ({} rejected and moved aside: {}); run again to start from step 0",
+        dir.display(),
+        rejected.len(),
+        rejected.join(", ")
+    )))
+}
+
 /// Run (or resume) training to `cfg.steps`. `on_checkpoint` runs after each regular
 /// checkpoint (every `checkpoint_every` steps and at the end), never after a stop checkpoint,
 /// so an interrupted run and an uninterrupted one produce the same side files.
@@ -147,13 +181,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
     let opt_cfg = OptimConfig::parse(&cfg.optimizer, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)?;
     let mut opt = Optimizer::new(opt_cfg, &params)?;
     let ckpt_dir = f.work_dir.join("checkpoints");
-    let mut step = 0u64;
-    if let Some((s, path)) = checkpoint::list(&ckpt_dir)?.pop() {
-        let ckpt = checkpoint::load(&path, &f.device)?;
-        state.restore(&mut opt, &ckpt).with_context(|| format!("{}: does not fit this run", path.display()))?;
-        step = s;
-        eprintln!("{}: resuming from {} (step {s})", f.label, path.display());
-    }
+    let mut step = resume(f, state, &mut opt, &ckpt_dir)?;
     let mut metrics = MetricsLog::resume(f.work_dir, step)?;
     // A crash between a regular checkpoint and its side files: redo them (they are idempotent).
     if step > 0 && (step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps) {
@@ -165,10 +193,20 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
     let batch = cfg.batch as usize;
     let mut progress = crate::progress::Progress::new(&f.label, cfg.steps);
     progress.set_position(step);
+    // Every checkpoint, the stop's and the last included, passes through here: non-finite
+    // weights are never checkpointed, resumed from or published.
     let save = |step: u64, opt: &Optimizer, metrics: &mut MetricsLog| -> Result<()> {
         metrics.sync()?;
-        let meta = CheckpointMeta { format: 1, step, optimizer_t: opt.t };
-        checkpoint::save(&ckpt_dir, &meta, &state.tensors(opt)?)?;
+        let tensors = state.tensors(opt)?;
+        for (name, t) in &tensors {
+            if !crate::nn::ops::all_finite(t)? {
+                return Err(diverged(format!(
+                    "{}: `{name}` holds NaN or inf at step {step} of {}; nothing checkpointed or published (lower lr, or clip gradients with grad_clip)",
+                    f.label, cfg.steps
+                )));
+            }
+        }
+        checkpoint::save(&ckpt_dir, f.run, step, opt.t, &tensors)?;
         Ok(())
     };
 
@@ -203,43 +241,64 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         };
         let out = f.method.loss(&ctx, &x0)?;
         let loss = out.per_sample.mean_all()?;
-        let grads = loss.backward()?;
-
-        let g: HashMap<String, Tensor> = params.iter().filter_map(|(name, var)| grads.get(var).map(|t| (name.clone(), t.clone()))).collect();
-        let grad_variance = if cfg.log_grad_variance { Some(entry_variance(&state.net.params.vars(), &grads)?) } else { None };
+        let mut loss_v = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        if crate::failpoint::active(&format!("fit:nan-loss@{step}")) {
+            loss_v = f64::NAN;
+        }
         let lr = lr_at(cfg, step);
-        let grad_norm = opt.step(&params, &g, lr, f.grad_clip)?;
-        if let Some(decay) = f.ema.decay_after(step) {
-            optim::ema_update(&ema_pairs, decay)?;
-        }
-        if let Some((pairs, rate)) = &target_pairs {
-            optim::ema_update(pairs, *rate)?;
-        }
-        step += 1;
+        if loss_v.is_finite() {
+            let grads = loss.backward()?;
+            let g: HashMap<String, Tensor> = params.iter().filter_map(|(name, var)| grads.get(var).map(|t| (name.clone(), t.clone()))).collect();
+            let grad_variance = if cfg.log_grad_variance { Some(entry_variance(&state.net.params.vars(), &grads)?) } else { None };
+            let grad_norm = opt.step(&params, &g, lr, f.grad_clip)?;
+            if let Some(decay) = f.ema.decay_after(step) {
+                optim::ema_update(&ema_pairs, decay)?;
+            }
+            if let Some((pairs, rate)) = &target_pairs {
+                optim::ema_update(pairs, *rate)?;
+            }
+            step += 1;
 
-        let loss_v = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        let mut values = BTreeMap::from([
-            ("loss".to_string(), loss_v),
-            ("grad_norm".to_string(), grad_norm),
-            ("lr".to_string(), lr),
-            ("images_per_s".to_string(), batch as f64 / started.elapsed().as_secs_f64().max(1e-9)),
-        ]);
-        if let Some(v) = grad_variance {
-            values.insert("grad_variance".to_string(), v);
-        }
-        for (k, v) in &out.logs {
-            values.insert(k.to_string(), *v);
-        }
-        metrics.push(Row { step, values })?;
-        progress.set_position(step);
-        if step % cfg.log_every.max(1) == 0 || step == cfg.steps {
-            let recent = metrics.tail_mean("loss", (cfg.log_every as f64 / step as f64).min(1.0)).unwrap_or(loss_v);
-            progress.set_message(format!("loss {recent:.4}"));
-            progress.println(&format!("{}: step {step}/{} loss {recent:.5} grad {grad_norm:.3} lr {lr:.2e}", f.label, cfg.steps));
+            let mut values = BTreeMap::from([
+                ("loss".to_string(), loss_v),
+                ("grad_norm".to_string(), grad_norm),
+                ("lr".to_string(), lr),
+                ("images_per_s".to_string(), batch as f64 / started.elapsed().as_secs_f64().max(1e-9)),
+            ]);
+            if let Some(v) = grad_variance {
+                values.insert("grad_variance".to_string(), v);
+            }
+            for (k, v) in &out.logs {
+                values.insert(k.to_string(), *v);
+            }
+            metrics.push(Row { step, values })?;
+            progress.set_position(step);
+            if step % cfg.log_every.max(1) == 0 || step == cfg.steps {
+                let recent = metrics.tail_mean("loss", (cfg.log_every as f64 / step as f64).min(1.0)).unwrap_or(loss_v);
+                progress.set_message(format!("loss {recent:.4}"));
+                progress.println(&format!("{}: step {step}/{} loss {recent:.5} grad {grad_norm:.3} lr {lr:.2e}", f.label, cfg.steps));
+            }
+        } else {
+            // A non-finite loss changes nothing: no update, no EMA. The step still counts (its
+            // draws are keyed by it, so retrying would repeat it) and is logged as skipped; the
+            // count in a row is read back from the log, so it survives a resume.
+            step += 1;
+            metrics.push(Row { step, values: BTreeMap::from([("skipped".to_string(), 1.0), ("lr".to_string(), lr)]) })?;
+            progress.set_position(step);
+            let (_, in_a_row) = metrics.count("skipped");
+            if in_a_row as u64 > cfg.max_skipped_steps {
+                progress.finish();
+                return Err(diverged(format!(
+                    "{}: the loss was {loss_v} at {in_a_row} steps in a row (up to step {step}; max_skipped_steps = {}); nothing published (lower lr, or clip gradients with grad_clip)",
+                    f.label, cfg.max_skipped_steps
+                )));
+            }
+            progress.println(&format!("{}: step {step}/{}: loss {loss_v}, step skipped ({in_a_row} in a row)", f.label, cfg.steps));
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps {
             save(step, &opt, &mut metrics)?;
             on_checkpoint(step, state)?;
+            crate::failpoint::hit(&format!("fit:checkpoint@{step}"));
         }
     }
     progress.finish();

@@ -47,7 +47,10 @@ impl MetricsLog {
         Ok(MetricsLog { path, file, rows })
     }
 
-    pub fn push(&mut self, row: Row) -> Result<()> {
+    /// Append a row; non-finite values are left out (JSON has no NaN, and a resumed run must
+    /// read back what it wrote).
+    pub fn push(&mut self, mut row: Row) -> Result<()> {
+        row.values.retain(|_, v| v.is_finite());
         writeln!(self.file, "{}", serde_json::to_string(&row)?).with_context(|| format!("{}: write failed", self.path.display()))?;
         self.rows.push(row);
         Ok(())
@@ -59,6 +62,13 @@ impl MetricsLog {
     }
 
     /// Mean of `name` over the last `fraction` of the rows.
+    /// How many rows hold `name`, and how many of the last rows hold it in a row.
+    pub fn count(&self, name: &str) -> (usize, usize) {
+        let total = self.rows.iter().filter(|r| r.values.contains_key(name)).count();
+        let trailing = self.rows.iter().rev().take_while(|r| r.values.contains_key(name)).count();
+        (total, trailing)
+    }
+
     pub fn tail_mean(&self, name: &str, fraction: f64) -> Option<f64> {
         let k = ((self.rows.len() as f64 * fraction).ceil() as usize).max(1);
         let v: Vec<f64> = self.rows.iter().rev().take(k).filter_map(|r| r.values.get(name).copied()).collect();
@@ -76,10 +86,13 @@ impl MetricsLog {
         }
         let schema = Arc::new(Schema::new(fields));
         let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-        let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)?;
-        w.write(&RecordBatch::try_new(schema, cols)?)?;
-        w.close()?;
-        Ok(())
+        (|| -> Result<()> {
+            let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)?;
+            w.write(&RecordBatch::try_new(schema, cols)?)?;
+            w.close()?;
+            Ok(())
+        })()
+        .with_context(|| format!("{}: write failed", path.display()))
     }
 
     /// The loss curve (raw and smoothed) as SVG.

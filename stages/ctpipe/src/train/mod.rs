@@ -33,6 +33,8 @@ use std::path::Path;
 pub struct RunDirs<'a> {
     pub out: &'a Path,
     pub work: &'a Path,
+    /// The run's key, which its checkpoints carry.
+    pub run: &'a str,
 }
 
 /// Check the config without touching data (stage validation).
@@ -42,22 +44,11 @@ pub fn validate(cfg: &TrainConfig) -> Result<()> {
     spec::resolve(cfg, 2).map(|_| ())
 }
 
-/// Checks of the fields every training stage shares.
+/// Checks of the fields every training stage shares, beyond each field's declared range
+/// (checked with the config, `config::check_ranges`).
 pub fn validate_loop(cfg: &TrainConfig) -> Result<()> {
-    if cfg.steps == 0 || cfg.batch == 0 {
-        return Err(usage("fields `steps` and `batch` must be positive"));
-    }
-    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
-        return Err(usage(format!("field `lr`: expected a positive number, got {}", cfg.lr)));
-    }
-    if cfg.ema_beta.is_some_and(|b| !(0.0..1.0).contains(&b)) {
-        return Err(usage("field `ema_beta`: expected a value in [0, 1)"));
-    }
-    if cfg.dropout.is_some_and(|p| !(0.0..1.0).contains(&p)) {
-        return Err(usage("field `dropout`: expected a probability in [0, 1)"));
-    }
-    if cfg.grid == 0 {
-        return Err(usage("field `grid` must be positive"));
+    if cfg.sigma_mid >= cfg.sigma_max {
+        return Err(usage(format!("field `sigma_mid`: {} must be below sigma_max {}", cfg.sigma_mid, cfg.sigma_max)));
     }
     if !nn::PRESETS.iter().any(|(n, _)| *n == cfg.network) {
         let names = nn::PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ");
@@ -155,14 +146,14 @@ pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<
     let reference = data_set.first_points(1000);
     let grids = dirs.work.join("grids");
     let snapshots = dirs.work.join("snapshots");
-    let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, ema, device: device.clone(), work_dir: dirs.work, stop, label };
+    let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, ema, device: device.clone(), work_dir: dirs.work, run: dirs.run, stop, label };
     let mut on_checkpoint = |step: u64, st: &TrainState| -> Result<()> {
-        std::fs::create_dir_all(&grids)?;
+        crate::fsx::create_dir_all(&grids)?;
         for (name, png) in sample_pictures(&spec, cfg, st, &reference, device)? {
-            std::fs::write(grids.join(format!("step-{step:010}-{name}")), png)?;
+            crate::fsx::write(&grids.join(format!("step-{step:010}-{name}")), png)?;
         }
         if cfg.keep_snapshots {
-            std::fs::create_dir_all(&snapshots)?;
+            crate::fsx::create_dir_all(&snapshots)?;
             model::save_weights(&snapshots.join(format!("ema-step-{step:010}.safetensors")), &st.ema, &spec)?;
         }
         Ok(())
@@ -175,6 +166,7 @@ pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<
         "parameters": spec.parameters,
         "steps": cfg.steps,
         "final_loss": metrics.tail_mean("loss", 0.1),
+        "skipped_steps": metrics.count("skipped").0,
         "images_per_s": metrics.tail_mean("images_per_s", 0.5),
     });
     // Measurements the report compares across runs: over the second half of training.
@@ -295,20 +287,20 @@ fn write_outputs(
         model::save_weights(&out.join("encoder.safetensors"), e, spec)?;
         model::save_weights(&out.join("encoder_ema.safetensors"), ee, spec)?;
     }
-    std::fs::write(out.join("model.json"), serde_json::to_string_pretty(spec)? + "\n")?;
+    crate::fsx::write(&out.join("model.json"), serde_json::to_string_pretty(spec)? + "\n")?;
     metrics.write_parquet(&out.join("metrics.parquet"))?;
-    std::fs::write(out.join("loss.svg"), metrics.loss_svg(&format!("{} on {} ({} steps)", cfg.method, spec.dataset, cfg.steps)))?;
+    crate::fsx::write(&out.join("loss.svg"), metrics.loss_svg(&format!("{} on {} ({} steps)", cfg.method, spec.dataset, cfg.steps)))?;
     // The final checkpoint drew the final pictures already (same EMA weights, same noise).
     let last = format!("step-{:010}-", cfg.steps);
     for entry in std::fs::read_dir(grids)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(rest) = name.strip_prefix(&last) {
-            std::fs::copy(entry.path(), out.join(format!("samples-{rest}")))?;
+            crate::fsx::copy(&entry.path(), &out.join(format!("samples-{rest}")))?;
         }
     }
     for (from, to) in [(grids, "grids"), (snapshots, "snapshots")] {
         if from.is_dir() {
-            std::fs::create_dir_all(out.join(to))?;
+            crate::fsx::create_dir_all(&out.join(to))?;
             let mut entries: Vec<_> = std::fs::read_dir(from)?.flatten().map(|e| e.path()).collect();
             entries.sort();
             for p in entries {

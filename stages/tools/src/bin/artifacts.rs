@@ -69,6 +69,9 @@ fn run(cli: Cli) -> Result<()> {
                 let by = refs.get(&(stage.clone(), key.to_string())).map(|v| v.join(" ")).unwrap_or_default();
                 println!("{stage:<14} {:<14} {created:<21} {size:>10}  {by}", key.short());
             }
+            for (stage, key) in store.list_damaged()? {
+                println!("{stage:<14} {:<14} {:<21} {:>10}  (no manifest.json: `artifacts gc --delete` removes it)", key.short(), "(damaged)", "-");
+            }
         }
         Cmd::Show { artifact } => {
             let (stage, key) = store.resolve(&artifact)?;
@@ -92,11 +95,31 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
+            let mut checked = targets.len();
+            if all {
+                // What `ls` and `open` cannot see: directories without a manifest, and refs
+                // that point at nothing.
+                for (stage, key) in store.list_damaged()? {
+                    bad += 1;
+                    checked += 1;
+                    println!("FAILED {stage}/{key}: {}: no manifest.json (`artifacts gc --delete` removes it; rerunning its node rebuilds it)", store.artifact_dir(&stage, &key).display());
+                }
+                for r in store.list_refs()? {
+                    checked += 1;
+                    if store.contains(&r.stage, &r.key) {
+                        println!("ok ref {}/{} -> {}/{}", r.profile, r.node, r.stage, r.key.short());
+                    } else {
+                        bad += 1;
+                        println!("FAILED ref {}/{}: points at {}/{}, which is not in the store (rerun the node to rebuild it)", r.profile, r.node, r.stage, r.key);
+                    }
+                }
+            }
             if bad > 0 {
-                return Err(bad_input(format!("{bad} of {} artifacts failed verification", targets.len())));
+                return Err(bad_input(format!("{bad} of {checked} artifacts and refs failed verification")));
             }
         }
         Cmd::Gc { delete } => {
+            let _lock = if delete { Some(store.gc_guard()?) } else { None };
             let plan = store.gc_plan()?;
             for (stage, key, size) in &plan.artifacts {
                 println!("unreferenced {stage}/{key} {}", human(*size));

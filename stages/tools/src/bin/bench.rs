@@ -6,6 +6,8 @@
 //! - loading a Fashion-MNIST-shaped split: our Parquet artifact vs the gzip IDX it came from;
 //! - `artifacts verify` hashing (blake3) vs `sha256sum` on the same file;
 //! - a stage run that hits the cache vs the same stage doing the work;
+//! - checking an input artifact's content (stamps recorded when it was last hashed) vs
+//!   re-hashing it on every read, and vs the size-only check that let same-size corruption by;
 //! - the Fréchet distance of 2048-d statistics: ours (faer, symmetric form) vs pytorch-fid's
 //!   (scipy `sqrtm`), and feature throughput of our FID Inception-v3 vs pytorch-fid's on the CPU
 //!   (`bench/fid_reference.py`, run with `$CTPIPE_PYTHON` or `python3`; rows say n/a without it);
@@ -72,7 +74,12 @@ fn main() -> Result<()> {
             print_table(vec![bench_inception(device, n)?]);
             return Ok(());
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected: ddpmpp-io, train-step, inception, or nothing for every row)"),
+        Some("input-checks") => {
+            let dir = tempfile::tempdir()?;
+            print_table(bench_input_checks(dir.path())?);
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected: ddpmpp-io, train-step, inception, input-checks, or nothing for every row)"),
         None => {}
     }
     let dir = tempfile::tempdir()?;
@@ -80,6 +87,7 @@ fn main() -> Result<()> {
     rows.push(bench_split_loading(dir.path())?);
     rows.push(bench_hashing(dir.path())?);
     rows.push(bench_cache_hit(dir.path())?);
+    rows.extend(bench_input_checks(dir.path())?);
     rows.push(bench_frechet(dir.path())?);
     rows.push(bench_inception("cpu", 16)?);
     rows.push(bench_classifier()?);
@@ -198,6 +206,30 @@ fn bench_cache_hit(dir: &Path) -> Result<Row> {
         ours: ("second run (cache hit)".into(), cached),
         reference: ("first run (does the work)".into(), work),
     })
+}
+
+/// What every stage pays to check an input artifact's content (docs/reliability.md): a stat
+/// per file against the recorded stamps, beside re-hashing every file on every read and beside
+/// the size-only check this replaced.
+fn bench_input_checks(dir: &Path) -> Result<Vec<Row>> {
+    use ctpipe::store::{artifact_key, Draft, Store, Verify};
+    let store = Store::new(dir.join("checks"));
+    let config = serde_json::json!({ "bench": "input checks" });
+    let key = artifact_key("fetch-data", 1, &config, &Default::default(), &Default::default())?;
+    let staging = store.begin("fetch-data", &key)?;
+    let data: Vec<u8> = (0..128u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(staging.path().join("train.parquet"), &data)?;
+    std::fs::write(staging.path().join("test.parquet"), &data[..16 << 20])?;
+    drop(data);
+    let draft = Draft { stage: "fetch-data".into(), version: 1, key: key.clone(), inputs: Default::default(), external: Default::default(), config, metrics: serde_json::json!({}) };
+    staging.commit(draft)?;
+    let time = |v: Verify| median_secs(5, || store.open("fetch-data", &key, v).map(|_| ()));
+    let (content, hashes, sizes) = (time(Verify::Content)?, time(Verify::Hashes)?, time(Verify::Sizes)?);
+    let what = "open a 144 MiB input artifact";
+    Ok(vec![
+        Row { what: what.into(), ours: ("content check (stamps)".into(), content), reference: ("re-hash every read".into(), hashes) },
+        Row { what: what.into(), ours: ("content check (stamps)".into(), content), reference: ("sizes only (before)".into(), sizes) },
+    ])
 }
 
 fn python() -> String {
@@ -381,7 +413,7 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
         let work = run.path().join("work");
         std::fs::create_dir_all(&out)?;
         let started = Instant::now();
-        let summary = ctpipe::train::train_ct(&cfg, &data, None, ctpipe::train::RunDirs { out: &out, work: &work }, &Default::default(), &dev)?;
+        let summary = ctpipe::train::train_ct(&cfg, &data, None, ctpipe::train::RunDirs { out: &out, work: &work, run: "bench" }, &Default::default(), &dev)?;
         let rate = summary["images_per_s"].as_f64().context("images_per_s in the summary")?;
         let ours = batch as f64 / rate;
         eprintln!("bench: ctpipe {preset} ECT step, batch {batch}, {kernels:?} kernels, TF32 {tf32}: {:.1} ms ({:.1} s in all)", ours * 1e3, started.elapsed().as_secs_f64());

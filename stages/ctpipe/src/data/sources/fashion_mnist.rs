@@ -36,22 +36,60 @@ pub fn locate_debian(data_dir: &Path) -> Result<PathBuf> {
     let root = data_dir.join("fashion-mnist");
     let unpacked = root.join(INSTALLED.trim_start_matches('/'));
     if has_files(&unpacked) {
-        return Ok(unpacked);
+        match check_download(&root, &unpacked) {
+            Ok(()) => return Ok(unpacked),
+            Err(e) => {
+                // A damaged earlier download must not be reused forever: fetch it afresh.
+                eprintln!("fetch-data: {}: the earlier download is damaged ({}); downloading it again", root.display(), crate::error::one_line(&e));
+                std::fs::remove_dir_all(&root).bad_input_ctx(|| format!("{}: cannot remove the damaged download", root.display()))?;
+            }
+        }
     }
-    std::fs::create_dir_all(&root).bad_input_ctx(|| format!("{}: cannot create", root.display()))?;
+    download(&root, &unpacked)?;
+    check_download(&root, &unpacked)?;
+    Ok(unpacked)
+}
+
+/// The record of a download that loaded cleanly: each IDX file's blake3, so a later run
+/// checks a hash (milliseconds) instead of decoding the files.
+const CHECKED: &str = "ctpipe-checked.json";
+
+/// Check the unpacked files: their hashes against the record of an earlier check, else load
+/// them (and write the record).
+fn check_download(root: &Path, unpacked: &Path) -> Result<()> {
+    let files = files_in(unpacked)?;
+    let hashes: std::collections::BTreeMap<String, String> = files
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).bad_input_ctx(|| format!("{}: cannot read", p.display()))?;
+            Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), blake3::hash(&bytes).to_hex().to_string()))
+        })
+        .collect::<Result<_>>()?;
+    let record = root.join(CHECKED);
+    let known = std::fs::read(&record).ok().and_then(|b| serde_json::from_slice::<std::collections::BTreeMap<String, String>>(&b).ok());
+    if known.as_ref() == Some(&hashes) {
+        return Ok(());
+    }
+    load(unpacked)?;
+    crate::fsx::write_atomic(&record, &serde_json::to_vec_pretty(&hashes)?)
+}
+
+/// `apt-get download` and `dpkg-deb -x` into `root`.
+fn download(root: &Path, unpacked: &Path) -> Result<()> {
+    std::fs::create_dir_all(root).bad_input_ctx(|| format!("{}: cannot create", root.display()))?;
     eprintln!("fetch-data: downloading Debian package {PACKAGE} into {}", root.display());
     // apt-get writes its progress to stdout, which is ours for results: send it to stderr.
     let to_stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
     let status = Command::new("apt-get")
         .args(["download", PACKAGE])
-        .current_dir(&root)
+        .current_dir(root)
         .stdout(Stdio::from(to_stderr))
         .status()
         .bad_input_ctx(|| "cannot run apt-get (needed to fetch Fashion-MNIST; or set from = \"<dir with the IDX files>\")".into())?;
     if !status.success() {
         return Err(bad_input(format!("`apt-get download {PACKAGE}` failed ({status}); set from = \"<dir with the IDX files>\" instead")));
     }
-    let deb = std::fs::read_dir(&root)?
+    let deb = std::fs::read_dir(root)?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb") && p.to_string_lossy().contains(PACKAGE))
@@ -59,13 +97,13 @@ pub fn locate_debian(data_dir: &Path) -> Result<PathBuf> {
     let status = Command::new("dpkg-deb")
         .arg("-x")
         .arg(&deb)
-        .arg(&root)
+        .arg(root)
         .status()
         .bad_input_ctx(|| "cannot run dpkg-deb".into())?;
-    if !status.success() || !has_files(&unpacked) {
+    if !status.success() || !has_files(unpacked) {
         return Err(bad_input(format!("{}: unpacking did not give the IDX files in {}", deb.display(), unpacked.display())));
     }
-    Ok(unpacked)
+    Ok(())
 }
 
 /// The four IDX files of a directory, or an error naming the missing one.

@@ -48,7 +48,10 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
     let dims: Vec<usize> = (0..ndim)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
         .collect();
-    let want: usize = dims.iter().product();
+    let want = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("IDX dimensions {dims:?} overflow (a corrupt header)"))?;
     let have = bytes.len() - header;
     let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
     if have < want {
@@ -86,5 +89,11 @@ mod tests {
         let mut long = enc.clone();
         long.push(9);
         assert!(parse_idx(&long).unwrap_err().contains("1 bytes after"));
+        // 65536⁴ = 2⁶⁴ wraps to 0 bytes in unchecked arithmetic: a header that "fits" no data.
+        let mut wrap = vec![0, 0, 8, 4];
+        for _ in 0..4 {
+            wrap.extend(65536u32.to_be_bytes());
+        }
+        assert!(parse_idx(&wrap).unwrap_err().contains("overflow"), "{:?}", parse_idx(&wrap));
     }
 }

@@ -28,12 +28,16 @@ crate::config_struct! {
         /// toy2d: the shape: two-gaussians (default), eight-gaussians, checkerboard, moons, swiss-roll.
         pub dataset: Option<String> = None,
         /// toy2d: training rows (default 20000).
+        #[range = "[2, 1e8]"]
         pub n: Option<u64> = None,
         /// toy2d: test rows (default 5000).
+        #[range = "[2, 1e8]"]
         pub n_test: Option<u64> = None,
         /// toy2d: std of the Gaussian noise added to each point (default: the shape's own).
+        #[range = "[0, inf)"]
         pub noise: Option<f64> = None,
         /// Seed of every random draw: toy2d samples, the train/test split of a single pool.
+        #[range = "[0, inf)"]
         pub seed: u64 = 0,
         /// fashion-mnist: `debian` (default: the installed package, or apt-get download into
         /// the data directory), `hub` (zalando-datasets/fashion_mnist), or a folder holding the
@@ -46,9 +50,11 @@ crate::config_struct! {
         /// hub, parquet: the label column (default: label, labels, fine_label or class).
         pub label_column: Option<String> = None,
         /// hub, folder, parquet: channels to store, 1 or 3 (default: the first image's).
+        #[range = "[1, 3]"]
         pub channels: Option<u32> = None,
         /// hub, folder, parquet without a test (or validation) split: fraction held out as
         /// test (default 0.1).
+        #[range = "(0, 1)"]
         pub test_fraction: Option<f64> = None,
     }
 }

@@ -93,6 +93,10 @@ impl LabelKind {
 
 /// Read one Parquet file's images and labels into `out`, its labels through `labels`.
 pub fn import_file(path: &Path, cols: &Columns, out: &mut ImageCollector, labels: &mut Labels) -> Result<()> {
+    crate::error::guard_decoder(path, || import_file_unguarded(path, cols, out, labels))
+}
+
+fn import_file_unguarded(path: &Path, cols: &Columns, out: &mut ImageCollector, labels: &mut Labels) -> Result<()> {
     let file = std::fs::File::open(path).bad_input_ctx(|| format!("{}: cannot open", path.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .bad_input_ctx(|| format!("{}: not a Parquet file", path.display()))?;

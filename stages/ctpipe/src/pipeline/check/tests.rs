@@ -47,7 +47,7 @@ fn shipped_profiles() {
 #[test]
 fn a_bad_setting_names_file_profile_node_and_field() {
     let e = error(&format!("{BASE}lr = -1\n"));
-    assert_eq!(e, "p.toml [p.train-ct.edm]: field `lr`: expected a positive number, got -1");
+    assert_eq!(e, "p.toml [p.train-ct.edm]: field `lr`: expected a value in (0, inf), got -1.0");
     let e = error(&format!("{BASE}stepz = 3\n"));
     assert!(e.starts_with("p.toml [p.train-ct.edm]: field `stepz`: unknown field `stepz`"), "{e}");
     let e = error(&format!("{BASE}vct_kernel = \"li\"\n"));
