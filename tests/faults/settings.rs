@@ -57,6 +57,6 @@ fn a_nan_setting_never_reaches_the_store() {
     let data = ctpipe_e2e::publish_toy(&sb, 500).to_string();
     let r = ctpipe_e2e::run_stage(&sb, release_bin("train-ct"), &[("data", &data)], &["network=mlp-toy", "steps=2", "batch=4", "grid=1", "huber_c=nan"]);
     let r = r.expect_code(2);
-    assert!(r.one_error_line().contains("field `huber_c`: expected a finite number, got NaN"), "{}", r.stderr);
+    assert!(r.one_error_line().contains("field `huber_c`: expected a finite number in [0, inf), got NaN"), "{}", r.stderr);
     assert!(!sb.artifacts().join("train-ct").exists(), "nothing published");
 }

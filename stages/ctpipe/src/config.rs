@@ -182,16 +182,26 @@ impl Range {
 /// Refuse NaN and ±inf anywhere in a settings table (lists and sub-tables included). They must
 /// be refused before anything else: JSON, the form the key is computed from, writes them as
 /// `null`, the same as an unset field, so `huber_c = nan` would share the default's key.
-pub fn check_finite(table: &toml::Table, origin: &str) -> Result<()> {
-    fn walk(v: &toml::Value, path: &str, origin: &str) -> Result<()> {
-        match v {
-            toml::Value::Float(f) if !f.is_finite() => Err(usage(format!("{origin}: field `{path}`: expected a finite number, got {f}"))),
-            toml::Value::Array(items) => items.iter().try_for_each(|i| walk(i, path, origin)),
-            toml::Value::Table(t) => t.iter().try_for_each(|(k, i)| walk(i, &format!("{path}.{k}"), origin)),
-            _ => Ok(()),
+pub fn check_finite<C: Describe>(table: &toml::Table, origin: &str) -> Result<()> {
+    let fields = C::fields();
+    let walk = |v: &toml::Value, path: &str| -> Result<()> {
+        fn first_non_finite(v: &toml::Value, path: &str) -> Option<(String, f64)> {
+            match v {
+                toml::Value::Float(f) if !f.is_finite() => Some((path.to_string(), *f)),
+                toml::Value::Array(items) => items.iter().find_map(|i| first_non_finite(i, path)),
+                toml::Value::Table(t) => t.iter().find_map(|(k, i)| first_non_finite(i, &format!("{path}.{k}"))),
+                _ => None,
+            }
         }
-    }
-    table.iter().try_for_each(|(k, v)| walk(v, k, origin))
+        match first_non_finite(v, path) {
+            None => Ok(()),
+            Some((at, f)) => {
+                let range = fields.iter().find(|d| d.name == at).and_then(|d| d.range).map(|r| format!(" in {r}")).unwrap_or_default();
+                Err(usage(format!("{origin}: field `{at}`: expected a finite number{range}, got {f}")))
+            }
+        }
+    };
+    table.iter().try_for_each(|(k, v)| walk(v, k))
 }
 
 /// Check every field with a declared range (each number of a list field; unset fields pass)
@@ -311,10 +321,10 @@ mod tests {
     #[test]
     fn non_finite_and_out_of_range_values_are_refused() {
         for (set, field, what) in [
-            ("lr=nan", "lr", "expected a finite number, got NaN"),
-            ("lr=inf", "lr", "expected a finite number, got inf"),
-            ("lr=-inf", "lr", "expected a finite number, got -inf"),
-            ("sizes=[1, nan]", "sizes", "expected a finite number, got NaN"),
+            ("lr=nan", "lr", "expected a finite number in (0, inf), got NaN"),
+            ("lr=inf", "lr", "expected a finite number in (0, inf), got inf"),
+            ("lr=-inf", "lr", "expected a finite number in (0, inf), got -inf"),
+            ("sizes=[1, nan]", "sizes", "expected a finite number in [1, 8), got NaN"),
             ("lr=0", "lr", "expected a value in (0, inf), got 0.0"),
             ("lr=-1", "lr", "expected a value in (0, inf), got -1.0"),
             ("steps=0", "steps", "expected a value in [1, 1000], got 0"),
@@ -323,7 +333,7 @@ mod tests {
         ] {
             let mut t = toml::Table::new();
             apply_overrides(&mut t, &[set.to_string()]).unwrap();
-            let e = check_finite(&t, "o").and_then(|_| {
+            let e = check_finite::<Demo>(&t, "o").and_then(|_| {
                 let c: Demo = from_table(t, "o")?;
                 check_ranges::<Demo>(&to_json(&c)?, "o")
             });
@@ -336,7 +346,7 @@ mod tests {
         check_ranges::<Demo>(&to_json(&ok).unwrap(), "o").unwrap();
         let mut nested = toml::Table::new();
         apply_overrides(&mut nested, &["coupling.ratio=nan".into()]).unwrap();
-        assert!(crate::error::one_line(&check_finite(&nested, "o").unwrap_err()).contains("field `coupling.ratio`"));
+        assert!(crate::error::one_line(&check_finite::<Demo>(&nested, "o").unwrap_err()).ends_with("field `coupling.ratio`: expected a finite number, got NaN"));
     }
 
     /// Test helper for every stage's config: each field that accepts a number (an integer, a

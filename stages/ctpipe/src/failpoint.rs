@@ -16,6 +16,11 @@ fn points() -> &'static [String] {
     POINTS.get_or_init(|| std::env::var("CTPIPE_FAILPOINT").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default())
 }
 
+/// Whether `CTPIPE_FAILPOINT` names any point (a check cheap enough for every step).
+pub fn any() -> bool {
+    !points().is_empty()
+}
+
 /// Whether `CTPIPE_FAILPOINT` names this point.
 pub fn active(name: &str) -> bool {
     let p = points();

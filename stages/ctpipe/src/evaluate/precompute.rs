@@ -135,6 +135,11 @@ fn make_encoder(cfg: &PrecomputeConfig, kind: SampleKind, train: &Split, test: &
             let (model, losses) = classifier::train(&ccfg, &train_data, &settings, device)?;
             let acc = classifier::accuracy(&model, kind, test, device)?;
             eprintln!("precompute-encoder: classifier test accuracy {:.2} % (epoch losses {losses:.3?})", 100.0 * acc);
+            for (name, t) in model.tensors() {
+                if !crate::nn::ops::all_finite(&t)? {
+                    return Err(crate::error::diverged(format!("precompute-encoder: the classifier's `{name}` holds NaN or inf after training (lower lr)")));
+                }
+            }
             crate::model::save_tensors(&out.join("encoder.safetensors"), &model.tensors(), None)?;
             (EncoderSpec::Classifier { config: ccfg, test_accuracy: acc }, Box::new(model))
         }

@@ -217,8 +217,7 @@ impl FidInception {
     /// Load pytorch-fid's weights (safetensors with its state-dict names; extra tensors such as
     /// `fc.weight` are ignored).
     pub fn load(path: &Path, device: &Device) -> Result<FidInception> {
-        let tensors = candle_core::safetensors::load(path, device)
-            .map_err(|e| crate::error::bad_input(format!("{}: not a readable safetensors file: {e}", path.display())))?;
+        let tensors = crate::model::load_tensors(path, device)?;
         FidInception::from_tensors(&tensors).map_err(|e| crate::error::bad_input(format!("{}: {e}", path.display())))
     }
 

@@ -5,7 +5,7 @@
 //! first batch's mean), so the one-pass formula keeps its precision for features far from 0.
 
 use crate::error::{bad_input, TagContext};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use faer::Mat;
 use std::collections::HashMap;
@@ -39,7 +39,11 @@ impl FeatureStats {
             ("count".to_string(), Tensor::from_slice(&[self.count as i64], 1, &Device::Cpu)?),
         ];
         let meta = description.map(|d| HashMap::from([("ctpipe".to_string(), d.to_string())]));
-        safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (k.as_str(), t)), meta, path)?;
+        // Statistics of non-finite features (a diverged encoder) are never written.
+        if self.mean.iter().chain(&self.cov).any(|v| !v.is_finite()) {
+            return Err(crate::error::diverged(format!("{}: the features hold NaN or inf (the encoder diverged: lower lr)", path.display())));
+        }
+        safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (k.as_str(), t)), meta, path).with_context(|| format!("{}: cannot write", path.display()))?;
         Ok(())
     }
 
@@ -54,6 +58,9 @@ impl FeatureStats {
         }
         let cov: Vec<f64> = sigma.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         let count = get("count")?.to_dtype(DType::I64)?.to_vec1::<i64>()?.first().copied().unwrap_or(0) as u64;
+        if mean.iter().chain(&cov).any(|v| !v.is_finite()) {
+            return Err(bad_input(format!("{}: the statistics hold NaN or inf", path.display())));
+        }
         Ok(FeatureStats { mean, cov, count })
     }
 }

@@ -15,6 +15,7 @@ impl Stage for Distill {
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
     const VERSION: u32 = 2;
     const HANDLES_SIGNALS: bool = true;
+    const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];
     type Config = DistillConfig;
 
     fn validate(config: &DistillConfig) -> Result<()> {

@@ -49,6 +49,9 @@ pub trait Stage {
     const VERSION: u32;
     /// The config, declared with [`crate::config_struct!`].
     type Config: Describe + Serialize + DeserializeOwned + Default + Clone;
+    /// Settings that decide whether a run goes on, never what it produces (a divergence
+    /// limit): left out of the key and the manifest, so changing one resumes the same run.
+    const KEY_EXCLUDES: &'static [&'static str] = &[];
     /// Whether SIGTERM/SIGUSR1/SIGINT should set `ctx.stop` (the stage checkpoints and exits
     /// 75) instead of ending the process.
     const HANDLES_SIGNALS: bool = false;
@@ -298,14 +301,17 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
             inputs.insert(role.name.to_string(), arts);
         }
     }
-    let config_json = config::to_json(&config)?;
+    let mut config_json = config::to_json(&config)?;
+    if let Some(map) = config_json.as_object_mut() {
+        map.retain(|k, _| !S::KEY_EXCLUDES.contains(&k.as_str()));
+    }
     Ok(Resolved { config, config_json, inputs, node: args.node.clone(), namespace })
 }
 
 /// A node's settings as the stage's config at `scale`, checked. `origin` names the settings in
 /// errors (file, profile and node); `in_node` says whether to lead range errors with it.
 pub fn typed_config<S: Stage>(table: toml::Table, origin: &str, in_node: bool, scale: Scale) -> Result<S::Config> {
-    config::check_finite(&table, origin)?;
+    config::check_finite::<S::Config>(&table, origin)?;
     let mut config: S::Config = config::from_table(table, origin)?;
     let validate = |c: &S::Config, origin: String| {
         config::check_ranges::<S::Config>(&config::to_json(c)?, &origin)?;

@@ -15,6 +15,7 @@ impl Stage for TrainCt {
     //    streamed in f64 over any reference set; phased models; the pool.
     const VERSION: u32 = 4;
     const HANDLES_SIGNALS: bool = true;
+    const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];
     type Config = TrainConfig;
 
     fn validate(config: &TrainConfig) -> Result<()> {

@@ -42,7 +42,14 @@ impl Store {
     /// Hold the store shared for a stage's run. A store that cannot hold the lock file (read
     /// only) cannot be collected either, so the run goes on without it.
     pub fn stage_guard(&self) -> GcLock {
-        GcLock { _file: self.gc_lock_file().ok().filter(|f| flock(f, libc::LOCK_SH)) }
+        let file = self.gc_lock_file().ok().or_else(|| fs::File::open(self.root().join(".gc.lock")).ok());
+        let file = file.filter(|f| {
+            flock(f, libc::LOCK_SH | libc::LOCK_NB) || {
+                eprintln!("waiting for `gc --delete` on {} to end", self.root().display());
+                flock(f, libc::LOCK_SH)
+            }
+        });
+        GcLock { _file: file }
     }
 
     /// Hold the store exclusively for a collection, waiting for running stages to end.

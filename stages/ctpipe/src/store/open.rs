@@ -200,7 +200,7 @@ impl Store {
             let path = art.dir.join("manifest.json");
             let meta = fs::metadata(&path).bad_input_ctx(|| format!("{}: cannot read", path.display()))?;
             let known = record.get("manifest.json").map(|v| v.blake3.clone());
-            let unchanged = known.as_ref().is_some_and(|h| verified::still_verified(&record, "manifest.json", h, &meta));
+            let unchanged = verify == Verify::Content && known.as_ref().is_some_and(|h| verified::still_verified(&record, "manifest.json", h, &meta));
             if !unchanged {
                 let (_, hash) = hash_file(&path)?;
                 if known.as_ref().is_some_and(|h| *h != hash) {

@@ -106,8 +106,11 @@ impl Staging {
         }
         failpoint::hit("publish:after-rename");
         let art = self.store.open(&self.stage, &self.key, Verify::Sizes)?;
-        // What was just hashed needs no hashing when the next stage reads it.
-        super::verified::save(&self.store, &self.stage, &self.key, &super::verified::record_of(&art.dir, &art.manifest.files));
+        // What was just hashed here needs no hashing when the next stage reads it (once its
+        // stamps are old enough: verified.rs). The winner of a race records its own.
+        if self.committed {
+            super::verified::save(&self.store, &self.stage, &self.key, &super::verified::record_of(&art.dir, &art.manifest.files));
+        }
         Ok(art)
     }
 }

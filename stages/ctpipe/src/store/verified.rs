@@ -9,6 +9,11 @@
 //! file is hashed again before use. What a stamp cannot see (bits rotting on the disk under the
 //! file system) is what `artifacts verify --all` is for.
 //!
+//! A stamp taken within [`RACY_NS`] of the file's last change is not trusted (git's "racily
+//! clean" rule): file times come from a coarse clock, so a same-size rewrite in the same tick
+//! as the stamp would keep every field. Such a file is hashed again on its next read, until a
+//! stamp is taken long enough after its last change.
+//!
 //! The records are a cache: a missing, unreadable or unwritable one (a read-only store) only
 //! means hashing again. The publishing process writes the record of what it just hashed.
 
@@ -45,10 +50,21 @@ impl Stamp {
     }
 }
 
+/// How long after a file's last change (its ctime) a stamp must be taken to be trusted: far
+/// above any file system's timestamp tick (ext4/xfs: the kernel's jiffy, a few ms; ext3 and
+/// FAT: 1–2 s).
+pub const RACY_NS: i128 = 3_000_000_000;
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Verified {
     pub blake3: String,
     pub stamp: Stamp,
+    /// When the stamp was taken (ns since the epoch).
+    pub at_ns: i128,
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
 }
 
 /// Verified files of one artifact, by path.
@@ -82,15 +98,16 @@ pub fn forget(store: &Store, stage: &str, key: &Key) {
     let _ = fs::remove_file(record_path(store, stage, key));
 }
 
-/// Whether `path`, as it is now, is the file verified with this blake3.
+/// Whether `path`, as it is now, is the file verified with this blake3: the same stamp, taken
+/// long enough after the file's last change.
 pub fn still_verified(record: &Record, rel: &str, blake3: &str, meta: &fs::Metadata) -> bool {
-    record.get(rel).is_some_and(|v| v.blake3 == blake3 && v.stamp == Stamp::of(meta))
+    record.get(rel).is_some_and(|v| v.blake3 == blake3 && v.stamp == Stamp::of(meta) && v.at_ns - v.stamp.ctime_ns >= RACY_NS)
 }
 
 /// Stamp `rel` as verified with `blake3`, with its metadata taken *before* it was hashed (a
 /// change during the hashing then shows as a changed stamp next time).
 pub fn stamp(record: &mut Record, rel: &str, blake3: &str, meta: &fs::Metadata) {
-    record.insert(rel.to_string(), Verified { blake3: blake3.to_string(), stamp: Stamp::of(meta) });
+    record.insert(rel.to_string(), Verified { blake3: blake3.to_string(), stamp: Stamp::of(meta), at_ns: now_ns() });
 }
 
 /// The record of files just hashed under `dir` (a publish), stamped as they are now, with

@@ -98,7 +98,8 @@ macro_rules! training_config {
                 pub ema_update_after: Option<u64> = None,
                 /// Divergence: a step whose loss is NaN or ±inf changes nothing (no update, no
                 /// EMA) and is counted (`skipped_steps`); more than this many in a row stop the
-                /// run (exit 4, no artifact), as do non-finite weights at a checkpoint.
+                /// run (exit 4, no artifact), as do non-finite weights. Not part of the key:
+                /// raising it resumes the same run.
                 #[range = "[0, inf)"]
                 pub max_skipped_steps: u64 = 10,
                 /// Write a checkpoint every this many steps (and at the end).

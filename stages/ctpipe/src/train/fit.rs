@@ -154,6 +154,8 @@ fn resume(f: &Fit, state: &TrainState, opt: &mut Optimizer, dir: &Path) -> Resul
                 eprintln!("{}: resuming from {} (step {step})", f.label, path.display());
                 return Ok(step);
             }
+            // Reading or device failures are not the checkpoint's fault: stop, keep the file.
+            Err(e) if crate::error::failure_of(&e) != Some(crate::error::Failure::BadInput) => return Err(e),
             Err(e) => {
                 let moved = checkpoint::reject(&path)?;
                 eprintln!("{}: not resuming from it: {}; moved to {}", f.label, crate::error::one_line(&e), moved.display());
@@ -242,7 +244,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         let out = f.method.loss(&ctx, &x0)?;
         let loss = out.per_sample.mean_all()?;
         let mut loss_v = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        if crate::failpoint::active(&format!("fit:nan-loss@{step}")) {
+        if crate::failpoint::any() && crate::failpoint::active(&format!("fit:nan-loss@{step}")) {
             loss_v = f64::NAN;
         }
         let lr = lr_at(cfg, step);
@@ -286,6 +288,18 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             metrics.push(Row { step, values: BTreeMap::from([("skipped".to_string(), 1.0), ("lr".to_string(), lr)]) })?;
             progress.set_position(step);
             let (_, in_a_row) = metrics.count("skipped");
+            // Weights already broken will not mend: say so now, not max_skipped_steps later.
+            if in_a_row == 1 {
+                for (name, var) in &params {
+                    if !crate::nn::ops::all_finite(var.as_tensor())? {
+                        progress.finish();
+                        return Err(diverged(format!(
+                            "{}: `{name}` holds NaN or inf at step {step} of {}; nothing published (lower lr, or clip gradients with grad_clip)",
+                            f.label, cfg.steps
+                        )));
+                    }
+                }
+            }
             if in_a_row as u64 > cfg.max_skipped_steps {
                 progress.finish();
                 return Err(diverged(format!(
@@ -298,7 +312,9 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps {
             save(step, &opt, &mut metrics)?;
             on_checkpoint(step, state)?;
-            crate::failpoint::hit(&format!("fit:checkpoint@{step}"));
+            if crate::failpoint::any() {
+                crate::failpoint::hit(&format!("fit:checkpoint@{step}"));
+            }
         }
     }
     progress.finish();

@@ -61,7 +61,6 @@ impl MetricsLog {
         self.file.sync_all().with_context(|| format!("{}: fsync failed", self.path.display()))
     }
 
-    /// Mean of `name` over the last `fraction` of the rows.
     /// How many rows hold `name`, and how many of the last rows hold it in a row.
     pub fn count(&self, name: &str) -> (usize, usize) {
         let total = self.rows.iter().filter(|r| r.values.contains_key(name)).count();
@@ -69,6 +68,7 @@ impl MetricsLog {
         (total, trailing)
     }
 
+    /// Mean of `name` over the last `fraction` of the rows.
     pub fn tail_mean(&self, name: &str, fraction: f64) -> Option<f64> {
         let k = ((self.rows.len() as f64 * fraction).ceil() as usize).max(1);
         let v: Vec<f64> = self.rows.iter().rev().take(k).filter_map(|r| r.values.get(name).copied()).collect();

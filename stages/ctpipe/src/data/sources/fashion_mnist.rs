@@ -55,7 +55,8 @@ pub fn locate_debian(data_dir: &Path) -> Result<PathBuf> {
 const CHECKED: &str = "ctpipe-checked.json";
 
 /// Check the unpacked files: their hashes against the record of an earlier check, else load
-/// them (and write the record).
+/// them (and write the record, if the data directory can take it: a read-only shared copy is
+/// checked by loading it each time). An error means the files themselves are damaged.
 fn check_download(root: &Path, unpacked: &Path) -> Result<()> {
     let files = files_in(unpacked)?;
     let hashes: std::collections::BTreeMap<String, String> = files
@@ -71,7 +72,8 @@ fn check_download(root: &Path, unpacked: &Path) -> Result<()> {
         return Ok(());
     }
     load(unpacked)?;
-    crate::fsx::write_atomic(&record, &serde_json::to_vec_pretty(&hashes)?)
+    let _ = crate::fsx::write_atomic(&record, &serde_json::to_vec_pretty(&hashes)?);
+    Ok(())
 }
 
 /// `apt-get download` and `dpkg-deb -x` into `root`.

@@ -93,13 +93,12 @@ impl LabelKind {
 
 /// Read one Parquet file's images and labels into `out`, its labels through `labels`.
 pub fn import_file(path: &Path, cols: &Columns, out: &mut ImageCollector, labels: &mut Labels) -> Result<()> {
-    crate::error::guard_decoder(path, || import_file_unguarded(path, cols, out, labels))
-}
-
-fn import_file_unguarded(path: &Path, cols: &Columns, out: &mut ImageCollector, labels: &mut Labels) -> Result<()> {
     let file = std::fs::File::open(path).bad_input_ctx(|| format!("{}: cannot open", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .bad_input_ctx(|| format!("{}: not a Parquet file", path.display()))?;
+    // parquet-rs panics on some damaged files: its calls run guarded (a panic is a bad-input
+    // error naming the file); ours do not.
+    let builder = crate::error::guard_decoder(path, || {
+        ParquetRecordBatchReaderBuilder::try_new(file).bad_input_ctx(|| format!("{}: not a Parquet file", path.display()))
+    })?;
     let schema = builder.schema().clone();
     let columns = || schema.fields().iter().map(|f| format!("{} ({})", f.name(), f.data_type())).collect::<Vec<_>>().join(", ");
     let image_col = match &cols.image {
@@ -136,7 +135,8 @@ fn import_file_unguarded(path: &Path, cols: &Columns, out: &mut ImageCollector, 
         labels.metadata_names = hf_class_names(builder.metadata().file_metadata().key_value_metadata(), &label_col);
     }
     let mut row = 0usize;
-    for rb in builder.build().bad_input_ctx(|| format!("{}: cannot read its row groups", path.display()))? {
+    let mut reader = crate::error::guard_decoder(path, || builder.build().bad_input_ctx(|| format!("{}: cannot read its row groups", path.display())))?;
+    while let Some(rb) = crate::error::guard_decoder(path, || Ok(reader.next()))? {
         let rb = rb.bad_input_ctx(|| format!("{}: unreadable row group", path.display()))?;
         let batch_labels = label_values(&rb, &label_col, labels).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
         let col = rb.column_by_name(&image_col).expect("checked");
