@@ -178,7 +178,7 @@ fn an_unusable_newest_checkpoint_is_set_aside_and_the_older_one_resumed() {
     let key = train(&reference, &data, &[]).expect_code(0).key();
     let want = outputs(&reference, &key);
 
-    for damage in ["flip", "truncate", "another run's", "renamed"] {
+    for damage in ["flip", "truncate", "another run's", "renamed", "delete"] {
         let sb = Sandbox::new();
         assert_eq!(ctpipe_e2e::publish_toy(&sb, 500).to_string(), data);
         let dir = killed_after_last_checkpoint(&sb, &data, &[]);
@@ -196,10 +196,12 @@ fn an_unusable_newest_checkpoint_is_set_aside_and_the_older_one_resumed() {
                 let other = killed_after_last_checkpoint(&sb, &data, &["seed=9"]);
                 std::fs::copy(other.join("ckpt-0000000006.safetensors"), &newest).unwrap();
             }
-            _ => std::fs::copy(dir.join("ckpt-0000000004.safetensors"), &newest).map(|_| ()).unwrap(),
+            "renamed" => std::fs::copy(dir.join("ckpt-0000000004.safetensors"), &newest).map(|_| ()).unwrap(),
+            _ => std::fs::remove_file(&newest).unwrap(),
         }
         let r = train(&sb, &data, &[]).expect_code(0);
-        assert!(r.stderr.contains("not resuming from it") && r.stderr.contains("(step 4)"), "{damage}: {}", r.stderr);
+        let set_aside = damage != "delete";
+        assert!(r.stderr.contains("not resuming from it") == set_aside && r.stderr.contains("(step 4)"), "{damage}: {}", r.stderr);
         assert!(outputs(&sb, &key) == want, "{damage}: the resumed run differs from the uninterrupted one");
     }
 }
