@@ -150,34 +150,25 @@ impl Store {
     /// the lock of an unpublished key and is about to take it would, after a removal, hold a
     /// lock on a file nobody else sees; for a published key it finds the artifact and stops.
     fn finished_locks(&self) -> Result<Vec<PathBuf>> {
+        self.finished_work_entries(|name| name.strip_suffix(".lock"))
+    }
+
+    /// `.work/<stage>/<key>` directories whose artifact has been published.
+    fn finished_work_dirs(&self) -> Result<Vec<PathBuf>> {
+        self.finished_work_entries(|name: &str| Some(name))
+    }
+
+    /// Entries of `.work/<stage>/` whose name, through `key_of`, is the key of a published
+    /// artifact of that stage; sorted.
+    fn finished_work_entries(&self, key_of: impl for<'n> Fn(&'n str) -> Option<&'n str>) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
         let Ok(stages) = fs::read_dir(self.root().join(".work")) else { return Ok(out) };
         for s in stages.flatten().filter(|s| s.path().is_dir()) {
             let stage = s.file_name().to_string_lossy().into_owned();
             for w in fs::read_dir(s.path())?.flatten() {
                 let name = w.file_name().to_string_lossy().into_owned();
-                if let Some(key) = name.strip_suffix(".lock").and_then(|k| Key::parse(k).ok()) {
-                    if self.contains(&stage, &key) {
-                        out.push(w.path());
-                    }
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// `.work/<stage>/<key>` directories whose artifact has been published.
-    fn finished_work_dirs(&self) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
-        let Ok(stages) = fs::read_dir(self.root().join(".work")) else { return Ok(out) };
-        for s in stages.flatten().filter(|s| s.path().is_dir()) {
-            let stage = s.file_name().to_string_lossy().into_owned();
-            for w in fs::read_dir(s.path())?.flatten() {
-                if let Ok(key) = Key::parse(&w.file_name().to_string_lossy()) {
-                    if self.contains(&stage, &key) {
-                        out.push(w.path());
-                    }
+                if key_of(&name).and_then(|k| Key::parse(k).ok()).is_some_and(|key| self.contains(&stage, &key)) {
+                    out.push(w.path());
                 }
             }
         }

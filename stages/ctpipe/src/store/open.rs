@@ -92,29 +92,18 @@ impl Store {
 
     /// Every published artifact, as `(stage, key)`, sorted. Temporary directories are skipped.
     pub fn list(&self) -> Result<Vec<(String, Key)>> {
-        let mut out = Vec::new();
-        let Ok(stages) = fs::read_dir(self.root()) else { return Ok(out) };
-        for s in stages.flatten() {
-            let stage = s.file_name().to_string_lossy().into_owned();
-            if super::check_stage_name(&stage).is_err() || !s.path().is_dir() {
-                continue;
-            }
-            for a in fs::read_dir(s.path())?.flatten() {
-                if let Ok(key) = Key::parse(&a.file_name().to_string_lossy()) {
-                    if self.contains(&stage, &key) {
-                        out.push((stage.clone(), key));
-                    }
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self.key_entries()?.into_iter().filter(|(stage, key, _)| self.contains(stage, key)).map(|(s, k, _)| (s, k)).collect())
     }
 
     /// Directories named like artifacts that have no `manifest.json` (deleted by hand, or
     /// damaged): never a publish in progress, which happens under `.tmp-*` and appears whole.
     /// `verify` reports them, `gc` removes them, and a rerun of their producer replaces them.
     pub fn list_damaged(&self) -> Result<Vec<(String, Key)>> {
+        Ok(self.key_entries()?.into_iter().filter(|(stage, key, path)| path.is_dir() && !self.contains(stage, key)).map(|(s, k, _)| (s, k)).collect())
+    }
+
+    /// Every entry `<stage>/<key>` under the root named like an artifact, sorted.
+    fn key_entries(&self) -> Result<Vec<(String, Key, PathBuf)>> {
         let mut out = Vec::new();
         let Ok(stages) = fs::read_dir(self.root()) else { return Ok(out) };
         for s in stages.flatten() {
@@ -124,9 +113,7 @@ impl Store {
             }
             for a in fs::read_dir(s.path())?.flatten() {
                 if let Ok(key) = Key::parse(&a.file_name().to_string_lossy()) {
-                    if a.path().is_dir() && !self.contains(&stage, &key) {
-                        out.push((stage.clone(), key));
-                    }
+                    out.push((stage.clone(), key, a.path()));
                 }
             }
         }

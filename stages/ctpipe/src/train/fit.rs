@@ -140,6 +140,20 @@ pub fn lr_at(cfg: &TrainConfig, step: u64) -> f64 {
     lr
 }
 
+/// A divergence error naming the first of `tensors` that holds NaN or inf, if any: such
+/// weights are never checkpointed or published.
+fn refuse_non_finite<'a>(f: &Fit, step: u64, tensors: impl Iterator<Item = (&'a String, &'a Tensor)>) -> Result<()> {
+    for (name, t) in tensors {
+        if !crate::nn::ops::all_finite(t)? {
+            return Err(diverged(format!(
+                "{}: `{name}` holds NaN or inf at step {step} of {}; nothing checkpointed or published (lower lr, or clip gradients with grad_clip)",
+                f.label, f.cfg.steps
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Restore the newest usable checkpoint of this run; the step to go on from (0: none). An
 /// unusable one (unreadable, corrupt, another run's, not fitting the state) is moved aside and
 /// the next older one tried, which gives the same result as an uninterrupted run. When some
@@ -200,14 +214,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
     let save = |step: u64, opt: &Optimizer, metrics: &mut MetricsLog| -> Result<()> {
         metrics.sync()?;
         let tensors = state.tensors(opt)?;
-        for (name, t) in &tensors {
-            if !crate::nn::ops::all_finite(t)? {
-                return Err(diverged(format!(
-                    "{}: `{name}` holds NaN or inf at step {step} of {}; nothing checkpointed or published (lower lr, or clip gradients with grad_clip)",
-                    f.label, cfg.steps
-                )));
-            }
-        }
+        refuse_non_finite(f, step, tensors.iter().map(|(n, t)| (n, t)))?;
         checkpoint::save(&ckpt_dir, f.run, step, opt.t, &tensors)?;
         Ok(())
     };
@@ -290,14 +297,9 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             let (_, in_a_row) = metrics.count("skipped");
             // Weights already broken will not mend: say so now, not max_skipped_steps later.
             if in_a_row == 1 {
-                for (name, var) in &params {
-                    if !crate::nn::ops::all_finite(var.as_tensor())? {
-                        progress.finish();
-                        return Err(diverged(format!(
-                            "{}: `{name}` holds NaN or inf at step {step} of {}; nothing published (lower lr, or clip gradients with grad_clip)",
-                            f.label, cfg.steps
-                        )));
-                    }
+                if let Err(e) = refuse_non_finite(f, step, params.iter().map(|(n, v)| (n, v.as_tensor()))) {
+                    progress.finish();
+                    return Err(e);
                 }
             }
             if in_a_row as u64 > cfg.max_skipped_steps {
