@@ -9,7 +9,7 @@
 #   make fetch-data              every node of one stage (SOURCE= / METHOD= narrows it)
 #   make fetch-data.toy          one node
 #   make -n all                  show the plan;   make -j2 all   run independent nodes in parallel
-#   make check | test | test-faults | bench | cuda | status | gc | clean | clobber | help
+#   make check | test | test-faults | test-hpc | bench | cuda | mpi | status | gc | clean | clobber | help
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -37,7 +37,7 @@ BINARIES   := $(addprefix $(BIN)/,$(STAGE_BINS) $(TOOL_BINS))
 STORE      := --artifacts $(ARTIFACTS)
 PLAN       := $(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) --scale $(SCALE) $(STORE)
 
-.PHONY: all build check plan-check cuda test test-faults bench status gc clean clobber help
+.PHONY: all build check plan-check cuda mpi test test-faults test-hpc bench status gc clean clobber help
 
 ifeq ($(BUILD),1)
 SOURCES := $(shell find $(ROOT)/stages -name '*.rs' -o -name Cargo.toml) $(ROOT)/Cargo.toml $(wildcard $(ROOT)/Cargo.lock)
@@ -66,6 +66,19 @@ cuda:
 	$(CARGO) build --release --bins --features cuda --target-dir $(ROOT)/target/cuda --manifest-path $(ROOT)/Cargo.toml
 	@echo "CUDA binaries in $(CUDA_BIN)"
 
+# Every binary with data-parallel training over MPI (cargo feature `mpi`), into target/mpi: run
+# `train-ct`/`distill` under `mpirun -np W` or `srun`, or give `plan sbatch --bin target/mpi`
+# for nodes with `ntasks` > 1. Needs an MPI library and libclang (Debian: libopenmpi-dev
+# libclang-dev). Built in target/release (the dependencies are shared), copied out, and the
+# default build put back. docs/hpc.md has more.
+MPI_BIN := $(ROOT)/target/mpi
+mpi:
+	$(CARGO) build --release --bins --features ctpipe/mpi --manifest-path $(ROOT)/Cargo.toml
+	mkdir -p $(MPI_BIN)
+	cp $(addprefix $(ROOT)/target/release/,$(STAGE_BINS) $(TOOL_BINS)) $(MPI_BIN)/
+	$(CARGO) build --release --bins --manifest-path $(ROOT)/Cargo.toml
+	@echo "MPI binaries in $(MPI_BIN)"
+
 # A stage node: run its binary, log to artifacts/logs/<profile>/<node>.log. The binary writes
 # the node's ref (the target) only after publishing or finding its artifact.
 define run_node
@@ -89,7 +102,7 @@ plan-check: $(BIN)/plan
 check: plan-check
 
 # The generated rules are needed by every goal except these.
-NO_PLAN_GOALS := build check plan-check cuda test test-faults bench status gc clean clobber help
+NO_PLAN_GOALS := build check plan-check cuda mpi test test-faults test-hpc bench status gc clean clobber help
 ifneq ($(if $(MAKECMDGOALS),$(filter-out $(NO_PLAN_GOALS),$(MAKECMDGOALS)),all),)
 PLAN_MK := $(ARTIFACTS)/plans/$(NS).mk
 $(PLAN_MK): $(PIPELINE) $(BIN)/plan
@@ -119,6 +132,20 @@ test-faults:
 	$(CARGO) build --release --bins --manifest-path $(ROOT)/Cargo.toml
 	$(CARGO) test --release --manifest-path $(ROOT)/Cargo.toml -p ctpipe-e2e --test faults -- --include-ignored --nocapture --test-threads 2
 	CTPIPE_FUZZ_CASES=20000 $(CARGO) test --release --manifest-path $(ROOT)/Cargo.toml -p ctpipe --lib fuzz_tests -- --nocapture
+
+# The HPC suite (tests/hpc.rs): MPI data-parallel training against one process, and a one-node
+# SLURM cluster on localhost running profiles through `plan sbatch` (time limit, preemption,
+# scancel, failed dependencies). Installs what it needs from Debian when run as root.
+HPC_PACKAGES := slurm-wlm munge openmpi-bin libopenmpi-dev libclang-dev
+test-hpc:
+	@missing=$$(for p in $(HPC_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make test-hpc: installing" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q $$missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+	$(MAKE) --no-print-directory mpi
+	CTPIPE_MPI_BIN=$(MPI_BIN) $(CARGO) test --release --manifest-path $(ROOT)/Cargo.toml -p ctpipe-e2e --test hpc -- --include-ignored --nocapture --test-threads 1
 
 bench: $(BIN)/bench
 	$(BIN)/bench

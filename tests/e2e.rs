@@ -223,7 +223,9 @@ fn clean_never_touches_artifacts() {
 }
 
 /// `plan sbatch`: scripts that bash accepts, submitted in dependency order; a job signalled
-/// before its time limit checkpoints, requeues itself, and the requeued run resumes.
+/// before its time limit (USR1) checkpoints, requeues itself, and the requeued run resumes; a
+/// job stopped by TERM (scancel, preemption) checkpoints and does not requeue itself. With fake
+/// `sbatch`/`scontrol`; `tests/hpc.rs` runs the same scripts on a real SLURM cluster.
 #[test]
 fn slurm_scripts_chain_jobs_and_requeue_on_signal() {
     let sb = tiny();
@@ -236,10 +238,10 @@ fn slurm_scripts_chain_jobs_and_requeue_on_signal() {
     );
     sb.write("pipeline.toml", &text);
     let plan = ctpipe_e2e::release_bin("plan");
-    run(sb.cmd(&plan).args(["--profile", "tiny", "sbatch", "--out"]).arg(sb.path().join("slurm")).arg("--bin").arg(release_bin_dir())).expect_code(0);
+    run(sb.cmd(&plan).args(["--profile", "tiny", "sbatch", "--out"]).arg(sb.path().join("slurm")).arg("--bin").arg(release_bin_dir()).arg("--gpu-bin").arg(release_bin_dir())).expect_code(0);
     let dir = sb.path().join("slurm/tiny");
     let ect = std::fs::read_to_string(dir.join("train-ct.ect.sbatch")).unwrap();
-    for line in ["#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "#SBATCH --time=01:00:00", "#SBATCH --cpus-per-task=2", "#SBATCH --gres=gpu:1", "--node 'train-ct.ect'"] {
+    for line in ["#SBATCH --signal=B:USR1@360", "#SBATCH --requeue", "#SBATCH --kill-on-invalid-dep=yes", "#SBATCH --time=01:00:00", "#SBATCH --cpus-per-task=2", "#SBATCH --gres=gpu:1", "--node 'train-ct.ect'"] {
         assert!(ect.contains(line), "missing `{line}` in\n{ect}");
     }
     for f in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -249,7 +251,7 @@ fn slurm_scripts_chain_jobs_and_requeue_on_signal() {
     let fake = sb.path().join("fakebin");
     std::fs::create_dir_all(&fake).unwrap();
     let log = sb.path().join("calls.log");
-    let sbatch = format!("#!/bin/bash\necho \"sbatch $*\" >> {0}\nn=$(wc -l < {0})\necho $((1000 + n))\n", log.display());
+    let sbatch = format!("#!/bin/bash\n[[ \"$*\" == *--test-only* ]] && exit 0\necho \"sbatch $*\" >> {0}\nn=$(wc -l < {0})\necho $((1000 + n))\n", log.display());
     let scontrol = format!("#!/bin/bash\necho \"scontrol $*\" >> {}\n", log.display());
     for (name, body) in [("sbatch", sbatch), ("scontrol", scontrol)] {
         std::fs::write(fake.join(name), body).unwrap();
@@ -269,14 +271,17 @@ fn slurm_scripts_chain_jobs_and_requeue_on_signal() {
         run(Command::new("bash").arg(dir.join(format!("{node}.sbatch"))).env("PATH", &path).env("SLURM_JOB_ID", "7")).expect_code(0);
     }
     let work = sb.artifacts().join(".work/train-ct");
-    let mut job = Command::new("bash")
-        .arg(dir.join("train-ct.ect.sbatch"))
-        .env("PATH", &path)
-        .env("SLURM_JOB_ID", "42")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let spawn_ect = |job_id: &str| {
+        Command::new("bash")
+            .arg(dir.join("train-ct.ect.sbatch"))
+            .env("PATH", &path)
+            .env("SLURM_JOB_ID", job_id)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut job = spawn_ect("42");
     let t = Instant::now();
     let started = || std::fs::read_dir(&work).map(|d| d.flatten().any(|e| e.path().join("metrics.jsonl").exists())).unwrap_or(false);
     while !started() {
@@ -288,6 +293,14 @@ fn slurm_scripts_chain_jobs_and_requeue_on_signal() {
     let status = job.wait().unwrap();
     assert_eq!(status.code(), Some(75));
     assert!(std::fs::read_to_string(&log).unwrap().contains("scontrol requeue 42"));
+
+    // TERM (a user's scancel): checkpoint and stop, no requeue.
+    let mut job = spawn_ect("43");
+    // Long enough for bash to set its traps; the stage stops at its first step at the latest.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    unsafe { libc::kill(job.id() as i32, libc::SIGTERM) };
+    assert_eq!(job.wait().unwrap().code(), Some(75));
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("scontrol requeue 43"), "a TERM must not requeue");
     let again = run(Command::new("bash").arg(dir.join("train-ct.ect.sbatch")).env("PATH", &path).env("SLURM_JOB_ID", "42")).expect_code(0);
     assert!(again.stderr.contains("resuming from"), "{}", again.stderr);
     assert!(again.stdout.contains("done train-ct "), "{}", again.stdout);

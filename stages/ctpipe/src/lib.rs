@@ -25,6 +25,7 @@
 //! - [`cuda`]     — our own CUDA kernels (fused GroupNorm+SiLU, optimiser, EMA) and their switch
 //! - [`error`]    — failure kinds and exit codes; one-line messages
 //! - [`progress`] — progress bars on a terminal, plain lines in logs
+//! - [`parallel`] — data-parallel training: shards, gradient averaging, MPI
 //! - [`fsx`]      — fsync and atomic file writes
 //! - [`failpoint`] — crash points for the fault-injection tests
 
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod ode;
+pub mod parallel;
 pub mod pipeline;
 pub mod precond;
 pub mod progress;

@@ -33,7 +33,7 @@ fn loss_and_gradients(preset: &str, kind: SampleKind, device: &Device) -> (f64, 
     let w = Weights::from_tensors(&net_cfg, tensors, device).unwrap();
     let SampleKind::Images { height, width, channels } = kind else { unreachable!() };
     let x0 = ((ctpipe::rng::uniform(&mut ctpipe::rng::stream(0, "gpu-agreement", 0), (8, channels as usize, height as usize, width as usize), DType::F32, device).unwrap() * 2.0).unwrap() - 1.0).unwrap();
-    let ctx = StepCtx { seed: 0, progress: Progress { step: 100, total: 1000 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: None };
+    let ctx = StepCtx { seed: 0, progress: Progress { step: 100, total: 1000 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None, shard: None };
     let loss = resolved.method.loss(&ctx, &x0).unwrap().per_sample.mean_all().unwrap();
     let grads = loss.backward().unwrap();
     let g = w.params.vars().into_iter().map(|(name, var)| (name, grads.get(&var).expect("a gradient for every parameter").to_device(&Device::Cpu).unwrap())).collect();

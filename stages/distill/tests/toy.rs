@@ -47,7 +47,7 @@ fn a_student_of_the_exact_teacher_matches_it_in_one_step() {
     let tmp = tempfile::tempdir().unwrap();
     let (out, work) = (tmp.path().join("out"), tmp.path().join("work"));
     std::fs::create_dir_all(&out).unwrap();
-    let dirs = RunDirs { out: &out, work: &work, run: "test" };
+    let dirs = RunDirs { out: &out, work: &work, run: "test", world: &ctpipe::parallel::Single };
     distill_from(&cfg, &cfg.train_config().unwrap(), Box::new(teacher.clone()), student, net_cfg, &ds.info, &data, dirs, &StopFlag::default(), &dev).unwrap();
 
     let spec: ModelSpec = serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();

@@ -69,7 +69,7 @@ impl Coupling for Gc {
         let noise = step_noise(ctx, x0)?;
         let keep = self.keep_at(ctx.progress.step, ctx.progress.total);
         let mut rng = crate::rng::stream(ctx.seed, "mix", ctx.progress.step);
-        let use_gc: Vec<bool> = (0..pairs.len()).map(|_| rng.random::<f64>() > keep).collect();
+        let use_gc: Vec<bool> = ctx.draw_rows(pairs.len(), |all| (0..all).map(|_| rng.random::<f64>() > keep).collect());
         let n_gc = use_gc.iter().filter(|&&g| g).count();
         let logs = vec![("gc_fraction", n_gc as f64 / pairs.len().max(1) as f64)];
         if n_gc == 0 {

@@ -32,9 +32,21 @@ pub trait Coupling: Send + Sync {
     fn couple(&self, ctx: &StepCtx, x0: &Tensor, pairs: &Pairs, precond: &Precond, kernel: &Kernel) -> Result<Coupled>;
 }
 
-/// Standard normal noise for a training step, from the step's "noise" stream, shaped as `like`.
-/// Every coupling draws its noise here, so they differ only where they mean to.
+/// Standard normal noise for a training step, from the step's "noise" stream, shaped as `like`
+/// (this process's rows of the whole batch's draw in a data-parallel run). Every coupling draws
+/// its noise here, so they differ only where they mean to.
 pub fn step_noise(ctx: &StepCtx, like: &Tensor) -> Result<Tensor> {
+    let mut dims = like.dims().to_vec();
+    dims[0] = ctx.batch_size(like.dim(0)?);
+    let all = batch_noise(ctx, &dims, like)?;
+    match ctx.shard {
+        Some(s) => s.narrow(&all),
+        None => Ok(all),
+    }
+}
+
+/// The whole batch's noise (`dims`), typed and placed as `like`.
+fn batch_noise(ctx: &StepCtx, dims: &[usize], like: &Tensor) -> Result<Tensor> {
     let mut rng = crate::rng::stream(ctx.seed, "noise", ctx.progress.step);
-    crate::rng::normal(&mut rng, like.shape().clone(), like.dtype(), like.device())
+    crate::rng::normal(&mut rng, dims, like.dtype(), like.device())
 }

@@ -10,7 +10,7 @@
 //! The assignment is scipy's `linear_sum_assignment` (Crouse's shortest augmenting path) as the
 //! `lsap` crate ports it, on the f64 costs: about 20 ms for a batch of 256 on one CPU core.
 
-use super::{step_noise, Coupled, Coupling};
+use super::{Coupled, Coupling};
 use crate::methods::consistency::{Kernel, Pairs};
 use crate::methods::StepCtx;
 use crate::nn::ops::to_f64_vec;
@@ -47,7 +47,10 @@ pub fn assignment(cost: &[f64], n: usize) -> Result<Vec<usize>> {
 
 impl Coupling for Ot {
     fn couple(&self, ctx: &StepCtx, x0: &Tensor, _pairs: &Pairs, _precond: &Precond, _kernel: &Kernel) -> Result<Coupled> {
-        let z = step_noise(ctx, x0)?;
+        // The assignment pairs the whole batch: a data-parallel process gathers it, solves the
+        // same problem as one process would, and keeps its rows.
+        let x0 = &ctx.gather_rows(x0)?;
+        let z = super::batch_noise(ctx, x0.dims(), x0)?;
         let n = x0.dim(0)?;
         let cost = cost_matrix(x0, &z, self.sigma_max)?;
         let perm = assignment(&cost, n)?;
@@ -56,7 +59,11 @@ impl Coupling for Ot {
         let idx = Tensor::from_vec(perm.iter().map(|&j| j as u32).collect::<Vec<_>>(), n, x0.device())?;
         let noise = z.index_select(&idx, 0)?;
         let logs = vec![("ot_cost_independent", before), ("ot_cost", after)];
-        Ok(Coupled { endpoint: x0.clone(), noise, kl: None, logs })
+        let (endpoint, noise) = match ctx.shard {
+            Some(s) => (s.narrow(x0)?, s.narrow(&noise)?),
+            None => (x0.clone(), noise),
+        };
+        Ok(Coupled { endpoint, noise, kl: None, logs })
     }
 }
 
@@ -103,10 +110,10 @@ mod tests {
     fn the_noise_is_the_steps_noise_reordered() {
         let cfg = crate::nn::preset("mlp-small", crate::data::schema::SampleKind::Points { dim: 2 }, 1, None).unwrap();
         let w = crate::model::Weights::init(&cfg, 1, &Device::Cpu).unwrap();
-        let ctx = StepCtx { seed: 4, progress: crate::methods::Progress { step: 3, total: 10 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None };
+        let ctx = StepCtx { seed: 4, progress: crate::methods::Progress { step: 3, total: 10 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None, shard: None };
         let x0 = crate::rng::normal(&mut crate::rng::stream(0, "x", 0), (32, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
         let out = Ot { sigma_max: 5.0 }.couple(&ctx, &x0, &Pairs::default(), &Precond { kind: crate::precond::PrecondKind::Cm, sigma_data: 0.5, sigma_min: 0.002, t_max: 5.0, phases: None }, &Kernel::Ve).unwrap();
-        let z: Vec<Vec<f32>> = step_noise(&ctx, &x0).unwrap().to_vec2().unwrap();
+        let z: Vec<Vec<f32>> = crate::coupling::step_noise(&ctx, &x0).unwrap().to_vec2().unwrap();
         let mut got: Vec<Vec<f32>> = out.noise.to_vec2().unwrap();
         assert_ne!(got, z, "reordered");
         let key = |v: &Vec<f32>| (v[0].to_bits(), v[1].to_bits());

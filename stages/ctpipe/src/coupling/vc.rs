@@ -45,7 +45,7 @@ impl Coupling for Vc {
     fn couple(&self, ctx: &StepCtx, x0: &Tensor, _pairs: &Pairs, _precond: &Precond, _kernel: &Kernel) -> Result<Coupled> {
         let encoder = ctx.encoder.ok_or_else(|| candle_core::Error::Msg("VC coupling without an encoder".into()))?;
         let eps = step_noise(ctx, x0)?;
-        let mut drop = Dropout::record(crate::rng::stream(ctx.seed, "encoder-dropout", ctx.progress.step));
+        let mut drop = ctx.dropout("encoder-dropout");
         let (mean, scale) = posterior(encoder, x0, self.sigma_data, &mut drop)?;
         let noise = mean.add(&scale.mul(&eps)?)?;
         let kl = kl_to_standard_normal(&mean, &scale)?;

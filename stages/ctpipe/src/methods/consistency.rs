@@ -15,7 +15,6 @@ use super::sct::{self, Boundary, Stable};
 use super::{LossOutput, Method, Progress, StepCtx};
 use crate::coupling::Coupling;
 use crate::ode::{self, Solver};
-use crate::nn::dropout::Dropout;
 use crate::nn::ops::{nan_to_num, select_rows};
 use crate::precond::{per_sample, Phase, Precond};
 use candle_core::{Result, Tensor};
@@ -47,6 +46,12 @@ impl Pairs {
 
     pub fn is_empty(&self) -> bool {
         self.hi.is_empty()
+    }
+
+    /// Pairs `offset..offset + len` (a data-parallel shard's); the logs, of the whole draw, kept.
+    pub fn rows(self, offset: usize, len: usize) -> Pairs {
+        let r = offset..offset + len;
+        Pairs { hi: self.hi[r.clone()].to_vec(), lo: self.lo[r.clone()].to_vec(), weight: self.weight[r].to_vec(), logs: self.logs }
     }
 }
 
@@ -117,7 +122,11 @@ impl ConsistencyLoss {
         };
         let mut x_lo = self.kernel.noisy(&endpoint.detach(), &noise.detach(), &pairs.lo)?;
         if let Some(s) = stable {
-            let delta = sct::correction(&x_hi.detach(), &endpoint.detach(), &pairs.hi, &s, ctx.pool, ctx.labels)?;
+            let batch = match ctx.shard {
+                Some(_) if s.references != sct::References::Own => Some((ctx.gather_rows(&endpoint.detach())?, ctx.batch_labels())),
+                _ => None,
+            };
+            let delta = sct::correction(&x_hi.detach(), &endpoint.detach(), &pairs.hi, &s, ctx.pool, ctx.labels, batch.as_ref().map(|(t, l)| (t, *l)))?;
             let gain: Vec<f64> = pairs.hi.iter().zip(&pairs.lo).map(|(t, r)| 1.0 - r / t).collect();
             x_lo = x_lo.add(&delta.broadcast_mul(&per_sample(&gain, &delta)?)?)?;
         }
@@ -129,13 +138,16 @@ impl Method for ConsistencyLoss {
     fn loss(&self, ctx: &StepCtx, x0: &Tensor) -> Result<LossOutput> {
         let n = x0.dim(0)?;
         let mut rng = crate::rng::stream(ctx.seed, "sigma", ctx.progress.step);
-        let pairs = self.schedule.draw(n, ctx.progress, &mut rng);
+        let pairs = match ctx.shard {
+            Some(s) => self.schedule.draw(s.full, ctx.progress, &mut rng).rows(s.offset, s.len),
+            None => self.schedule.draw(n, ctx.progress, &mut rng),
+        };
         let coupled = self.coupling.couple(ctx, x0, &pairs, &self.precond, &self.kernel)?;
         let endpoint = &coupled.endpoint;
 
         // Student, recording dropout masks.
         let x_hi = self.kernel.noisy(endpoint, &coupled.noise, &pairs.hi)?;
-        let mut drop = Dropout::record(crate::rng::stream(ctx.seed, "dropout", ctx.progress.step));
+        let mut drop = ctx.dropout("dropout");
         let student = self.precond.apply_cond(ctx.net, &x_hi, &pairs.hi, ctx.class_labels, Phase::Train, &mut drop)?;
 
         // Teacher: same noise (detached), same masks, no gradient. Where σ_lo is a boundary

@@ -5,7 +5,6 @@
 //! initialisation ECT and SCT tune from.
 
 use super::{LossOutput, Method, StepCtx};
-use crate::nn::dropout::Dropout;
 use crate::nn::ops::per_sample_sum;
 use crate::precond::{Phase, Precond};
 use candle_core::{Result, Tensor};
@@ -27,15 +26,17 @@ impl Method for EdmLoss {
     fn loss(&self, ctx: &StepCtx, x0: &Tensor) -> Result<LossOutput> {
         let n = x0.dim(0)?;
         let mut rng = crate::rng::stream(ctx.seed, "sigma", ctx.progress.step);
-        let sigma: Vec<f64> = (0..n)
-            .map(|_| {
-                let z: f64 = StandardNormal.sample(&mut rng);
-                (self.p_mean + self.p_std * z).exp()
-            })
-            .collect();
+        let sigma: Vec<f64> = ctx.draw_rows(n, |all| {
+            (0..all)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    (self.p_mean + self.p_std * z).exp()
+                })
+                .collect()
+        });
         let noise = crate::coupling::step_noise(ctx, x0)?;
         let y = crate::methods::consistency::Kernel::Ve.noisy(x0, &noise, &sigma)?;
-        let mut drop = Dropout::record(crate::rng::stream(ctx.seed, "dropout", ctx.progress.step));
+        let mut drop = ctx.dropout("dropout");
         let denoised = self.precond.apply_cond(ctx.net, &y, &sigma, ctx.class_labels, Phase::Train, &mut drop)?;
         let lambda: Vec<f32> = sigma.iter().map(|&s| weight(s, self.precond.sigma_data) as f32).collect();
         let lambda = Tensor::from_vec(lambda, n, x0.device())?.to_dtype(x0.dtype())?;

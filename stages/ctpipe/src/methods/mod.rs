@@ -22,6 +22,7 @@ pub mod sct;
 pub mod spec;
 
 use crate::nn::Network;
+use crate::parallel::Shard;
 use crate::ode::Denoiser;
 use crate::precond::Precond;
 use candle_core::{Result, Tensor};
@@ -54,6 +55,52 @@ pub struct StepCtx<'a> {
     pub class_labels: Option<&'a Tensor>,
     /// SCT's extra references for this step (`Method::reference_pool`).
     pub pool: Option<&'a sct::Pool>,
+    /// In a data-parallel run, which rows of the step's batch this process computes (`x0`,
+    /// `labels` and `class_labels` hold those rows only); `None`: the whole batch. Every draw
+    /// goes through [`StepCtx::draw_rows`] and friends, so sample i gets the same draws
+    /// whatever the number of processes.
+    pub shard: Option<Shard<'a>>,
+}
+
+impl StepCtx<'_> {
+    /// The size of the whole batch, given this process's `n` rows.
+    pub fn batch_size(&self, n: usize) -> usize {
+        self.shard.map_or(n, |s| s.full)
+    }
+
+    /// Draw per-sample values for the whole batch (`draw(batch size)`), keep this process's.
+    pub fn draw_rows<T: Clone>(&self, n: usize, draw: impl FnOnce(usize) -> Vec<T>) -> Vec<T> {
+        let all = draw(self.batch_size(n));
+        match self.shard {
+            Some(s) => s.rows(&all),
+            None => all,
+        }
+    }
+
+    /// A dropout recorder for this step's `purpose` stream, drawing the whole batch's masks.
+    pub fn dropout(&self, purpose: &str) -> crate::nn::dropout::Dropout {
+        let rng = crate::rng::stream(self.seed, purpose, self.progress.step);
+        match self.shard {
+            Some(s) => crate::nn::dropout::Dropout::record_rows(rng, s.offset, s.full),
+            None => crate::nn::dropout::Dropout::record(rng),
+        }
+    }
+
+    /// Every process's rows of `mine` (the whole batch's), for what needs the whole batch.
+    pub fn gather_rows(&self, mine: &Tensor) -> Result<Tensor> {
+        match self.shard {
+            Some(s) => s.gather(mine),
+            None => Ok(mine.clone()),
+        }
+    }
+
+    /// The whole batch's labels (this process's `labels` when not sharded).
+    pub fn batch_labels(&self) -> Option<&[u32]> {
+        match self.shard {
+            Some(s) => s.batch_labels,
+            None => self.labels,
+        }
+    }
 }
 
 /// A method's result for one batch.

@@ -209,6 +209,7 @@ fn step_ctx(nets: &Nets, step: u64, total: u64) -> StepCtx<'_> {
         labels: None,
         class_labels: None,
         pool: None,
+        shard: None,
     }
 }
 

@@ -118,7 +118,9 @@ pub fn reference_mean(xt: &[f64], t: &[f64], refs: &[f64], d: usize, labels: Opt
 /// δ_i = x̂₀,i − x_i for each sample i, where x_t = `noisy`, x = `clean` (the endpoints, which
 /// are always references), t = `t[i]`, plus `pool`'s images for `References::Pool`. `labels`
 /// (the batch's) restricts the references to each sample's class when `stable.by_class`.
-pub fn correction(noisy: &Tensor, clean: &Tensor, t: &[f64], stable: &Stable, pool: Option<&Pool>, labels: Option<&[u32]>) -> Result<Tensor> {
+/// `batch`: in a data-parallel run, where `clean` and `labels` are this process's rows, the
+/// whole batch's endpoints and labels, which are the references.
+pub fn correction(noisy: &Tensor, clean: &Tensor, t: &[f64], stable: &Stable, pool: Option<&Pool>, labels: Option<&[u32]>, batch: Option<(&Tensor, Option<&[u32]>)>) -> Result<Tensor> {
     if stable.references == References::Own {
         return clean.zeros_like();
     }
@@ -126,8 +128,11 @@ pub fn correction(noisy: &Tensor, clean: &Tensor, t: &[f64], stable: &Stable, po
     let d = clean.elem_count() / n;
     let xt = to_f64_vec(noisy)?;
     let x = to_f64_vec(clean)?;
-    let mut refs = x.clone();
-    let mut ref_labels: Vec<u32> = labels.map(|l| l.to_vec()).unwrap_or_default();
+    let (mut refs, batch_labels) = match batch {
+        Some((all, all_labels)) => (to_f64_vec(all)?, all_labels),
+        None => (x.clone(), labels),
+    };
+    let mut ref_labels: Vec<u32> = batch_labels.map(|l| l.to_vec()).unwrap_or_default();
     if stable.references == References::Pool {
         let pool = pool.ok_or_else(|| candle_core::Error::Msg("SCT with sct_references = \"pool\" needs the step's pool of references".into()))?;
         refs.extend(to_f64_vec(&pool.x)?);
@@ -158,13 +163,13 @@ mod tests {
         // Two 1-D references at 0 and 1; x_t = 0.25 with t = 0.5 for sample 0.
         let clean = Tensor::new(&[[0f32], [1.0]], &dev).unwrap();
         let noisy = Tensor::new(&[[0.25f32], [5.0]], &dev).unwrap();
-        let delta = correction(&noisy, &clean, &[0.5, 1e-3], &stable(References::Batch), None, None).unwrap().to_vec2::<f32>().unwrap();
+        let delta = correction(&noisy, &clean, &[0.5, 1e-3], &stable(References::Batch), None, None, None).unwrap().to_vec2::<f32>().unwrap();
         // w ∝ exp(−d²/(2t²)): d² = 0.0625 and 0.5625 → w₁ = 1/(1 + e^{(0.5625−0.0625)/0.5}) = 1/(1 + e).
         let w1 = 1.0 / (1.0 + 1f64.exp());
         assert!((delta[0][0] as f64 - w1).abs() < 1e-6, "{}", delta[0][0]);
         // Tiny t: all weight on the nearest reference (sample 1's own image): δ = 0 exactly.
         assert_eq!(delta[1][0], 0.0);
-        let own = correction(&noisy, &clean, &[0.5, 1e-3], &stable(References::Own), None, None).unwrap().to_vec2::<f32>().unwrap();
+        let own = correction(&noisy, &clean, &[0.5, 1e-3], &stable(References::Own), None, None, None).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(own, [[0.0], [0.0]]);
     }
 
@@ -227,7 +232,7 @@ mod tests {
         let noisy = Tensor::new(&[[0.4f32, 0.2], [0.9, 1.3]], &dev).unwrap();
         let pool = Pool { x: Tensor::new(&[[0.5f32, -0.5], [2.0, 0.0]], &dev).unwrap(), labels: vec![1, 0] };
         let s = Stable { references: References::Pool, pool_extra: 2, boundary: Boundary::Mean, by_class: true };
-        let delta = correction(&noisy, &clean, &[0.7, 0.7], &s, Some(&pool), Some(&[0, 0])).unwrap().to_vec2::<f32>().unwrap();
+        let delta = correction(&noisy, &clean, &[0.7, 0.7], &s, Some(&pool), Some(&[0, 0]), None).unwrap().to_vec2::<f32>().unwrap();
         let refs = vec![vec![0.0, 0.0], vec![1.0, 1.0], vec![0.5, -0.5], vec![2.0, 0.0]];
         let labels = [0, 0, 1, 0];
         for (i, (x, xt)) in [([0.0, 0.0], [0.4, 0.2]), ([1.0, 1.0], [0.9, 1.3])].iter().enumerate() {
@@ -236,7 +241,7 @@ mod tests {
                 assert!((delta[i][k] as f64 - (m[k] - x[k])).abs() < 1e-6);
             }
         }
-        let err = correction(&noisy, &clean, &[0.7, 0.7], &s, None, Some(&[0, 0])).unwrap_err();
+        let err = correction(&noisy, &clean, &[0.7, 0.7], &s, None, Some(&[0, 0]), None).unwrap_err();
         assert!(err.to_string().contains("pool"), "{err}");
     }
 }

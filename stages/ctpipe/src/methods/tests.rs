@@ -22,7 +22,7 @@ fn batch() -> Tensor {
 }
 
 fn losses(m: &dyn Method, w: &Weights, ema: &Weights, step: u64) -> Vec<f32> {
-    let ctx = StepCtx { seed: 3, progress: Progress { step, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None };
+    let ctx = StepCtx { seed: 3, progress: Progress { step, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None, shard: None };
     m.loss(&ctx, &batch()).unwrap().per_sample.to_vec1().unwrap()
 }
 
@@ -105,7 +105,7 @@ fn ect_boundary_replaces_the_teacher_by_the_clean_sample() {
     // Stage 0 (steps < stage_steps) and every t below ≈ 1.95 gives r = 0: the target is x.
     let (w, ema) = (net(0.0), net(0.0));
     let m = ect(None);
-    let ctx = StepCtx { seed: 3, progress: Progress { step: 0, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None };
+    let ctx = StepCtx { seed: 3, progress: Progress { step: 0, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: None, class_labels: None, pool: None, shard: None };
     let x0 = batch();
     let mut rng = crate::rng::stream(3, "sigma", 0);
     let pairs = m.schedule.draw(64, ctx.progress, &mut rng);
@@ -264,7 +264,7 @@ fn check_class_restriction(loss: &dyn Method) {
     let near = (crate::rng::normal(&mut crate::rng::stream(2, "pool", 0), (16, 2), DType::F32, &Device::Cpu).unwrap() * 0.5).unwrap();
     let run = |pool_x: &Tensor| -> Vec<f32> {
         let pool = super::sct::Pool { x: pool_x.clone(), labels: vec![1; 16] };
-        let ctx = StepCtx { seed: 3, progress: Progress { step: 700, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: Some(&labels), class_labels: None, pool: Some(&pool) };
+        let ctx = StepCtx { seed: 3, progress: Progress { step: 700, total: 1000 }, net: &w.net, ema: &ema.net, encoder: None, target: None, teacher: None, labels: Some(&labels), class_labels: None, pool: Some(&pool), shard: None };
         loss.loss(&ctx, &batch()).unwrap().per_sample.to_vec1().unwrap()
     };
     let (a, b) = (run(&near), run(&(&near + 3.0).unwrap()));

@@ -10,7 +10,9 @@ use rand_chacha::ChaCha8Rng;
 
 enum Mode {
     Off,
-    Record(ChaCha8Rng),
+    /// Draw masks; `rows`: this process computes rows `offset..` of a batch of `full` (a
+    /// data-parallel shard), so each mask is drawn for the whole batch and its rows kept.
+    Record { rng: ChaCha8Rng, rows: Option<(usize, usize)> },
     Replay(usize),
 }
 
@@ -27,7 +29,13 @@ impl Dropout {
 
     /// Draw masks from `rng` and remember them.
     pub fn record(rng: ChaCha8Rng) -> Dropout {
-        Dropout { mode: Mode::Record(rng), masks: Vec::new() }
+        Dropout { mode: Mode::Record { rng, rows: None }, masks: Vec::new() }
+    }
+
+    /// Like [`Dropout::record`] for rows `offset..offset + n` of a batch of `full`: the masks
+    /// are those the same rows get when one process computes the whole batch.
+    pub fn record_rows(rng: ChaCha8Rng, offset: usize, full: usize) -> Dropout {
+        Dropout { mode: Mode::Record { rng, rows: Some((offset, full)) }, masks: Vec::new() }
     }
 
     /// From now on, hand out the recorded masks again, from the first.
@@ -42,8 +50,15 @@ impl Dropout {
         }
         match &mut self.mode {
             Mode::Off => Ok(x.clone()),
-            Mode::Record(rng) => {
-                let u = crate::rng::uniform_vec(rng, x.elem_count());
+            Mode::Record { rng, rows } => {
+                let u = match *rows {
+                    None => crate::rng::uniform_vec(rng, x.elem_count()),
+                    Some((offset, full)) => {
+                        let per_row = x.elem_count() / x.dim(0)?.max(1);
+                        let all = crate::rng::uniform_vec(rng, per_row * full);
+                        all[offset * per_row..(offset + x.dim(0)?) * per_row].to_vec()
+                    }
+                };
                 let keep = (1.0 / (1.0 - p)) as f32;
                 let m: Vec<f32> = u.into_iter().map(|v| if (v as f64) >= p { keep } else { 0.0 }).collect();
                 let mask = Tensor::from_vec(m, x.shape(), x.device())?.to_dtype(x.dtype())?;
@@ -59,6 +74,33 @@ impl Dropout {
                 *i += 1;
                 x.mul(mask)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// Two processes each computing half a batch through two dropout layers get exactly the
+    /// masks one process computing the whole batch gets, row for row.
+    #[test]
+    fn shard_masks_are_the_whole_batch_masks_rows() {
+        let dev = Device::Cpu;
+        let stream = || crate::rng::stream(7, "dropout", 3);
+        let layers = |d: &mut Dropout, rows: usize| -> Vec<Vec<f32>> {
+            [(rows, 5), (rows, 3)]
+                .iter()
+                .map(|&shape| d.apply(&Tensor::ones(shape, DType::F32, &dev).unwrap(), 0.4).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+                .collect()
+        };
+        let whole = layers(&mut Dropout::record(stream()), 6);
+        let first = layers(&mut Dropout::record_rows(stream(), 0, 6), 3);
+        let second = layers(&mut Dropout::record_rows(stream(), 3, 6), 3);
+        for l in 0..2 {
+            assert_eq!([first[l].clone(), second[l].clone()].concat(), whole[l], "layer {l}");
+            assert!(whole[l].contains(&0.0) && whole[l].iter().any(|&v| v > 1.0), "layer {l} drops and keeps");
         }
     }
 }

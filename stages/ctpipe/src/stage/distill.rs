@@ -15,6 +15,7 @@ impl Stage for Distill {
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
     const VERSION: u32 = 2;
     const HANDLES_SIGNALS: bool = true;
+    const DATA_PARALLEL: bool = true;
     const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];
     type Config = DistillConfig;
 
@@ -33,9 +34,9 @@ impl Stage for Distill {
         }
     }
 
-    fn run(config: &DistillConfig, ctx: &mut Ctx) -> Result<Value> {
+    fn run(config: &DistillConfig, ctx: &mut Ctx<'_>) -> Result<Value> {
         let work = ctx.work_dir()?.to_path_buf();
-        let dirs = RunDirs { out: ctx.out_dir(), work: &work, run: ctx.key.as_str() };
+        let dirs = RunDirs { out: ctx.out_dir(), work: &work, run: ctx.key.as_str(), world: ctx.world };
         distill(config, ctx.input("data")?, ctx.optional_input("teacher"), dirs, &ctx.stop, &ctx.device)
     }
 }

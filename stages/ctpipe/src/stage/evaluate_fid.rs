@@ -34,7 +34,7 @@ impl Stage for EvaluateFid {
         config.guide_step = None;
     }
 
-    fn run(config: &EvalConfig, ctx: &mut Ctx) -> Result<Value> {
+    fn run(config: &EvalConfig, ctx: &mut Ctx<'_>) -> Result<Value> {
         evaluate(config, ctx.input("data")?, ctx.optional_input("reference"), ctx.inputs("models"), ctx.optional_input("guide"), ctx.out_dir(), &ctx.device)
     }
 }

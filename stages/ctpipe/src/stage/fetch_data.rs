@@ -25,7 +25,7 @@ impl Stage for FetchData {
         config.external_inputs(&env.data_dir)
     }
 
-    fn run(config: &FetchConfig, ctx: &mut Ctx) -> Result<Value> {
+    fn run(config: &FetchConfig, ctx: &mut Ctx<'_>) -> Result<Value> {
         let dataset = config.fetch(&ctx.env.data_dir)?;
         eprintln!("fetch-data: {}: {} train / {} test rows", dataset.info.name, dataset.train.rows(), dataset.test.rows());
         crate::data::write_dataset(ctx.out_dir(), &dataset)

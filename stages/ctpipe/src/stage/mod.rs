@@ -27,7 +27,8 @@ pub use precompute_encoder::PrecomputeEncoder;
 pub use train_ct::TrainCt;
 
 use crate::config::{self, Describe};
-use crate::error::{bad_input, usage};
+use crate::error::{bad_input, failure_of, interrupted, usage, Failure};
+use crate::parallel::{self, Collective};
 use crate::pipeline::stages::{stage_spec, Arity, StageSpec};
 use crate::pipeline::Pipeline;
 use crate::store::{artifact_key, Artifact, Draft, InputRecord, Key, Store, Verify};
@@ -55,6 +56,9 @@ pub trait Stage {
     /// Whether SIGTERM/SIGUSR1/SIGINT should set `ctx.stop` (the stage checkpoints and exits
     /// 75) instead of ending the process.
     const HANDLES_SIGNALS: bool = false;
+    /// Whether several processes started together (`mpirun`, `srun`) run it data-parallel
+    /// (`parallel`): rank 0 resolves, locks and publishes, every rank trains its shard.
+    const DATA_PARALLEL: bool = false;
 
     /// Check values that serde cannot (ranges, names); return a usage error naming the field.
     fn validate(_config: &Self::Config) -> Result<()> {
@@ -79,7 +83,7 @@ pub trait Stage {
     }
 
     /// Do the work: write files into `ctx.out_dir()`, return the metrics summary.
-    fn run(config: &Self::Config, ctx: &mut Ctx) -> Result<Value>;
+    fn run(config: &Self::Config, ctx: &mut Ctx<'_>) -> Result<Value>;
 }
 
 /// Flags every stage takes.
@@ -135,18 +139,20 @@ pub struct Env {
 }
 
 /// What a running stage is given.
-pub struct Ctx {
+pub struct Ctx<'w> {
     pub env: Env,
     pub key: Key,
     /// Set when a stop was requested by a signal (stages with `HANDLES_SIGNALS`).
     pub stop: crate::train::signals::StopFlag,
     pub device: candle_core::Device,
+    /// The processes running this stage together (data-parallel training); one otherwise.
+    pub world: &'w dyn Collective,
     inputs: BTreeMap<String, Vec<Artifact>>,
     out_dir: PathBuf,
     work_dir: PathBuf,
 }
 
-impl Ctx {
+impl Ctx<'_> {
     /// Where the artifact's files go.
     pub fn out_dir(&self) -> &Path {
         &self.out_dir
@@ -221,7 +227,28 @@ pub fn main<S: Stage>() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    crate::error::exit_code(S::NAME, run::<S>(spec, &args, stop))
+    let world = match parallel::world_from_env() {
+        Ok(w) => w,
+        Err(e) => return crate::error::exit_code(S::NAME, Err(e)),
+    };
+    let result = if world.size() > 1 && !S::DATA_PARALLEL {
+        Err(usage(format!("{} runs as one process; started as one of {} (only train-ct and distill run data-parallel)", S::NAME, world.size())))
+    } else {
+        run::<S>(spec, &args, stop, &*world)
+    };
+    if let Err(e) = &result {
+        // A stop and a divergence are reached by every rank at the same step; anything else
+        // may be one rank's alone, and the others would wait for it forever in a collective.
+        if world.size() > 1 && !matches!(failure_of(e), Some(Failure::Interrupted | Failure::Diverged)) {
+            let code = crate::error::exit_code_of(e);
+            eprintln!("error: {} (rank {} of {}): {}", S::NAME, world.rank(), world.size(), crate::error::one_line(e));
+            world.abort(code as i32);
+        }
+    }
+    let code = crate::error::exit_code(S::NAME, result);
+    // MPI_Finalize, for every rank that ends normally.
+    drop(world);
+    code
 }
 
 /// The resolved config and inputs of one invocation, before any work.
@@ -362,7 +389,7 @@ fn input_records(inputs: &BTreeMap<String, Vec<Artifact>>) -> (BTreeMap<String, 
     (keys, records)
 }
 
-fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signals::StopFlag) -> Result<()> {
+fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signals::StopFlag, world: &dyn Collective) -> Result<()> {
     let started = Instant::now();
     let store = Store::new(&args.artifacts);
     let _no_gc = store.stage_guard();
@@ -371,8 +398,13 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signal
     let external = S::external_inputs(&resolved.config, &env)?;
     let (input_keys, input_records) = input_records(&resolved.inputs);
     let key = artifact_key(S::NAME, S::VERSION, &resolved.config_json, &input_keys, &external)?;
+    parallel::check_agree(world, "the artifact key (are the ranks reading the same pipeline file and store?)", key.as_str().as_bytes())?;
+    let leader = world.rank() == 0;
 
     if args.dry_run {
+        if !leader {
+            return Ok(());
+        }
         let doc = json!({
             "stage": S::NAME, "version": S::VERSION, "key": key, "cached": store.contains(S::NAME, &key),
             "config": resolved.config_json, "inputs": input_records, "external": external,
@@ -393,27 +425,64 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signal
         println!("cached {} {key}", S::NAME);
         Ok(true)
     };
-    if cached(&store)? {
-        return Ok(());
-    }
-    // Another process may be producing the same key (two make invocations, a requeued job
-    // overlapping its predecessor): wait for it, then it is most likely a cache hit.
-    let _lock = RunLock::acquire(&store, S::NAME, &key, &stop)?;
-    if cached(&store)? {
-        return Ok(());
-    }
+    // Rank 0 alone looks for the artifact and takes the lock; the other ranks follow its word.
+    let _lock = if leader {
+        let decided = (|| -> Result<Option<RunLock>> {
+            if cached(&store)? {
+                return Ok(None);
+            }
+            // Another process may be producing the same key (two make invocations, a requeued
+            // job overlapping its predecessor): wait for it, then it is most likely a cache hit.
+            let lock = RunLock::acquire(&store, S::NAME, &key, &stop)?;
+            if cached(&store)? {
+                return Ok(None);
+            }
+            Ok(Some(lock))
+        })();
+        let mut word = match &decided {
+            Ok(Some(_)) => vec![b'g'],
+            Ok(None) => vec![b'c'],
+            Err(e) if failure_of(e) == Some(Failure::Interrupted) => vec![b's'],
+            Err(_) => vec![b'f'],
+        };
+        world.broadcast(&mut word)?;
+        match decided? {
+            None => return Ok(()),
+            Some(lock) => Some(lock),
+        }
+    } else {
+        let mut word = Vec::new();
+        world.broadcast(&mut word)?;
+        match word.first() {
+            Some(b'g') => None,
+            Some(b'c') => return Ok(()),
+            Some(b's') => return Err(interrupted("stopped by a signal while rank 0 waited for another process producing the artifact; run again")),
+            // Rank 0 failed and is ending every rank (its error is in its log); wait for it.
+            _ => {
+                world.barrier()?;
+                anyhow::bail!("rank 0 failed before training")
+            }
+        }
+    };
     let device = crate::device::select(&args.device)?;
-    let staging = store.begin(S::NAME, &key)?;
+    let staging = if leader { Some(store.begin(S::NAME, &key)?) } else { None };
     let mut ctx = Ctx {
         env,
         key: key.clone(),
         stop,
         device,
+        world,
         inputs: resolved.inputs,
-        out_dir: staging.path().to_path_buf(),
+        out_dir: staging.as_ref().map(|s| s.path().to_path_buf()).unwrap_or_default(),
         work_dir: store.work_dir(S::NAME, &key),
     };
     let metrics = S::run(&resolved.config, &mut ctx)?;
+    // Every rank is done with the working directory; the others wait until rank 0 published.
+    world.barrier()?;
+    let Some(staging) = staging else {
+        world.barrier()?;
+        return Ok(());
+    };
     let draft = Draft {
         stage: S::NAME.to_string(),
         version: S::VERSION,
@@ -427,6 +496,7 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signal
     // The checkpoints of a finished run are of no further use.
     let _ = std::fs::remove_dir_all(&ctx.work_dir);
     write_refs(&store, args, &resolved.namespace, resolved.node.as_deref(), S::NAME, &key)?;
+    world.barrier()?;
     println!("done {} {key} ({:.1}s) {}", S::NAME, started.elapsed().as_secs_f64(), art.dir.display());
     Ok(())
 }

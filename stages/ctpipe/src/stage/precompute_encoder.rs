@@ -36,7 +36,7 @@ impl Stage for PrecomputeEncoder {
         Ok(())
     }
 
-    fn run(config: &PrecomputeConfig, ctx: &mut Ctx) -> Result<Value> {
+    fn run(config: &PrecomputeConfig, ctx: &mut Ctx<'_>) -> Result<Value> {
         precompute(config, ctx.input("data")?, ctx.out_dir(), &ctx.device)
     }
 }

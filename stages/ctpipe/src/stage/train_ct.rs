@@ -15,6 +15,7 @@ impl Stage for TrainCt {
     //    streamed in f64 over any reference set; phased models; the pool.
     const VERSION: u32 = 4;
     const HANDLES_SIGNALS: bool = true;
+    const DATA_PARALLEL: bool = true;
     const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];
     type Config = TrainConfig;
 
@@ -26,9 +27,9 @@ impl Stage for TrainCt {
         config.smoke_loop();
     }
 
-    fn run(config: &TrainConfig, ctx: &mut Ctx) -> Result<Value> {
+    fn run(config: &TrainConfig, ctx: &mut Ctx<'_>) -> Result<Value> {
         let work = ctx.work_dir()?.to_path_buf();
-        let dirs = RunDirs { out: ctx.out_dir(), work: &work, run: ctx.key.as_str() };
+        let dirs = RunDirs { out: ctx.out_dir(), work: &work, run: ctx.key.as_str(), world: ctx.world };
         train_ct(config, ctx.input("data")?, ctx.optional_input("init"), dirs, &ctx.stop, &ctx.device)
     }
 }

@@ -98,6 +98,28 @@ pub fn save(dir: &Path, run: &str, step: u64, optimizer_t: u64, tensors: &[(Stri
     Ok(path)
 }
 
+/// A training state as bytes in the checkpoint format, for handing from rank 0 to the other
+/// ranks of a data-parallel run ([`decode`]).
+pub fn encode(run: &str, step: u64, optimizer_t: u64, tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
+    let mut cpu: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
+    cpu.sort_by(|a, b| a.0.cmp(&b.0));
+    let meta = CheckpointMeta { format: FORMAT, step, optimizer_t, run: run.to_string(), tensors_blake3: digest(cpu.iter().map(|(k, t)| (k, t)))? };
+    Ok(safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(HashMap::from([("ctpipe-checkpoint".to_string(), serde_json::to_string(&meta)?)])))?)
+}
+
+/// The state [`encode`] wrote, its digest checked.
+pub fn decode(bytes: &[u8], device: &Device) -> Result<Checkpoint> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)?;
+    let meta_text = header.metadata().as_ref().and_then(|m| m.get("ctpipe-checkpoint").cloned()).context("no checkpoint metadata")?;
+    let meta: CheckpointMeta = serde_json::from_str(&meta_text)?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+    if digest(tensors.iter())? != meta.tensors_blake3 {
+        anyhow::bail!("the state received does not match its digest");
+    }
+    let tensors = tensors.into_iter().map(|(k, t)| Ok((k, t.to_device(device)?))).collect::<Result<_>>()?;
+    Ok(Checkpoint { meta, tensors })
+}
+
 /// Checkpoints in `dir` by their names, oldest first.
 pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();

@@ -14,6 +14,7 @@ use crate::error::{bad_input, diverged, interrupted};
 use crate::methods::{Method, Progress, StepCtx};
 use crate::model::Weights;
 use crate::ode::Denoiser;
+use crate::parallel::{self, Collective, Shard};
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
 use std::collections::{BTreeMap, HashMap};
@@ -109,14 +110,23 @@ pub struct Fit<'a> {
     pub stop: &'a StopFlag,
     /// Label for progress lines.
     pub label: String,
+    /// The processes training together (`parallel`); rank 0 alone writes checkpoints, the
+    /// metrics log and side files.
+    pub world: &'a dyn Collective,
+}
+
+impl Fit<'_> {
+    fn writes(&self) -> bool {
+        self.world.rank() == 0
+    }
 }
 
 /// The variance over all entries of the gradients of `vars` (those without a gradient skipped):
 /// sony/vct's `grad_variance`, one number for the whole network.
-fn entry_variance(vars: &[(String, candle_core::Var)], grads: &candle_core::backprop::GradStore) -> Result<f64> {
+fn entry_variance<'g>(grads: impl IntoIterator<Item = Option<&'g Tensor>>) -> Result<f64> {
     let (mut sum, mut sumsq, mut count) = (0.0f64, 0.0f64, 0usize);
-    for (_, var) in vars {
-        if let Some(g) = grads.get(var) {
+    for g in grads {
+        if let Some(g) = g {
             for v in crate::nn::ops::to_f64_vec(g)? {
                 sum += v;
                 sumsq += v * v;
@@ -188,45 +198,93 @@ fn resume(f: &Fit, state: &TrainState, opt: &mut Optimizer, dir: &Path) -> Resul
     )))
 }
 
+/// Start every rank from rank 0's state, resumed or fresh: the weights, the EMA, the optimiser
+/// and the step. Rank 0 resumes ([`resume`]) and opens the metrics log; the others receive the
+/// state and read the log's rows (for the same decisions on skipped steps).
+fn start(f: &Fit, state: &TrainState, opt: &mut Optimizer, ckpt_dir: &Path) -> Result<(u64, MetricsLog)> {
+    if f.world.size() == 1 {
+        let step = resume(f, state, opt, ckpt_dir)?;
+        return Ok((step, MetricsLog::resume(f.work_dir, step)?));
+    }
+    let (mut bytes, metrics) = if f.writes() {
+        let step = resume(f, state, opt, ckpt_dir)?;
+        let metrics = MetricsLog::resume(f.work_dir, step)?;
+        (checkpoint::encode(f.run, step, opt.t, &state.tensors(opt)?)?, Some(metrics))
+    } else {
+        (Vec::new(), None)
+    };
+    f.world.broadcast(&mut bytes)?;
+    let received = checkpoint::decode(&bytes, &f.device)?;
+    let step = received.meta.step;
+    if !f.writes() {
+        state.restore(opt, &received)?;
+    }
+    Ok((step, metrics.unwrap_or_else(|| MetricsLog::read_only(f.work_dir, step))))
+}
+
+/// Whether any rank asks to stop: every rank stops at the same step.
+fn stop_requested(f: &Fit) -> Result<bool> {
+    let mut flag = [if f.stop.requested() { 1.0 } else { 0.0 }];
+    f.world.sum_f64(&mut flag)?;
+    Ok(flag[0] > 0.0)
+}
+
 /// Run (or resume) training to `cfg.steps`. `on_checkpoint` runs after each regular
 /// checkpoint (every `checkpoint_every` steps and at the end), never after a stop checkpoint,
-/// so an interrupted run and an uninterrupted one produce the same side files.
+/// so an interrupted run and an uninterrupted one produce the same side files. In a
+/// data-parallel run it runs on rank 0 only.
 pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &TrainState) -> Result<()>) -> Result<MetricsLog> {
     let cfg = f.cfg;
     let params = state.trainable();
     let opt_cfg = OptimConfig::parse(&cfg.optimizer, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)?;
     let mut opt = Optimizer::new(opt_cfg, &params)?;
+    let batch = cfg.batch as usize;
+    let shard = Shard::of(f.world, batch)?;
     let ckpt_dir = f.work_dir.join("checkpoints");
-    let mut step = resume(f, state, &mut opt, &ckpt_dir)?;
-    let mut metrics = MetricsLog::resume(f.work_dir, step)?;
+    let (mut step, mut metrics) = start(f, state, &mut opt, &ckpt_dir)?;
     // A crash between a regular checkpoint and its side files: redo them (they are idempotent).
-    if step > 0 && (step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps) {
+    if f.writes() && step > 0 && (step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps) {
         on_checkpoint(step, state)?;
     }
     let ema_pairs = state.ema_pairs();
     let target_pairs = state.target.as_ref().map(|t| (averaged_pairs(&t.weights, &state.net), t.rate));
     let encoder = state.encoder.as_ref().map(|(e, _)| &e.net);
-    let batch = cfg.batch as usize;
     let mut progress = crate::progress::Progress::new(&f.label, cfg.steps);
     progress.set_position(step);
     // Every checkpoint, the stop's and the last included, passes through here: non-finite
-    // weights are never checkpointed, resumed from or published.
+    // weights are never checkpointed, resumed from or published. Every rank checks its weights
+    // (they are the same, so every rank takes the same decision) and that they are the same.
     let save = |step: u64, opt: &Optimizer, metrics: &mut MetricsLog| -> Result<()> {
         metrics.sync()?;
         let tensors = state.tensors(opt)?;
         refuse_non_finite(f, step, tensors.iter().map(|(n, t)| (n, t)))?;
-        checkpoint::save(&ckpt_dir, f.run, step, opt.t, &tensors)?;
+        if f.world.size() > 1 {
+            let digest = checkpoint::digest(tensors.iter().map(|(n, t)| (n, t)))?;
+            parallel::check_agree(f.world, &format!("the training state at step {step}"), digest.as_bytes())?;
+        }
+        if f.writes() {
+            checkpoint::save(&ckpt_dir, f.run, step, opt.t, &tensors)?;
+        }
         Ok(())
     };
 
     while step < cfg.steps {
-        if f.stop.requested() {
+        if stop_requested(f)? {
             save(step, &opt, &mut metrics)?;
+            // No rank leaves before the checkpoint is on disk.
+            f.world.barrier()?;
             progress.finish();
             return Err(interrupted(format!("stopped by a signal at step {step} of {}; checkpoint written, run again to resume", cfg.steps)));
         }
         let started = Instant::now();
-        let (x0, labels) = f.data.labelled_batch(cfg.seed, step, batch, cfg.x_flip, &f.device)?;
+        let (x_all, labels_all) = f.data.labelled_batch(cfg.seed, step, batch, cfg.x_flip, &f.device)?;
+        // One process computes the whole batch (and draws exactly as before data parallelism);
+        // several keep their rows of the same draws.
+        let (x0, labels, shard) = if f.world.size() == 1 {
+            (x_all, labels_all.clone(), None)
+        } else {
+            (shard.narrow(&x_all)?, shard.rows(&labels_all), Some(Shard { batch_labels: Some(&labels_all), ..shard }))
+        };
         let classes = state.net.net.label_dim();
         let one_hot = if classes > 0 { Some(crate::nn::one_hot(&labels, classes, &f.device)?) } else { None };
         let pool = match f.method.reference_pool() {
@@ -247,6 +305,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             labels: Some(&labels),
             class_labels: one_hot.as_ref(),
             pool: pool.as_ref(),
+            shard,
         };
         let out = f.method.loss(&ctx, &x0)?;
         let loss = out.per_sample.mean_all()?;
@@ -254,11 +313,23 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
         if crate::failpoint::any() && crate::failpoint::active(&format!("fit:nan-loss@{step}")) {
             loss_v = f64::NAN;
         }
+        if f.world.size() > 1 {
+            // The batch's loss; NaN on one rank makes it NaN on all, so all skip together.
+            let mut v = [loss_v];
+            f.world.sum_f64(&mut v)?;
+            loss_v = v[0] / f.world.size() as f64;
+        }
         let lr = lr_at(cfg, step);
         if loss_v.is_finite() {
             let grads = loss.backward()?;
-            let g: HashMap<String, Tensor> = params.iter().filter_map(|(name, var)| grads.get(var).map(|t| (name.clone(), t.clone()))).collect();
-            let grad_variance = if cfg.log_grad_variance { Some(entry_variance(&state.net.params.vars(), &grads)?) } else { None };
+            let mut g: HashMap<String, Tensor> = params.iter().filter_map(|(name, var)| grads.get(var).map(|t| (name.clone(), t.clone()))).collect();
+            drop(grads);
+            parallel::average_gradients(f.world, &params, &mut g)?;
+            let grad_variance = if cfg.log_grad_variance {
+                Some(entry_variance(state.net.params.vars().iter().map(|(n, _)| g.get(&format!("net:{n}"))))?)
+            } else {
+                None
+            };
             let grad_norm = opt.step(&params, &g, lr, f.grad_clip)?;
             if let Some(decay) = f.ema.decay_after(step) {
                 optim::ema_update(&ema_pairs, decay)?;
@@ -277,12 +348,12 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             if let Some(v) = grad_variance {
                 values.insert("grad_variance".to_string(), v);
             }
-            for (k, v) in &out.logs {
-                values.insert(k.to_string(), *v);
+            for (k, v) in parallel::average_logs(f.world, &out.logs)? {
+                values.insert(k.to_string(), v);
             }
             metrics.push(Row { step, values })?;
             progress.set_position(step);
-            if step % cfg.log_every.max(1) == 0 || step == cfg.steps {
+            if f.writes() && (step % cfg.log_every.max(1) == 0 || step == cfg.steps) {
                 let recent = metrics.tail_mean("loss", (cfg.log_every as f64 / step as f64).min(1.0)).unwrap_or(loss_v);
                 progress.set_message(format!("loss {recent:.4}"));
                 progress.println(&format!("{}: step {step}/{} loss {recent:.5} grad {grad_norm:.3} lr {lr:.2e}", f.label, cfg.steps));
@@ -309,13 +380,17 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
                     f.label, cfg.max_skipped_steps
                 )));
             }
-            progress.println(&format!("{}: step {step}/{}: loss {loss_v}, step skipped ({in_a_row} in a row)", f.label, cfg.steps));
+            if f.writes() {
+                progress.println(&format!("{}: step {step}/{}: loss {loss_v}, step skipped ({in_a_row} in a row)", f.label, cfg.steps));
+            }
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps {
             save(step, &opt, &mut metrics)?;
-            on_checkpoint(step, state)?;
-            if crate::failpoint::any() {
-                crate::failpoint::hit(&format!("fit:checkpoint@{step}"));
+            if f.writes() {
+                on_checkpoint(step, state)?;
+                if crate::failpoint::any() {
+                    crate::failpoint::hit(&format!("fit:checkpoint@{step}"));
+                }
             }
         }
     }
@@ -337,7 +412,7 @@ mod tests {
         let a = candle_core::Tensor::new(&[1f32, 2.0, 3.0], &dev).unwrap();
         let loss = (w1.as_tensor() * &a).unwrap().sum_all().unwrap().add(&(w2.as_tensor() * 6.0).unwrap().sum_all().unwrap()).unwrap();
         let grads = loss.backward().unwrap();
-        let v = super::entry_variance(&[("a".into(), w1), ("b".into(), w2)], &grads).unwrap();
+        let v = super::entry_variance([grads.get(&w1), grads.get(&w2)]).unwrap();
         assert!((v - 3.5).abs() < 1e-12, "{v}");
     }
 

@@ -35,6 +35,8 @@ pub struct RunDirs<'a> {
     pub work: &'a Path,
     /// The run's key, which its checkpoints carry.
     pub run: &'a str,
+    /// The processes training together; rank 0 alone writes.
+    pub world: &'a dyn crate::parallel::Collective,
 }
 
 /// Check the config without touching data (stage validation).
@@ -132,6 +134,10 @@ pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<
         steps: cfg.steps,
     };
     let label = format!("{stage} {}", cfg.method);
+    let world = dirs.world;
+    if world.size() > 1 {
+        eprintln!("{label}: rank {} of {} ({}), {} rows of each batch of {}", world.rank(), world.size(), world.name(), cfg.batch as usize / world.size(), cfg.batch);
+    }
     eprintln!(
         "{label}: network {} ({} parameters{}), {} training rows of {}, {} steps of batch {}",
         cfg.network,
@@ -146,7 +152,7 @@ pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<
     let reference = data_set.first_points(1000);
     let grids = dirs.work.join("grids");
     let snapshots = dirs.work.join("snapshots");
-    let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, ema, device: device.clone(), work_dir: dirs.work, run: dirs.run, stop, label };
+    let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, ema, device: device.clone(), work_dir: dirs.work, run: dirs.run, stop, label, world: dirs.world };
     let mut on_checkpoint = |step: u64, st: &TrainState| -> Result<()> {
         crate::fsx::create_dir_all(&grids)?;
         for (name, png) in sample_pictures(&spec, cfg, st, &reference, device)? {
@@ -159,7 +165,9 @@ pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<
         Ok(())
     };
     let metrics = fit::fit(&fit, &state, &mut on_checkpoint)?;
-    write_outputs(dirs.out, &spec, cfg, &state, &metrics, &grids, &snapshots)?;
+    if dirs.world.rank() == 0 {
+        write_outputs(dirs.out, &spec, cfg, &state, &metrics, &grids, &snapshots)?;
+    }
     let mut out = json!({
         "method": cfg.method,
         "network": cfg.network,

@@ -413,7 +413,7 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
         let work = run.path().join("work");
         std::fs::create_dir_all(&out)?;
         let started = Instant::now();
-        let summary = ctpipe::train::train_ct(&cfg, &data, None, ctpipe::train::RunDirs { out: &out, work: &work, run: "bench" }, &Default::default(), &dev)?;
+        let summary = ctpipe::train::train_ct(&cfg, &data, None, ctpipe::train::RunDirs { out: &out, work: &work, run: "bench", world: &ctpipe::parallel::Single }, &Default::default(), &dev)?;
         let rate = summary["images_per_s"].as_f64().context("images_per_s in the summary")?;
         let ours = batch as f64 / rate;
         eprintln!("bench: ctpipe {preset} ECT step, batch {batch}, {kernels:?} kernels, TF32 {tf32}: {:.1} ms ({:.1} s in all)", ours * 1e3, started.elapsed().as_secs_f64());

@@ -49,9 +49,14 @@ enum Cmd {
         /// Directory for the scripts
         #[arg(long, default_value = "slurm")]
         out: PathBuf,
-        /// Directory of the stage binaries (default: this binary's)
+        /// Directory of the stage binaries for nodes that ask for no GPU (default: this
+        /// binary's). A node asking for several tasks needs an `mpi` build (`make mpi`)
         #[arg(long)]
         bin: Option<PathBuf>,
+        /// Directory of the stage binaries for nodes that ask for a GPU (`gres = "gpu:…"`,
+        /// `gpus…`): a `make cuda` build (default: target/cuda/release beside --bin's target)
+        #[arg(long)]
+        gpu_bin: Option<PathBuf>,
         /// Raw-data directory the jobs use
         #[arg(long, env = "CTPIPE_DATA", default_value = "data")]
         data_dir: PathBuf,
@@ -101,15 +106,21 @@ fn run(cli: Cli) -> Result<()> {
                 println!("  {:<28} {state}{deps}", node.id);
             }
         }
-        Cmd::Sbatch { out, bin, data_dir } => {
+        Cmd::Sbatch { out, bin, gpu_bin, data_dir } => {
             let profile = pipeline.profile(&cli.profile)?;
             check(profile, &[])?;
             let bin = match bin {
                 Some(b) => b,
                 None => std::env::current_exe()?.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
             };
+            let bin = std::path::absolute(bin)?;
+            let gpu_bin = match gpu_bin {
+                Some(g) => std::path::absolute(g)?,
+                None => bin.parent().map(|target| target.join("cuda").join("release")).unwrap_or_else(|| bin.clone()),
+            };
             let paths = ctpipe::pipeline::slurm::SlurmPaths {
-                bin: std::path::absolute(bin)?,
+                bin,
+                gpu_bin,
                 artifacts: std::path::absolute(&cli.artifacts)?,
                 data: std::path::absolute(data_dir)?,
                 workdir: std::env::current_dir()?,

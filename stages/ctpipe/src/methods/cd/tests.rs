@@ -40,7 +40,7 @@ fn cd_loss(solver: Solver) -> ConsistencyLoss {
 }
 
 fn ctx<'a>(w: &'a Weights, teacher: &'a dyn Denoiser, step: u64) -> StepCtx<'a> {
-    StepCtx { seed: 11, progress: Progress { step, total: 100 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: Some(teacher), labels: None, class_labels: None, pool: None }
+    StepCtx { seed: 11, progress: Progress { step, total: 100 }, net: &w.net, ema: &w.net, encoder: None, target: None, teacher: Some(teacher), labels: None, class_labels: None, pool: None, shard: None }
 }
 
 /// Heun from hi to lo on the host, in f64, straight from the closed form.
