@@ -18,6 +18,8 @@ pub struct Progress {
     /// The position the last plain line showed (finish does not repeat it).
     logged: Option<u64>,
     message: String,
+    /// Shows nothing (a data-parallel run's ranks other than 0: rank 0 speaks for all).
+    quiet: bool,
 }
 
 impl Progress {
@@ -32,7 +34,13 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Progress { label: label.to_string(), total, pos: 0, bar, started: now, last_log: now, log_every: LOG_EVERY, logged: None, message: String::new() }
+        Progress { label: label.to_string(), total, pos: 0, bar, started: now, last_log: now, log_every: LOG_EVERY, logged: None, message: String::new(), quiet: false }
+    }
+
+    /// Progress that shows nothing, bar, lines or `println`.
+    pub fn quiet(label: &str, total: u64) -> Progress {
+        let now = Instant::now();
+        Progress { label: label.to_string(), total, pos: 0, bar: None, started: now, last_log: now, log_every: LOG_EVERY, logged: None, message: String::new(), quiet: true }
     }
 
     pub fn set_message(&mut self, msg: impl Into<String>) {
@@ -50,7 +58,7 @@ impl Progress {
         self.pos = pos;
         match &self.bar {
             Some(b) => b.set_position(pos),
-            None if self.last_log.elapsed() >= self.log_every => {
+            None if !self.quiet && self.last_log.elapsed() >= self.log_every => {
                 self.last_log = Instant::now();
                 self.log_line();
             }
@@ -75,6 +83,7 @@ impl Progress {
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(b) => b.println(line),
+            None if self.quiet => {}
             None => eprintln!("{line}"),
         }
     }
@@ -82,7 +91,7 @@ impl Progress {
     pub fn finish(mut self) {
         match &self.bar {
             Some(b) => b.finish_and_clear(),
-            None if self.needs_final_line() => self.log_line(),
+            None if !self.quiet && self.needs_final_line() => self.log_line(),
             None => {}
         }
     }

@@ -249,7 +249,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
     let ema_pairs = state.ema_pairs();
     let target_pairs = state.target.as_ref().map(|t| (averaged_pairs(&t.weights, &state.net), t.rate));
     let encoder = state.encoder.as_ref().map(|(e, _)| &e.net);
-    let mut progress = crate::progress::Progress::new(&f.label, cfg.steps);
+    let mut progress = if f.writes() { crate::progress::Progress::new(&f.label, cfg.steps) } else { crate::progress::Progress::quiet(&f.label, cfg.steps) };
     progress.set_position(step);
     // Every checkpoint, the stop's and the last included, passes through here: non-finite
     // weights are never checkpointed, resumed from or published. Every rank checks its weights
@@ -353,7 +353,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             }
             metrics.push(Row { step, values })?;
             progress.set_position(step);
-            if f.writes() && (step % cfg.log_every.max(1) == 0 || step == cfg.steps) {
+            if step % cfg.log_every.max(1) == 0 || step == cfg.steps {
                 let recent = metrics.tail_mean("loss", (cfg.log_every as f64 / step as f64).min(1.0)).unwrap_or(loss_v);
                 progress.set_message(format!("loss {recent:.4}"));
                 progress.println(&format!("{}: step {step}/{} loss {recent:.5} grad {grad_norm:.3} lr {lr:.2e}", f.label, cfg.steps));
@@ -380,9 +380,7 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
                     f.label, cfg.max_skipped_steps
                 )));
             }
-            if f.writes() {
-                progress.println(&format!("{}: step {step}/{}: loss {loss_v}, step skipped ({in_a_row} in a row)", f.label, cfg.steps));
-            }
+            progress.println(&format!("{}: step {step}/{}: loss {loss_v}, step skipped ({in_a_row} in a row)", f.label, cfg.steps));
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps {
             save(step, &opt, &mut metrics)?;
