@@ -166,6 +166,35 @@ fn two_ranks_equal_one_rank_to_rounding_and_resume_exactly() {
     eprintln!("W=2 against W=1, largest difference relative to each tensor's scale (tolerance {TOL:e}):\n  {}", table.join("\n  "));
 }
 
+/// `distill` (CD: the teacher's Heun step gives the target, the μ-EMA target network) at W = 2
+/// against W = 1, after 30 steps of batch 64 from an EDM teacher trained in the test.
+#[test]
+#[ignore = "needs Open MPI, slurm-wlm and the mpi build: make test-hpc"]
+fn distill_two_ranks_equal_one_rank_to_rounding() {
+    let (one, two) = (Sandbox::new(), Sandbox::new());
+    let mut arts = Vec::new();
+    for (sb, np) in [(&one, 1), (&two, 2)] {
+        let data = toy_data(sb);
+        let teacher = run(sb.cmd(bin("train-ct")).args(["--input", &format!("data={data}")]).args(
+            ["method=edm", "network=mlp-toy", "steps=30", "batch=64", "grid=4"].iter().flat_map(|s| ["--set", s]),
+        ))
+        .expect_code(0)
+        .key();
+        let exe = bin("distill");
+        let mut c = if np == 1 { sb.cmd(&exe) } else { mpirun(sb, np, &exe) };
+        c.args(["--input", &format!("data={data}"), "--input", &format!("teacher={teacher}")]);
+        for s in ["network=mlp-toy", "steps=30", "batch=64", "checkpoint_every=10", "grid=4", "target_ema=0.9"] {
+            c.args(["--set", s]);
+        }
+        let r = run(&mut c).expect_code(0);
+        arts.push(sb.artifacts().join(format!("distill/{}", r.key())));
+    }
+    assert_eq!(arts[0].file_name(), arts[1].file_name(), "the key depends on the process count");
+    let d = compare(&arts[0].join("ema.safetensors"), &arts[1].join("ema.safetensors")).max(compare(&arts[0].join("net.safetensors"), &arts[1].join("net.safetensors")));
+    eprintln!("distill W=2 against W=1: {d:.1e} relative (tolerance {TOL:e})");
+    assert!(d <= TOL, "distill: W=2 differs from W=1 by {d:e}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // SLURM
 
