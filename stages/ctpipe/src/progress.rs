@@ -33,14 +33,17 @@ impl Progress {
             bar.set_prefix(label.to_string());
             bar
         });
-        let now = Instant::now();
-        Progress { label: label.to_string(), total, pos: 0, bar, started: now, last_log: now, log_every: LOG_EVERY, logged: None, message: String::new(), quiet: false }
+        Self::with(label, total, bar, false)
     }
 
     /// Progress that shows nothing, bar, lines or `println`.
     pub fn quiet(label: &str, total: u64) -> Progress {
+        Self::with(label, total, None, true)
+    }
+
+    fn with(label: &str, total: u64, bar: Option<ProgressBar>, quiet: bool) -> Progress {
         let now = Instant::now();
-        Progress { label: label.to_string(), total, pos: 0, bar: None, started: now, last_log: now, log_every: LOG_EVERY, logged: None, message: String::new(), quiet: true }
+        Progress { label: label.to_string(), total, pos: 0, bar, started: now, last_log: now, log_every: LOG_EVERY, logged: None, message: String::new(), quiet }
     }
 
     pub fn set_message(&mut self, msg: impl Into<String>) {

@@ -61,26 +61,23 @@ pub fn digest<'a>(tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>) -
     Ok(h.finalize().to_hex().to_string())
 }
 
+/// The tensors on the CPU in name order, and the safetensors metadata naming their run, step
+/// and digest: what a checkpoint file and an [`encode`]d state hold.
+fn prepare(run: &str, step: u64, optimizer_t: u64, tensors: &[(String, Tensor)]) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+    let mut cpu: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
+    cpu.sort_by(|a, b| a.0.cmp(&b.0));
+    let meta = CheckpointMeta { format: FORMAT, step, optimizer_t, run: run.to_string(), tensors_blake3: digest(cpu.iter().map(|(k, t)| (k, t)))? };
+    Ok((cpu, HashMap::from([("ctpipe-checkpoint".to_string(), serde_json::to_string(&meta)?)])))
+}
+
 /// Write a checkpoint of `run` (temporary file, fsync, rename), then prune to the newest two.
 pub fn save(dir: &Path, run: &str, step: u64, optimizer_t: u64, tensors: &[(String, Tensor)]) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let path = dir.join(name(step));
     let tmp = fsx::temp_sibling(&path);
     let result = (|| -> Result<()> {
-        let mut cpu: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
-        cpu.sort_by(|a, b| a.0.cmp(&b.0));
-        let meta = CheckpointMeta {
-            format: FORMAT,
-            step,
-            optimizer_t,
-            run: run.to_string(),
-            tensors_blake3: digest(cpu.iter().map(|(k, t)| (k, t)))?,
-        };
-        safetensors::serialize_to_file(
-            cpu.iter().map(|(k, t)| (k.as_str(), t)),
-            Some(HashMap::from([("ctpipe-checkpoint".to_string(), serde_json::to_string(&meta)?)])),
-            &tmp,
-        )?;
+        let (cpu, metadata) = prepare(run, step, optimizer_t, tensors)?;
+        safetensors::serialize_to_file(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata), &tmp)?;
         crate::failpoint::hit("checkpoint:before-rename");
         fsx::fsync_file(&tmp)?;
         std::fs::rename(&tmp, &path)?;
@@ -101,10 +98,8 @@ pub fn save(dir: &Path, run: &str, step: u64, optimizer_t: u64, tensors: &[(Stri
 /// A training state as bytes in the checkpoint format, for handing from rank 0 to the other
 /// ranks of a data-parallel run ([`decode`]).
 pub fn encode(run: &str, step: u64, optimizer_t: u64, tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
-    let mut cpu: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
-    cpu.sort_by(|a, b| a.0.cmp(&b.0));
-    let meta = CheckpointMeta { format: FORMAT, step, optimizer_t, run: run.to_string(), tensors_blake3: digest(cpu.iter().map(|(k, t)| (k, t)))? };
-    Ok(safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(HashMap::from([("ctpipe-checkpoint".to_string(), serde_json::to_string(&meta)?)])))?)
+    let (cpu, metadata) = prepare(run, step, optimizer_t, tensors)?;
+    Ok(safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))?)
 }
 
 /// The state [`encode`] wrote, its digest checked.

@@ -206,20 +206,18 @@ fn start(f: &Fit, state: &TrainState, opt: &mut Optimizer, ckpt_dir: &Path) -> R
         let step = resume(f, state, opt, ckpt_dir)?;
         return Ok((step, MetricsLog::resume(f.work_dir, step)?));
     }
-    let (mut bytes, metrics) = if f.writes() {
+    if f.writes() {
         let step = resume(f, state, opt, ckpt_dir)?;
         let metrics = MetricsLog::resume(f.work_dir, step)?;
-        (checkpoint::encode(f.run, step, opt.t, &state.tensors(opt)?)?, Some(metrics))
-    } else {
-        (Vec::new(), None)
-    };
+        f.world.broadcast(&mut checkpoint::encode(f.run, step, opt.t, &state.tensors(opt)?)?)?;
+        return Ok((step, metrics));
+    }
+    let mut bytes = Vec::new();
     f.world.broadcast(&mut bytes)?;
     let received = checkpoint::decode(&bytes, &f.device)?;
+    state.restore(opt, &received)?;
     let step = received.meta.step;
-    if !f.writes() {
-        state.restore(opt, &received)?;
-    }
-    Ok((step, metrics.unwrap_or_else(|| MetricsLog::read_only(f.work_dir, step))))
+    Ok((step, MetricsLog::read_only(f.work_dir, step)))
 }
 
 /// Whether any rank asks to stop: every rank stops at the same step.
