@@ -114,11 +114,11 @@ endif
 # profile can run.
 all: plan-check $(PLAN_REFS)
 	@echo "all $(words $(PLAN_NODES)) nodes of profile $(NS) are up to date"
-	@$(PLAN) status
+	@$(PLAN) status --data-dir $(DATA)
 	@$(PLAN) report
 
-status: $(BIN)/plan
-	@$(PLAN) status
+status: $(BINARIES)
+	@$(PLAN) status --data-dir $(DATA)
 
 test:
 	$(CARGO) build --release --bins --manifest-path $(ROOT)/Cargo.toml

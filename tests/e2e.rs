@@ -47,7 +47,7 @@ fn all_twice_second_does_no_stage_work() {
     let secs = t.elapsed().as_secs_f64();
     assert!(ran(&second).is_empty(), "second run ran {:?}", ran(&second));
     assert!(second.stdout.contains(&format!("all {} nodes of profile tiny are up to date", ALL.len())), "{}", second.stdout);
-    assert_eq!(second.stdout.matches(" ok ").count(), ALL.len(), "{}", second.stdout);
+    assert_eq!(second.stdout.matches(" up to date ").count(), ALL.len(), "{}", second.stdout);
     eprintln!("second `make all`: {secs:.3} s");
 }
 
@@ -71,6 +71,69 @@ fn a_ref_whose_artifact_is_gone_is_rebuilt() {
     assert!(artifact_of("train-ct.edm").join("manifest.json").is_file() && artifact_of("fetch-data.b").join("manifest.json").is_file());
     let third = make(&sb, &["all"]).expect_code(0);
     assert!(ran(&third).is_empty(), "{:?}", ran(&third));
+}
+
+/// `make status` says per node what `make all` would do and why, and make then does exactly
+/// that; a `--set` on a node leaves its ref alone unless forced, and a forced ref is flagged.
+#[test]
+fn status_says_what_make_would_do_and_why() {
+    let sb = tiny();
+    make(&sb, &["all"]).expect_code(0);
+    let status = |sb: &Sandbox| -> std::collections::BTreeMap<String, String> {
+        let r = make(sb, &["status"]).expect_code(0);
+        let lines = r.stdout.lines().filter_map(|l| l.trim().split_once(' ')).filter(|(id, _)| ALL.contains(id));
+        let m: std::collections::BTreeMap<String, String> = lines.map(|(id, rest)| (id.to_string(), rest.trim().to_string())).collect();
+        assert_eq!(m.len(), ALL.len(), "{}", r.stdout);
+        m
+    };
+    let computes = |m: &std::collections::BTreeMap<String, String>| m.iter().filter(|(_, s)| s.starts_with("would compute")).map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    let s = status(&sb);
+    assert!(s.values().all(|v| v.starts_with("up to date ")), "{s:#?}");
+
+    // A setting of EDM: EDM says which, ECT (tuned from it) waits for it, the rest stay.
+    let text = std::fs::read_to_string(sb.path().join("pipeline.toml")).unwrap();
+    let edited = text.replacen("method = \"edm\"\nnetwork = \"mlp-small\"\nsteps = 20", "method = \"edm\"\nnetwork = \"mlp-small\"\nsteps = 25", 1);
+    assert_ne!(edited, text);
+    sb.write("pipeline.toml", &edited);
+    let s = status(&sb);
+    assert_eq!(s["train-ct.edm"], "would compute  setting steps: 20 → 25", "{s:#?}");
+    assert_eq!(s["train-ct.ect"], "would compute  after train-ct.edm", "{s:#?}");
+    assert_eq!(computes(&s), ["train-ct.ect", "train-ct.edm"]);
+    assert_eq!(ran(&make(&sb, &["all"]).expect_code(0)), computes(&s), "make did not do what status said");
+
+    // An artifact removed by hand; what reads it waits for it.
+    let ref_of = |node: &str| std::fs::read_to_string(sb.artifacts().join(format!("refs/tiny/{node}.ref"))).unwrap();
+    std::fs::remove_dir_all(sb.artifacts().join(ref_of("fetch-data.b").trim())).unwrap();
+    let s = status(&sb);
+    assert!(s["fetch-data.b"].contains("which is gone from the store"), "{s:#?}");
+    assert_eq!(s["train-ct.ict"], "would compute  after fetch-data.b");
+    assert_eq!(computes(&s), ["fetch-data.b", "train-ct.ict"]);
+    let r = make(&sb, &["all"]).expect_code(0);
+    assert_eq!(ran(&r), computes(&s));
+
+    // --set on a node computes a variant but keeps the node's ref; --force repoints it, and
+    // status flags the node until make puts it back.
+    let ict = ref_of("train-ct.ict");
+    let variant = |force: bool| {
+        let mut c = sb.cmd(release_bin_dir().join("train-ct"));
+        c.args(["--profile", "tiny", "--node", "train-ct.ict", "--set", "lr=0.0002"]);
+        if force {
+            c.arg("--force");
+        }
+        run(&mut c).expect_code(0)
+    };
+    let r = variant(false);
+    assert!(r.stderr.contains("ran with --set: its ref") && r.stderr.contains("--force repoints"), "{}", r.stderr);
+    assert_eq!(ref_of("train-ct.ict"), ict, "--set repointed the node's ref");
+    assert!(status(&sb).values().all(|v| v.starts_with("up to date ")));
+    variant(true);
+    assert_ne!(ref_of("train-ct.ict"), ict);
+    let s = status(&sb);
+    assert!(s["train-ct.ict"].starts_with("would compute  setting lr: 0.0002 → 0.0001"), "{s:#?}");
+    assert_eq!(computes(&s), ["train-ct.ict"]);
+    let r = make(&sb, &["all"]).expect_code(0);
+    assert_eq!(ran(&r), ["train-ct.ict"]);
+    assert_eq!(ref_of("train-ct.ict"), ict, "make all restores the pipeline's artifact (a cache hit)");
 }
 
 #[test]

@@ -129,13 +129,23 @@ pub fn from_table<C: DeserializeOwned>(table: toml::Table, origin: &str) -> Resu
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        let inner = inner.trim().replace('\n', " ");
+        let inner = with_unknown_field_hint(inner.trim().replace('\n', " "));
         if path == "." || path.is_empty() {
             usage(format!("{origin}: {inner}"))
         } else {
             usage(format!("{origin}: field `{path}`: {inner}"))
         }
     })
+}
+
+/// serde's "unknown field `stpes`, expected one of `steps`, ..." with the likely field named
+/// right after the misspelt one.
+fn with_unknown_field_hint(message: String) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message };
+    let Some((word, expected)) = rest.split_once('`') else { return message };
+    let hint = crate::error::did_you_mean(word, expected.split('`').skip(1).step_by(2));
+    let head = format!("unknown field `{word}`");
+    format!("{head}{hint}{}", &message[head.len()..])
 }
 
 /// An interval written as in mathematics, `(0, inf)`, `[0, 1)`, `[2, 1e6]`: a bracket includes
@@ -267,7 +277,16 @@ mod tests {
         let e = from_table::<Demo>(t, "pipeline.toml [p.x.y]").unwrap_err();
         assert_eq!(failure_of(&e), Some(Failure::Usage));
         let msg = crate::error::one_line(&e);
-        assert!(msg.contains("pipeline.toml [p.x.y]") && msg.contains("unknown field `lrr`"), "{msg}");
+        assert!(msg.contains("pipeline.toml [p.x.y]") && msg.contains("unknown field `lrr` (did you mean `lr`?), expected one of"), "{msg}");
+        // A swap of two letters is one edit; a word far from every field gets no guess.
+        for (word, hint) in [("stpes", Some("steps")), ("datset", Some("dataset")), ("zzz", None), ("temperature", None)] {
+            let t: toml::Table = toml::from_str(&format!("{word} = 1")).unwrap();
+            let msg = crate::error::one_line(&from_table::<Demo>(t, "o").unwrap_err());
+            match hint {
+                Some(h) => assert!(msg.contains(&format!("unknown field `{word}` (did you mean `{h}`?)")), "{msg}"),
+                None => assert!(!msg.contains("did you mean"), "{msg}"),
+            }
+        }
 
         let t: toml::Table = toml::from_str("steps = \"many\"").unwrap();
         let msg = crate::error::one_line(&from_table::<Demo>(t, "o").unwrap_err());

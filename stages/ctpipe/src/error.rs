@@ -120,6 +120,19 @@ pub fn exit_code(tool: &str, result: anyhow::Result<()>) -> std::process::ExitCo
 }
 
 /// The whole chain on one line, outermost first (`a: b: c`), with no line breaks inside.
+/// " (did you mean `steps`?)" when one of `known` is a likely misspelling of `word`: at most a
+/// third of its letters off (one at least), a swap of two neighbours counting as one.
+pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let limit = (word.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
 pub fn one_line(err: &anyhow::Error) -> String {
     format!("{err:#}").replace('\n', " ")
 }

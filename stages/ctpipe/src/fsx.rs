@@ -65,6 +65,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// The process's file-creation mask, from /proc/self/status (reading it with `umask(2)` would
+/// set it for a moment under other threads' feet); 022 where that is not available.
+#[cfg(unix)]
+pub fn umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok())))
+        .unwrap_or(0o022)
+}
+
+/// Give `path` the permissions a plain `create` would (0644 under the usual umask 022). Files
+/// written through a temporary file (safetensors, `tempfile`) are created 0600, readable by
+/// their owner alone, which breaks a store shared by a group or read by another user's job.
+#[cfg(unix)]
+pub fn default_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666 & !umask())).with_context(|| format!("{}: cannot set permissions", path.display()))
+}
+
+#[cfg(not(unix))]
+pub fn default_permissions(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
 /// Size in bytes of a directory tree (files only; links not followed).
 pub fn tree_size(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else { return 0 };

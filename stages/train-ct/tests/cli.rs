@@ -87,6 +87,10 @@ fn help_documents_every_field() {
         assert!(!f.doc.trim().is_empty(), "{} has no documentation", f.name);
     }
     assert!(help.contains("--input") && help.contains("--device"));
+    // It opens with what the stage does and its input roles.
+    assert!(help.starts_with("train-ct: train a consistency model"), "{help}");
+    let roles = &help[..help.find("Usage:").expect("a usage line")];
+    assert!(roles.contains("\n  data       one fetch-data artifact\n") && roles.contains("\n  init       optional, one train-ct artifact\n"), "{roles}");
 }
 
 #[test]
@@ -106,6 +110,7 @@ fn bad_config_values_are_one_line_errors() {
         (&["dropout=2"], 2, "field `dropout`"),
         (&["steps=0"], 2, "field `steps`: expected a value in [1, 1e12], got 0"),
         (&["learning_rate=1"], 2, "unknown field `learning_rate`"),
+        (&["stpes=10"], 2, "unknown field `stpes` (did you mean `steps`?), expected one of"),
         (&["steps=many"], 2, "field `steps`"),
         (&["distance=l1"], 2, "field `distance`"),
         (&["ect_q=1", "method=ect"], 2, "field `ect_q`"),

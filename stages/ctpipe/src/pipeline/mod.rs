@@ -20,6 +20,7 @@ pub mod check;
 pub mod plan;
 pub mod slurm;
 pub mod stages;
+pub mod status;
 
 use crate::error::{usage, TagContext};
 use anyhow::Result;
@@ -107,7 +108,8 @@ impl Pipeline {
     pub fn profile(&self, name: &str) -> Result<&Profile> {
         self.profiles.get(name).ok_or_else(|| {
             let known = self.profiles.keys().cloned().collect::<Vec<_>>().join(", ");
-            usage(format!("{}: no profile `{name}` (profiles: {known})", self.path.display()))
+            let hint = crate::error::did_you_mean(name, self.profiles.keys().map(String::as_str));
+            usage(format!("{}: no profile `{name}`{hint} (profiles: {known})", self.path.display()))
         })
     }
 }
@@ -116,7 +118,8 @@ impl Profile {
     pub fn node(&self, id: &str) -> Result<&Node> {
         self.nodes.get(id).ok_or_else(|| {
             let known = self.nodes.keys().cloned().collect::<Vec<_>>().join(", ");
-            usage(format!("profile `{}` has no node `{id}` (nodes: {known})", self.name))
+            let hint = crate::error::did_you_mean(id, self.nodes.keys().map(String::as_str));
+            usage(format!("profile `{}` has no node `{id}`{hint} (nodes: {known})", self.name))
         })
     }
 

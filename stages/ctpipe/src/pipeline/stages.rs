@@ -81,6 +81,27 @@ pub fn stage_spec(name: &str) -> Option<&'static StageSpec> {
     STAGES.iter().find(|s| s.name == name)
 }
 
+impl StageSpec {
+    /// What `--help` opens with: what the stage does, then its input roles.
+    pub fn long_about(&self) -> String {
+        let mut out = format!("{}: {}\n", self.name, self.about);
+        if self.inputs.is_empty() {
+            out.push_str("\nNo inputs: it reads outside sources only.\n");
+        } else {
+            out.push_str("\nInput roles (a node's table names them by node id; --input ROLE=ARTIFACT by key, key prefix, stage/key or ref file):\n");
+            for role in self.inputs {
+                let how_many = match role.arity {
+                    Arity::One => "one",
+                    Arity::Optional => "optional, one",
+                    Arity::Many => "one or more",
+                };
+                out.push_str(&format!("  {:<10} {how_many} {} artifact{}\n", role.name, role.from.join(" or "), if role.arity == Arity::Many { "s" } else { "" }));
+            }
+        }
+        out
+    }
+}
+
 /// The names of all stages, for error messages.
 pub fn stage_names() -> String {
     STAGES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")

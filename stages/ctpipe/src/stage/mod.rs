@@ -115,6 +115,11 @@ pub struct CommonArgs {
     /// Also write a ref file at this path after success
     #[arg(long, value_name = "PATH")]
     pub write_ref: Option<PathBuf>,
+    /// With --node and --set or --input: point the node's ref at the result anyway (for the
+    /// nodes run by hand after it; `plan status` flags it, and `make` puts back what
+    /// pipeline.toml describes). Without it the ref keeps naming that
+    #[arg(long)]
+    pub force: bool,
     /// Re-hash every input file before use (default: hash the files changed since they were
     /// last verified; an unchanged file costs a stat)
     #[arg(long)]
@@ -217,11 +222,12 @@ pub fn main<S: Stage>() -> ExitCode {
     pin_thread_count();
     tune_allocator();
     let spec = stage_spec(S::NAME).unwrap_or_else(|| panic!("stage {} is missing from the registry", S::NAME));
-    let cmd = Command::new(S::NAME)
+    // The flags first: their struct's doc comment would otherwise replace the stage's about.
+    let cmd = CommonArgs::augment_args(Command::new(S::NAME))
         .about(spec.about)
+        .long_about(spec.long_about())
         .version(env!("CARGO_PKG_VERSION"))
         .after_long_help(config::help_text::<S::Config>());
-    let cmd = CommonArgs::augment_args(cmd);
     let matches = cmd.get_matches();
     let args = match CommonArgs::from_arg_matches(&matches) {
         Ok(a) => a,
@@ -394,6 +400,9 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signal
     let store = Store::new(&args.artifacts);
     let _no_gc = store.stage_guard();
     let resolved = resolve::<S>(spec, args, &store)?;
+    if let Some(node) = &resolved.node {
+        crate::progress::set_node(node);
+    }
     let env = Env { store: store.clone(), data_dir: args.data_dir.clone() };
     let external = S::external_inputs(&resolved.config, &env)?;
     let (input_keys, input_records) = input_records(&resolved.inputs);
@@ -503,7 +512,26 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signal
 
 fn write_refs(store: &Store, args: &CommonArgs, namespace: &str, node: Option<&str>, stage: &str, key: &Key) -> Result<()> {
     if let Some(node) = node {
-        store.write_ref(namespace, node, stage, key)?;
+        // A node run with other settings or inputs than pipeline.toml gives it would leave its
+        // ref naming an artifact the pipeline does not describe, and `make` (which goes by the
+        // ref's time) would then call the node up to date.
+        let changed = [("--set", &args.set), ("--input", &args.input)].into_iter().filter(|(_, v)| !v.is_empty()).map(|(f, _)| f).collect::<Vec<_>>();
+        if changed.is_empty() {
+            store.write_ref(namespace, node, stage, key)?;
+        } else if args.force {
+            store.write_ref(namespace, node, stage, key)?;
+            // Dated 1970, so that `make` (which compares times) runs the node again and puts
+            // back the artifact pipeline.toml describes, as `plan status` says it would.
+            let path = store.ref_path(namespace, node);
+            std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::UNIX_EPOCH)).map_err(|e| anyhow::anyhow!("{}: cannot date the forced ref: {e}", path.display()))?;
+            eprintln!("{stage}: node `{node}` now names {stage}/{key} (forced; `make` puts back what pipeline.toml describes)");
+        } else {
+            eprintln!(
+                "{stage}: node `{node}` ran with {}: its ref {} still names what pipeline.toml describes; this result is {stage}/{key} (--write-ref PATH keeps it, --force repoints the node)",
+                changed.join(" and "),
+                store.ref_path(namespace, node).display()
+            );
+        }
     }
     if let Some(path) = &args.write_ref {
         crate::store::write_ref_file(path, stage, key)?;

@@ -134,6 +134,7 @@ fn hash_and_sync_files(dir: &Path) -> Result<Vec<FileRecord>> {
         .into_iter()
         .map(|rel| {
             let path = dir.join(&rel);
+            fsx::default_permissions(&path)?;
             fsx::fsync_file(&path)?;
             let (size, blake3) = hash_file(&path)?;
             Ok(FileRecord { path: rel, size, blake3 })

@@ -52,6 +52,24 @@ fn publish_then_open_and_verify() {
     assert_eq!(names.len(), 1);
 }
 
+/// Files written through a temporary file (safetensors 0.8 does, `tempfile` creates 0600) are
+/// published readable by all under the usual umask, as a plain `create` would make them.
+#[cfg(unix)]
+#[test]
+fn published_files_get_the_default_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let k = key_of(9);
+    let s = store.begin("fetch-data", &k).unwrap();
+    let private = tempfile::NamedTempFile::new_in(s.path()).unwrap();
+    assert_eq!(private.as_file().metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    private.persist(s.path().join("w.safetensors")).unwrap();
+    let art = s.commit(draft("fetch-data", &k, json!({"n": 9}), &[])).unwrap();
+    let mode = fs::metadata(art.dir.join("w.safetensors")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666 & !crate::fsx::umask());
+}
+
 #[test]
 fn dropped_staging_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();

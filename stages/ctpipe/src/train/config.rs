@@ -18,7 +18,7 @@ macro_rules! training_config {
             $(#[$meta])*
             pub struct $name {
                 $($own)*
-                /// Network preset: mlp-toy, tiny, fmnist, cifar-ddpmpp, cifar-gc.
+                /// Network preset: mlp-toy, mlp-small, tiny, fmnist, cifar-ddpmpp, cifar-gc.
                 pub network: String = "tiny".into(),
                 /// Dropout probability (default: the preset's: 0 for tiny and mlp-toy, 0.3 fmnist,
                 /// 0.13 cifar-ddpmpp, 0 cifar-gc).
@@ -231,4 +231,21 @@ crate::training_config! {
 #[cfg(test)]
 pub fn from_toml(sets: &str) -> TrainConfig {
     crate::config::from_table(toml::from_str(sets).expect("TOML"), "test").expect("a valid config")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Describe;
+
+    /// `--help` names every preset `network` accepts (it once missed mlp-small).
+    #[test]
+    fn the_network_doc_lists_every_preset() {
+        for fields in [TrainConfig::fields(), crate::train::distill::DistillConfig::fields()] {
+            let doc = fields.iter().find(|f| f.name == "network").expect("a network field").doc;
+            let listed: Vec<&str> = doc.trim().trim_start_matches("Network preset:").trim_end_matches('.').split(',').map(str::trim).collect();
+            let presets: Vec<&str> = crate::nn::PRESETS.iter().map(|(name, _)| *name).collect();
+            assert_eq!(listed, presets, "{doc}");
+        }
+    }
 }

@@ -353,8 +353,8 @@ pub fn fit(f: &Fit, state: &TrainState, on_checkpoint: &mut dyn FnMut(u64, &Trai
             progress.set_position(step);
             if step % cfg.log_every.max(1) == 0 || step == cfg.steps {
                 let recent = metrics.tail_mean("loss", (cfg.log_every as f64 / step as f64).min(1.0)).unwrap_or(loss_v);
-                progress.set_message(format!("loss {recent:.4}"));
-                progress.println(&format!("{}: step {step}/{} loss {recent:.5} grad {grad_norm:.3} lr {lr:.2e}", f.label, cfg.steps));
+                progress.set_message(format!("loss {recent:.5} grad {grad_norm:.3} lr {lr:.2e}"));
+                progress.log_now();
             }
         } else {
             // A non-finite loss changes nothing: no update, no EMA. The step still counts (its

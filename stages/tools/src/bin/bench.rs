@@ -43,6 +43,24 @@ fn median_secs(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t[reps / 2])
 }
 
+const HELP: &str = "\
+bench: ctpipe's benchmarks, each row ours beside a reference in the same run, with the ratio
+(reference time / ours: above 1 means ours is faster). Timings are medians of a few repetitions.
+
+Usage:
+  bench                                  every row (the PyTorch and pytorch-fid rows run
+                                         bench/*.py with $CTPIPE_PYTHON or python3; n/a without)
+  bench train-step PRESET BATCH STEPS [DEVICE] [MODES]
+                                         the ECT training step and 1-step sampling of a U-Net
+                                         preset against PyTorch (MODES e.g. fp32,tf32,bf16)
+  bench inception [DEVICE] [BATCH]       FID Inception-v3 features against pytorch-fid
+  bench input-checks                     checking an input artifact: stamps vs re-hashing
+  bench ddpmpp-io PRESET OUT             a preset's weights, input and output for
+                                         bench/ddpmpp_reference.py check PRESET OUT
+
+DEVICE is cpu, cuda, cuda:N or auto. docs/perf.md holds the measured tables.
+";
+
 struct Row {
     what: String,
     ours: (String, f64),
@@ -55,6 +73,10 @@ fn main() -> Result<()> {
     ctpipe::stage::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("-h" | "--help" | "help") => {
+            print!("{HELP}");
+            return Ok(());
+        }
         Some("ddpmpp-io") => return ddpmpp_io(args.get(1).context("usage: bench ddpmpp-io PRESET OUT")?, Path::new(args.get(2).context("usage: bench ddpmpp-io PRESET OUT")?)),
         Some("train-step") => {
             let usage = "usage: bench train-step PRESET BATCH STEPS [DEVICE] [MODES, e.g. fp32,tf32,bf16]";

@@ -3,10 +3,9 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use ctpipe::error::one_line;
-use ctpipe::pipeline::{check, plan, Pipeline, Profile};
+use ctpipe::pipeline::{check, plan, status, Pipeline, Profile};
 use ctpipe::stage::scale::Scale;
-use ctpipe::store::{Store, Verify};
+use ctpipe::store::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,8 +36,17 @@ enum Cmd {
     Check { nodes: Vec<String> },
     /// Write plans/<profile>/<node>.json stamps (only where changed) and plans/<profile>.mk
     Make,
-    /// One line per node: its stage, inputs, and the artifact its ref points to
-    Status,
+    /// One line per node: up to date, or what `make all` would do to it and why (never run,
+    /// a setting, input, stage version or outside file changed, its artifact gone or
+    /// damaged, an upstream node to run first), from a `--dry-run` of each node
+    Status {
+        /// Directory of the stage binaries (default: this binary's)
+        #[arg(long)]
+        bin: Option<PathBuf>,
+        /// Raw-data directory the stages read
+        #[arg(long, env = "CTPIPE_DATA", default_value = "data")]
+        data_dir: PathBuf,
+    },
     /// The profile's report: every evaluate-fid node's table, gathered into
     /// <artifacts>/reports/<profile>.md and printed
     Report,
@@ -61,6 +69,15 @@ enum Cmd {
         #[arg(long, env = "CTPIPE_DATA", default_value = "data")]
         data_dir: PathBuf,
     },
+}
+
+/// The stage binaries' directory: `--bin`, or this binary's own.
+fn bin_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match given {
+        Some(b) => b,
+        None => std::env::current_exe()?.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+    };
+    Ok(std::path::absolute(dir)?)
 }
 
 fn main() -> ExitCode {
@@ -89,31 +106,29 @@ fn run(cli: Cli) -> Result<()> {
             let path = plan::write_make_plan(&pipeline, profile, &ns, &cli.artifacts)?;
             eprintln!("plan: {} nodes of profile {ns} -> {}", profile.nodes.len(), path.display());
         }
-        Cmd::Status => {
+        Cmd::Status { bin, data_dir } => {
             let profile = pipeline.profile(&cli.profile)?;
             let store = Store::new(&cli.artifacts);
+            let runner = status::BinaryDryRun {
+                bin: bin_dir(bin)?,
+                pipeline: cli.pipeline.clone(),
+                profile: cli.profile.clone(),
+                scale: cli.scale.clone(),
+                artifacts: cli.artifacts.clone(),
+                data_dir,
+            };
             println!("profile {ns}: {}", profile.about);
-            for node in profile.topo_order() {
-                let state = match store.read_ref(&ns, &node.id)? {
-                    None => "not run".to_string(),
-                    Some(r) => match store.open(&r.stage, &r.key, Verify::Sizes) {
-                        Ok(a) => format!("ok       {}  created {}", r.key.short(), a.manifest.created),
-                        Err(e) => format!("DAMAGED  {}  {}", r.key.short(), one_line(&e)),
-                    },
-                };
-                let deps: Vec<&str> = node.dependencies().into_iter().collect();
-                let deps = if deps.is_empty() { String::new() } else { format!(" <- {}", deps.join(", ")) };
-                println!("  {:<28} {state}{deps}", node.id);
+            let states = status::node_states(&store, profile, &ns, |node| runner.run(node))?;
+            let fresh = states.iter().filter(|(_, s)| s.up_to_date()).count();
+            for (id, state) in &states {
+                println!("  {id:<28} {}", state.describe());
             }
+            println!("{fresh} of {} nodes up to date", states.len());
         }
         Cmd::Sbatch { out, bin, gpu_bin, data_dir } => {
             let profile = pipeline.profile(&cli.profile)?;
             check(profile, &[])?;
-            let bin = match bin {
-                Some(b) => b,
-                None => std::env::current_exe()?.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
-            };
-            let bin = std::path::absolute(bin)?;
+            let bin = bin_dir(bin)?;
             let gpu_bin = match gpu_bin {
                 Some(g) => std::path::absolute(g)?,
                 None => bin.parent().map(|target| target.join("cuda").join("release")).unwrap_or_else(|| bin.clone()),
