@@ -89,6 +89,11 @@ fn status_says_what_make_would_do_and_why() {
     let computes = |m: &std::collections::BTreeMap<String, String>| m.iter().filter(|(_, s)| s.starts_with("would compute")).map(|(id, _)| id.clone()).collect::<Vec<_>>();
     let s = status(&sb);
     assert!(s.values().all(|v| v.starts_with("up to date ")), "{s:#?}");
+    // Read in part (`| head -1`): it ends quietly when the reader goes away.
+    let plan = release_bin_dir().join("plan");
+    let script = format!("'{}' --pipeline pipeline.toml --profile tiny --artifacts artifacts status --data-dir data | head -n 1", plan.display());
+    let r = run(sb.cmd("sh").args(["-c", &script])).expect_code(0);
+    assert!(r.stdout.starts_with("profile tiny") && r.stderr.is_empty(), "{}\n{}", r.stdout, r.stderr);
 
     // A setting of EDM: EDM says which, ECT (tuned from it) waits for it, the rest stay.
     let text = std::fs::read_to_string(sb.path().join("pipeline.toml")).unwrap();

@@ -41,7 +41,7 @@ fn assert_complete(sb: &Sandbox, profile: &str, r: &Run) {
     }
     assert!(!sb.artifacts().join("refs").join(profile).exists(), "a smoke run wrote refs of the full profile");
     assert!(r.stdout.contains(&format!("all {} nodes of profile {ns} are up to date", p.nodes.len())), "{}", r.stdout);
-    assert_eq!(r.stdout.matches(" ok ").count(), p.nodes.len(), "{}", r.stdout);
+    assert_eq!(r.stdout.matches(" up to date ").count(), p.nodes.len(), "{}", r.stdout);
 
     let report = std::fs::read_to_string(sb.artifacts().join("reports").join(format!("{ns}.md"))).unwrap();
     assert!(report.contains("Smoke scale"), "{report}");

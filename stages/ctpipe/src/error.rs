@@ -147,6 +147,16 @@ thread_local! {
 /// Install the process's panic hook: panics inside [`guard_decoder`] are kept quiet (their
 /// message becomes part of the one-line error); any other panic prints as usual. Called first
 /// thing by every binary's `main`.
+/// For commands whose output is a listing (`plan status`, `artifacts ls`): end quietly when
+/// the reader goes away (`plan status | head`), as Unix tools do, instead of panicking in
+/// `println!` on the broken pipe (Rust ignores SIGPIPE by default).
+pub fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

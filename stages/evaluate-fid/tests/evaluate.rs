@@ -59,8 +59,33 @@ fn images_classifier_reference_and_model_fd() {
         // An untrained-for-long model is far from the data.
         assert!(min > fd_data, "{row}");
     }
+    // The baselines are measured as the models are: n = 64, three seeds. FD is biased upwards
+    // at small n: the held-out data at n = 64 scores above its value on all 256 rows.
+    let base = em["baselines"].as_array().unwrap();
+    let (data_row, noise_row) = (&base[0], &base[1]);
+    assert_eq!((data_row["model"].as_str(), noise_row["model"].as_str()), (Some("data (test split)"), Some("pure noise")), "{base:?}");
+    for b in base {
+        assert_eq!((b["n"].as_u64(), b["fd"].as_array().unwrap().len()), (Some(64), 3), "{b}");
+        assert!(b["fd_std"].as_f64().unwrap() > 0.0, "{b}");
+    }
+    let data_fd = data_row["fd_min"].as_f64().unwrap();
+    assert!(data_fd > 1.5 * fd_data, "data at n = 64 ({data_fd}) against all 256 rows ({fd_data})");
+    assert!(noise_row["fd_min"].as_f64().unwrap() > 20.0 * data_fd, "{base:?}");
+    for row in rows {
+        assert!(row["fd_min"].as_f64().unwrap() > data_fd, "a model beat the data itself: {row}");
+    }
     let report = std::fs::read_to_string(edir.join("report.md")).unwrap();
-    assert!(report.contains("| ect | 1-step | 1 |") && report.contains("pure noise"), "{report}");
+    assert!(report.contains("| ect | 1-step | 1 |") && report.contains("| *pure noise* | – | – |") && report.contains(" ± "), "{report}");
+    assert!(report.contains("- **NFE**") && report.contains("Not comparable to published FID (classifier features"), "{report}");
+    // At n = the whole held-out split and one seed, the data baseline is precompute-encoder's
+    // FD of that split: the same rows in another order (two code paths, one number).
+    let ev_all = run(&mut stage(&sb, "evaluate-fid", &[("data", &data), ("reference", &reference), ("models", &model)], &["n=256", "seeds=[5]", "steps=[1]", "batch=32", "grid=4"])).expect_code(0);
+    let (_, em_all) = metrics(&sb, "evaluate-fid", &ev_all.key());
+    let all = em_all["baselines"][0]["fd_min"].as_f64().unwrap();
+    // Within 1e-3: f32 features of other batches, and FD a small difference of large traces
+    // (3.6e-5 relative measured); a subsample or the wrong split is off by far more.
+    assert!((all - fd_data).abs() <= 1e-3 * fd_data, "data baseline on all 256 rows {all} against precompute's {fd_data}");
+    assert!(em_all["baselines"][0]["fd_std"].is_null());
     assert!(edir.join("fd.svg").is_file() && edir.join("samples-ect-1-step.png").is_file());
 
     // A class-conditional model needs per-class statistics; `per_class` writes them: each
@@ -114,6 +139,18 @@ fn toy_fd_decreases_over_training_snapshots() {
     }
     assert!(fin["near"].as_f64().unwrap() > 0.9, "{fin}");
     assert!(dir.join("fd-training.svg").is_file());
+    // The toy's baselines carry the toy measures too: the held-out points sit on the modes,
+    // noise does not, and the data's FD and SWD are the smaller.
+    let base = m["baselines"].as_array().unwrap();
+    let (data_row, noise_row) = (&base[0], &base[1]);
+    assert!(data_row["model"].as_str().unwrap().starts_with("data (test split") && noise_row["model"] == "pure noise", "{base:?}");
+    let f = |r: &Value, k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}"));
+    // The test split has 1000 rows, fewer than n = 2000: every seed takes all of them (and the
+    // row says so), so it is not at the models' n.
+    assert_eq!((data_row["model"].as_str(), data_row["n"].as_u64()), (Some("data (test split, all 1000 rows)"), Some(1000)));
+    assert!(f(data_row, "near") > 0.9 && f(noise_row, "near") < 0.5, "{base:?}");
+    assert!(f(data_row, "fd_min") < f(noise_row, "fd_min") && f(noise_row, "swd") > 0.1, "{base:?}");
+    assert!(data_row["swd"].is_null() && data_row["mmd"].is_null(), "SWD of the held-out points against themselves: {base:?}");
 }
 
 /// SCT's parts end to end on the toy: a phased (2-phase) SCT model trained with a reference

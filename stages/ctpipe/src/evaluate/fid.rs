@@ -110,9 +110,13 @@ pub struct Row {
     pub class: Option<u32>,
     /// Training step of a snapshot (None: the final model).
     pub train_step: Option<u64>,
+    /// Samples per seed.
+    pub n: usize,
     pub fd: Vec<f64>,
     pub fd_min: f64,
     pub fd_mean: f64,
+    /// Sample standard deviation over seeds (None with one seed).
+    pub fd_std: Option<f64>,
     pub swd: Option<f64>,
     pub mmd: Option<f64>,
     pub near: Option<f64>,
@@ -123,23 +127,45 @@ impl Row {
     /// A model × sampler row with nothing measured yet.
     fn empty(label: &str, m: &LoadedModel, art: &Artifact, s: &Sampler) -> Row {
         Row {
-            model: label.to_string(),
             method: m.spec.method.clone(),
             stage: art.stage().to_string(),
             key: art.key().to_string(),
             sampler: s.name.clone(),
             nfe: s.nfe,
+            ..Row::baseline(label, 0)
+        }
+    }
+
+    /// A baseline row (the held-out data, pure noise): no model, no sampler.
+    fn baseline(name: &str, n: usize) -> Row {
+        Row {
+            model: name.to_string(),
+            method: "baseline".into(),
+            stage: String::new(),
+            key: String::new(),
+            sampler: "–".into(),
+            nfe: 0,
             guidance: None,
             class: None,
             train_step: None,
+            n,
             fd: Vec::new(),
             fd_min: f64::NAN,
             fd_mean: f64::NAN,
+            fd_std: None,
             swd: None,
             mmd: None,
             near: None,
             min_mode: None,
         }
+    }
+
+    /// Min, mean and standard deviation of the per-seed FDs.
+    fn summarise(&mut self) {
+        let k = self.fd.len() as f64;
+        self.fd_min = self.fd.iter().copied().fold(f64::INFINITY, f64::min);
+        self.fd_mean = self.fd.iter().sum::<f64>() / k;
+        self.fd_std = (self.fd.len() > 1).then(|| (self.fd.iter().map(|v| (v - self.fd_mean).powi(2)).sum::<f64>() / (k - 1.0)).sqrt());
     }
 }
 
@@ -200,7 +226,8 @@ fn points_of(x: &Tensor) -> Result<Vec<[f64; 2]>> {
 /// Everything `evaluate-fid` writes.
 pub struct Evaluation {
     pub rows: Vec<Row>,
-    pub baselines: Vec<(String, f64)>,
+    /// The held-out data and pure noise, measured as the models are (same n, same seeds).
+    pub baselines: Vec<Row>,
     pub dataset: String,
     pub encoder: String,
     /// The mixture toys: transport cost, VCT's posteriors, SCT's target, training logs.
@@ -218,8 +245,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
     }
     // Images need only the description; the toys' splits are the reference itself.
     let info = crate::data::io::read_info(&data.dir.join("train.parquet"))?;
-    let mut baselines = Vec::new();
-    let (reference_kind, encoder_name) = match (info.kind, reference) {
+    let (reference_kind, encoder_name, held_out) = match (info.kind, reference) {
         (SampleKind::Points { .. }, _) => {
             let (_, train) = crate::data::read_dataset_split(&data.dir, "train")?;
             let (_, test) = crate::data::read_dataset_split(&data.dir, "test")?;
@@ -227,8 +253,6 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
             let truth: Vec<[f64; 2]> = tv.chunks(2).map(|p| [p[0] as f64, p[1] as f64]).collect();
             let train_x = super::precompute::split_tensor(info.kind, &train, None, device)?;
             let stats = features::statistics_of(&features::Identity(2), &train_x, 4096)?;
-            let test_stats = features::statistics_of(&features::Identity(2), &super::precompute::split_tensor(info.kind, &test, None, device)?, 4096)?;
-            baselines.push(("data (test split)".to_string(), frechet_distance(&test_stats, &stats)?));
             let name = info.name.strip_prefix("toy2d:").unwrap_or(&info.name);
             // Per class: the test split's points of each class.
             let per_class = (0..info.class_names.len())
@@ -238,7 +262,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
                     features::statistics_of(&features::Identity(2), &Tensor::from_vec(pts, (n, 2), device)?, 4096)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            (Reference::Points { stats, truth, centres: crate::data::sources::toy2d::mode_centres(name), per_class }, "identity".to_string())
+            (Reference::Points { stats, truth, centres: crate::data::sources::toy2d::mode_centres(name), per_class }, "identity".to_string(), ("test".to_string(), test))
         }
         (SampleKind::Images { .. }, None) => {
             return Err(usage("input `reference`: image models need a precompute-encoder artifact (reference statistics)"));
@@ -246,18 +270,17 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
         (SampleKind::Images { .. }, Some(r)) => {
             let (spec, encoder) = features::open(r, device)?;
             let stats = FeatureStats::load(&r.file("stats.safetensors")?)?;
-            for (label, field) in [("data (held-out split)", "fd_data"), ("pure noise", "fd_noise")] {
-                if let Some(v) = r.manifest.metrics.get(field).and_then(Value::as_f64) {
-                    baselines.push((label.to_string(), v));
-                }
-            }
+            // The split the reference statistics were not computed from.
+            let other = r.manifest.metrics.get("fd_data_split").and_then(Value::as_str).unwrap_or("test").to_string();
+            let (_, held_out) = crate::data::read_dataset_split(&data.dir, &other)?;
             let per_class = (0..info.class_names.len())
                 .map_while(|c| r.file(&format!("stats-class-{c}.safetensors")).ok())
                 .map(|p| FeatureStats::load(&p))
                 .collect::<Result<Vec<_>>>()?;
-            (Reference::Images { encoder, stats, per_class }, spec.name().to_string())
+            (Reference::Images { encoder, stats, per_class }, spec.name().to_string(), (other, held_out))
         }
     };
+    let baselines = baseline_rows(cfg, info.kind, (&held_out.0, &held_out.1), &reference_kind, device)?;
     let which = if cfg.weights == "ema" { Which::Ema } else { Which::Online };
     let guide = guide.map(|g| load_guide(g, cfg.guide_step, device)).transpose()?;
     let mut rows = Vec::new();
@@ -336,7 +359,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
     Ok(json!({
         "dataset": ev.dataset,
         "encoder": ev.encoder,
-        "baselines": ev.baselines.iter().map(|(k, v)| json!({"what": k, "fd": v})).collect::<Vec<_>>(),
+        "baselines": ev.baselines,
         "rows": ev.rows,
     }))
 }
@@ -459,7 +482,7 @@ fn measure(
     let enc = m.encoder.as_ref().map(|e| &e.net);
     let n = cfg.n as usize;
     let batch = cfg.batch as usize;
-    let mut row = Row { guidance: guide.map(|g| g.w), train_step, ..Row::empty(label, m, art, s) };
+    let mut row = Row { guidance: guide.map(|g| g.w), train_step, n, ..Row::empty(label, m, art, s) };
     let what = match train_step {
         Some(step) => format!("evaluate-fid: {label} @ step {step} {}", s.name),
         None => format!("evaluate-fid: {label} {}{}", s.name, guide.map(|g| format!(" w = {}", g.w)).unwrap_or_default()),
@@ -478,37 +501,93 @@ fn measure(
             progress.set_position((i * n + first) as u64);
             Ok(Some(x))
         };
-        match reference {
-            Reference::Images { encoder, stats, .. } => {
-                let st = features::statistics(&**encoder, &mut next)?;
-                row.fd.push(frechet_distance(&st, stats)?);
+        score(&mut next, reference, cfg, i == 0, seed, &mut row)?;
+    }
+    progress.finish();
+    row.summarise();
+    Ok(row)
+}
+
+/// Score one seed's samples (`next` gives them batch by batch) against the reference, as
+/// every row is scored: the FD, and on the first seed the toys' SWD, MMD and mode coverage.
+fn score(next: &mut dyn FnMut() -> Result<Option<Tensor>>, reference: &Reference, cfg: &EvalConfig, first_seed: bool, seed: u64, row: &mut Row) -> Result<()> {
+    match reference {
+        Reference::Images { encoder, stats, .. } => {
+            let st = features::statistics(&**encoder, next)?;
+            row.fd.push(frechet_distance(&st, stats)?);
+        }
+        Reference::Points { stats, truth, centres, .. } => {
+            let mut parts = Vec::new();
+            while let Some(x) = next()? {
+                parts.push(x);
             }
-            Reference::Points { stats, truth, centres, .. } => {
-                let mut parts = Vec::new();
-                while let Some(x) = next()? {
-                    parts.push(x);
-                }
-                let x = Tensor::cat(&parts, 0)?;
-                let st = features::statistics_of(&features::Identity(2), &x, 4096)?;
-                row.fd.push(frechet_distance(&st, stats)?);
-                if i == 0 {
-                    let pts = points_of(&x)?;
-                    row.swd = Some(toy::sliced_wasserstein(&pts, truth, 256, seed));
-                    let k = (cfg.mmd_n as usize).min(pts.len()).min(truth.len());
-                    row.mmd = Some(toy::mmd_rbf(&pts[..k], &truth[..k], &[0.02, 0.1, 0.5]));
-                    if !centres.is_empty() {
-                        let c = toy::mode_coverage(&pts, centres, 0.1);
-                        row.near = Some(c.near);
-                        row.min_mode = c.per_mode.iter().copied().reduce(f64::min);
-                    }
+            let x = Tensor::cat(&parts, 0)?;
+            let st = features::statistics_of(&features::Identity(2), &x, 4096)?;
+            row.fd.push(frechet_distance(&st, stats)?);
+            if first_seed {
+                let pts = points_of(&x)?;
+                row.swd = Some(toy::sliced_wasserstein(&pts, truth, 256, seed));
+                let k = (cfg.mmd_n as usize).min(pts.len()).min(truth.len());
+                row.mmd = Some(toy::mmd_rbf(&pts[..k], &truth[..k], &[0.02, 0.1, 0.5]));
+                if !centres.is_empty() {
+                    let c = toy::mode_coverage(&pts, centres, 0.1);
+                    row.near = Some(c.near);
+                    row.min_mode = c.per_mode.iter().copied().reduce(f64::min);
                 }
             }
         }
     }
+    Ok(())
+}
+
+/// The held-out split and pure noise measured exactly as the models are: `n` samples per seed
+/// (all the split's rows where it has fewer), the same seeds, the same reference. FD is biased
+/// upwards at small n (real images at n = 200 score far above their n = 10,000 value), so a
+/// model's FD reads only against baselines at its own n.
+fn baseline_rows(cfg: &EvalConfig, kind: SampleKind, held_out: (&str, &crate::data::schema::Split), reference: &Reference, device: &Device) -> Result<Vec<Row>> {
+    let (n, batch) = (cfg.n as usize, cfg.batch as usize);
+    let data = crate::train::data::TrainData::new(kind, held_out.1.clone(), None)?;
+    let take = n.min(data.rows());
+    let name = if take < n { format!("data ({} split, all {take} rows)", held_out.0) } else { format!("data ({} split)", held_out.0) };
+    let mut rows = vec![Row::baseline(&name, take), Row::baseline("pure noise", n)];
+    let mut progress = crate::progress::Progress::new("evaluate-fid: baselines", ((take + n) * cfg.seeds.len()) as u64);
+    for (i, &seed) in cfg.seeds.iter().enumerate() {
+        // A seeded draw without replacement.
+        let picks = rand::seq::index::sample(&mut crate::rng::stream(seed, "baseline-data", 0), data.rows(), take).into_vec();
+        let mut first = 0usize;
+        let mut next = || -> Result<Option<Tensor>> {
+            if first >= take {
+                return Ok(None);
+            }
+            let k = (take - first).min(batch);
+            let x = data.rows_tensor(&picks[first..first + k], None, device)?;
+            first += k;
+            progress.inc(k as u64);
+            Ok(Some(x))
+        };
+        score(&mut next, reference, cfg, i == 0, seed, &mut rows[0])?;
+        // The toys' SWD and MMD compare with the held-out points themselves: zero by
+        // construction for the data row, so not shown.
+        (rows[0].swd, rows[0].mmd) = (None, None);
+        let mut first = 0usize;
+        let mut next = || -> Result<Option<Tensor>> {
+            if first >= n {
+                return Ok(None);
+            }
+            let k = (n - first).min(batch);
+            let z = super::precompute::noise(kind, k, seed, first as u64, device)?;
+            first += k;
+            progress.inc(k as u64);
+            Ok(Some(z))
+        };
+        score(&mut next, reference, cfg, i == 0, seed, &mut rows[1])?;
+    }
     progress.finish();
-    row.fd_min = row.fd.iter().copied().fold(f64::INFINITY, f64::min);
-    row.fd_mean = row.fd.iter().sum::<f64>() / row.fd.len() as f64;
-    Ok(row)
+    for r in &mut rows {
+        r.summarise();
+        eprintln!("evaluate-fid: baseline {} (n = {}): FD min {:.4} mean {:.4}", r.model, r.n, r.fd_min, r.fd_mean);
+    }
+    Ok(rows)
 }
 
 /// The samples, if every value is finite; else an error naming the model and the sampler (a
@@ -537,7 +616,7 @@ fn measure_class(cfg: &EvalConfig, m: &LoadedModel, s: &Sampler, class: u32, sta
         Ok(Some(x))
     })?;
     let fd = frechet_distance(&st, stats)?;
-    Ok(Row { class: Some(class), fd: vec![fd], fd_min: fd, fd_mean: fd, ..Row::empty(label, m, art, s) })
+    Ok(Row { class: Some(class), n, fd: vec![fd], fd_min: fd, fd_mean: fd, ..Row::empty(label, m, art, s) })
 }
 
 fn picture(spec: &ModelSpec, x: &Tensor, reference: &Reference) -> Result<Vec<u8>> {
@@ -561,7 +640,7 @@ fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
     let finals: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_none() && r.guidance.is_none() && r.class.is_none()).collect();
     let mut models: Vec<&str> = finals.iter().map(|r| r.model.as_str()).collect();
     models.dedup();
-    let series: Vec<Series> = models
+    let mut series: Vec<Series> = models
         .iter()
         .enumerate()
         .map(|(i, m)| Series {
@@ -570,6 +649,14 @@ fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
             color: COLORS[i % COLORS.len()],
         })
         .collect();
+    // The baselines as level lines across the NFE range, to read the models against.
+    let nfe = finals.iter().map(|r| r.nfe as f64);
+    let (lo, hi) = (nfe.clone().fold(f64::INFINITY, f64::min), nfe.fold(0.0, f64::max));
+    if lo.is_finite() {
+        for (b, color) in ev.baselines.iter().zip(["#555555", "#aaaaaa"]) {
+            series.push(Series { name: format!("{} (baseline)", b.model), points: vec![(lo, b.fd_min), (hi.max(lo + 1.0), b.fd_min)], color });
+        }
+    }
     let title = format!("FD ({} features) on {}", ev.encoder, ev.dataset);
     crate::fsx::write(&out.join("fd.svg"), line_plot_svg(&title, "network evaluations (NFE)", "FD (min over seeds)", &series, true))?;
     let snaps: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_some()).collect();

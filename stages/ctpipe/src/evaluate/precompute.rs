@@ -105,14 +105,14 @@ pub fn split_tensor(kind: SampleKind, split: &Split, limit: Option<u64>, device:
 }
 
 /// Pure noise shaped like the data: N(0, 1) clamped to the data range for images (then
-/// quantized like any sample), N(0, 1) for points.
-fn noise(kind: SampleKind, n: usize, seed: u64, device: &Device) -> Result<Tensor> {
+/// quantized like any sample), N(0, 1) for points. `offset` keys a batch of a longer draw.
+pub(super) fn noise(kind: SampleKind, n: usize, seed: u64, offset: u64, device: &Device) -> Result<Tensor> {
     let mut shape = vec![n];
     match kind {
         SampleKind::Images { height, width, channels } => shape.extend([channels as usize, height as usize, width as usize]),
         SampleKind::Points { dim } => shape.push(dim as usize),
     }
-    let mut rng = crate::rng::stream(seed, "noise-baseline", 0);
+    let mut rng = crate::rng::stream(seed, "noise-baseline", offset);
     Ok(crate::rng::normal(&mut rng, shape, candle_core::DType::F32, device)?)
 }
 
@@ -186,7 +186,7 @@ pub fn precompute(cfg: &PrecomputeConfig, data: &Artifact, out: &Path, device: &
             class_counts.push(rows.len());
         }
     }
-    let noise_stats: FeatureStats = features::statistics_of(&*enc, &noise(info.kind, cfg.noise_n as usize, cfg.seed, device)?, batch)?;
+    let noise_stats: FeatureStats = features::statistics_of(&*enc, &noise(info.kind, cfg.noise_n as usize, cfg.seed, 0, device)?, batch)?;
     let fd_data = frechet_distance(other, reference)?;
     let fd_noise = frechet_distance(&noise_stats, reference)?;
     eprintln!(

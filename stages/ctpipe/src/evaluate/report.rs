@@ -17,40 +17,47 @@ fn opt(v: Option<f64>, pct: bool) -> String {
     }
 }
 
+/// "mean ± std" over seeds, or the mean alone with one seed.
+fn spread(r: &Row) -> String {
+    match r.fd_std {
+        Some(sd) => format!("{} ± {}", num(r.fd_mean), num(sd)),
+        None => num(r.fd_mean),
+    }
+}
+
 /// The Markdown report of one `evaluate-fid` artifact.
 pub fn markdown(ev: &Evaluation, cfg: &EvalConfig) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "### {} — FD on {} features\n", ev.dataset, ev.encoder);
-    let _ = writeln!(s, "{} samples per seed, seeds {:?}; FD min / mean over seeds.\n", cfg.n, cfg.seeds);
+    let _ = writeln!(s, "n = {} samples per seed, seeds {:?}; FD min and mean ± std over seeds. The baselines (in italics) are measured exactly as the models: same n, same seeds, same reference.\n", cfg.n, cfg.seeds);
     let toy = ev.rows.iter().any(|r| r.swd.is_some());
     if toy {
-        let _ = writeln!(s, "| model | sampler | NFE | FD min | FD mean | SWD | MMD² | near a mode | smallest mode |");
+        let _ = writeln!(s, "| model | sampler | NFE | FD min | FD mean ± std | SWD | MMD² | near a mode | smallest mode |");
         let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     } else {
-        let _ = writeln!(s, "| model | sampler | NFE | FD min | FD mean |");
+        let _ = writeln!(s, "| model | sampler | NFE | FD min | FD mean ± std |");
         let _ = writeln!(s, "|---|---|---:|---:|---:|");
     }
-    let row = |s: &mut String, r: &Row| {
+    let row = |s: &mut String, r: &Row, baseline: bool| {
         let name = match r.train_step {
             Some(step) => format!("{} @ step {step}", r.model),
             None => r.model.clone(),
         };
-        let _ = write!(s, "| {name} | {} | {} | {} | {} |", r.sampler, r.nfe, num(r.fd_min), num(r.fd_mean));
+        let name = if baseline { format!("*{name}*") } else { name };
+        let nfe = if baseline { "–".to_string() } else { r.nfe.to_string() };
+        let _ = write!(s, "| {name} | {} | {nfe} | {} | {} |", r.sampler, num(r.fd_min), spread(r));
         if toy {
             let _ = write!(s, " {} | {} | {} | {} |", opt(r.swd, false), opt(r.mmd, false), opt(r.near, true), opt(r.min_mode, true));
         }
         s.push('\n');
     };
     for r in ev.rows.iter().filter(|r| r.train_step.is_none() && r.guidance.is_none() && r.class.is_none()) {
-        row(&mut s, r);
+        row(&mut s, r, false);
     }
-    for (what, fd) in &ev.baselines {
-        let _ = write!(s, "| *{what}* | – | – | {} | {} |", num(*fd), num(*fd));
-        if toy {
-            s.push_str(" – | – | – | – |");
-        }
-        s.push('\n');
+    for r in &ev.baselines {
+        row(&mut s, r, true);
     }
+    s.push_str(&legend(ev, cfg, toy));
     let per_class: Vec<&Row> = ev.rows.iter().filter(|r| r.class.is_some()).collect();
     if !per_class.is_empty() {
         let _ = writeln!(s, "\nClass-conditional models, per class: {} samples of the class (first seed) against the reference's statistics of that class; the rows above draw every class in turn.\n", cfg.class_n);
@@ -77,6 +84,30 @@ pub fn markdown(ev: &Evaluation, cfg: &EvalConfig) -> String {
         for r in snaps {
             let _ = writeln!(s, "| {} | {} | {} | {} |", r.model, r.train_step.unwrap_or(0), r.sampler, num(r.fd_min));
         }
+    }
+    s
+}
+
+/// What every column and number of the main table means.
+fn legend(ev: &Evaluation, cfg: &EvalConfig, toy: bool) -> String {
+    let mut s = String::from("\n");
+    let _ = writeln!(
+        s,
+        "- **FD**: Fréchet distance between the {} features of n samples and the reference statistics, one per seed; min over seeds and mean ± sample standard deviation. FD is biased upwards at small n, so rows compare only at the same n, as here.",
+        ev.encoder
+    );
+    if ev.encoder != "inception" || cfg.n < 50_000 {
+        let why = if ev.encoder != "inception" { format!("{} features, not Inception-v3's", ev.encoder) } else { format!("n = {}, not 50,000", cfg.n) };
+        let _ = writeln!(s, "- Not comparable to published FID ({why}).");
+    }
+    let _ = writeln!(s, "- **NFE**: network evaluations per sample: k for k-step consistency sampling, 2N − 1 for Heun's method on N noise levels (heun-N).");
+    let _ = writeln!(s, "- *data*: the held-out split drawn without replacement, as if it were a model's samples (what a perfect model scores at this n); *pure noise*: N(0, 1) shaped like the data, clamped to the data range for images (what a useless one scores).");
+    if toy {
+        let _ = writeln!(
+            s,
+            "- First seed only: **SWD**, sliced Wasserstein-2 distance to the held-out points (256 random directions); **MMD²**, unbiased squared maximum mean discrepancy with a Gaussian kernel summed over bandwidths 0.02, 0.1 and 0.5, on at most {} points; **near a mode**, the share of samples within 0.1 of a mixture centre; **smallest mode**, the share of samples whose nearest centre is the least visited one. The data row has no SWD or MMD: they would compare the held-out points with themselves.",
+            cfg.mmd_n
+        );
     }
     s
 }

@@ -14,7 +14,9 @@ impl Stage for EvaluateFid {
     // 3: VCT's LI kernel samples with sony/vct's evaluation c_out (unshifted c_in).
     // 5: rows carry `guidance` and `class`; phased models sample one evaluation per phase;
     //    class-conditional models are measured per class too.
-    const VERSION: u32 = 5;
+    // 6: the baselines (held-out data, pure noise) measured at the models' n and seeds; rows
+    //    carry `n` and `fd_std`.
+    const VERSION: u32 = 6;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {

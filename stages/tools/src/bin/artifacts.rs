@@ -38,6 +38,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    ctpipe::error::end_quietly_on_closed_pipe();
     ctpipe::error::exit_code("artifacts", run(Cli::parse()))
 }
 

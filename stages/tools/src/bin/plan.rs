@@ -81,6 +81,7 @@ fn bin_dir(given: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    ctpipe::error::end_quietly_on_closed_pipe();
     ctpipe::error::exit_code("plan", run(Cli::parse()))
 }
 
