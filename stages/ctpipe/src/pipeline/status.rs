@@ -66,10 +66,10 @@ impl NodeState {
 
 /// Every node of `profile` in dependency order with its state; `dry_run` gives a node's.
 pub fn node_states(store: &Store, profile: &Profile, namespace: &str, mut dry_run: impl FnMut(&Node) -> Result<DryRun>) -> Result<Vec<(String, NodeState)>> {
-    let mut states: BTreeMap<String, NodeState> = BTreeMap::new();
-    let mut order = Vec::new();
+    let mut out: Vec<(String, NodeState)> = Vec::new();
+    let mut fresh = std::collections::BTreeSet::new();
     for node in profile.topo_order() {
-        let pending: Vec<String> = node.dependencies().into_iter().filter(|d| !states.get(*d).is_some_and(NodeState::up_to_date)).map(str::to_string).collect();
+        let pending: Vec<String> = node.dependencies().into_iter().filter(|d| !fresh.contains(*d)).map(str::to_string).collect();
         let state = if !pending.is_empty() {
             NodeState::Waits { on: pending }
         } else {
@@ -78,13 +78,12 @@ pub fn node_states(store: &Store, profile: &Profile, namespace: &str, mut dry_ru
                 Ok(now) => state_of(store, namespace, node, &now)?,
             }
         };
-        order.push(node.id.clone());
-        states.insert(node.id.clone(), state);
+        if state.up_to_date() {
+            fresh.insert(node.id.clone());
+        }
+        out.push((node.id.clone(), state));
     }
-    Ok(order.into_iter().map(|id| {
-        let s = states.remove(&id).expect("every node has a state");
-        (id, s)
-    }).collect())
+    Ok(out)
 }
 
 fn state_of(store: &Store, namespace: &str, node: &Node, now: &DryRun) -> Result<NodeState> {
