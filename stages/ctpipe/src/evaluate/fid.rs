@@ -489,18 +489,11 @@ fn measure(
     };
     let mut progress = crate::progress::Progress::new(&what, (n * seeds.len()) as u64);
     for (i, &seed) in seeds.iter().enumerate() {
-        let mut first = 0usize;
-        let mut next = || -> Result<Option<Tensor>> {
-            if first >= n {
-                return Ok(None);
-            }
-            let k = (n - first).min(batch);
+        let mut next = batches(n, batch, |first, k| {
             let x = crate::sample::model_samples(&m.spec, net, enc, guide, s.steps, &s.mids, seed, first as u64, k, None, device)?;
-            let x = finite_samples(x, label, &s.name, art)?;
-            first += k;
-            progress.set_position((i * n + first) as u64);
-            Ok(Some(x))
-        };
+            progress.set_position((i * n + first + k) as u64);
+            finite_samples(x, label, &s.name, art)
+        });
         score(&mut next, reference, cfg, i == 0, seed, &mut row)?;
     }
     progress.finish();
@@ -554,32 +547,19 @@ fn baseline_rows(cfg: &EvalConfig, kind: SampleKind, held_out: (&str, &crate::da
     for (i, &seed) in cfg.seeds.iter().enumerate() {
         // A seeded draw without replacement.
         let picks = rand::seq::index::sample(&mut crate::rng::stream(seed, "baseline-data", 0), data.rows(), take).into_vec();
-        let mut first = 0usize;
-        let mut next = || -> Result<Option<Tensor>> {
-            if first >= take {
-                return Ok(None);
-            }
-            let k = (take - first).min(batch);
-            let x = data.rows_tensor(&picks[first..first + k], None, device)?;
-            first += k;
+        let mut next = batches(take, batch, |first, k| {
             progress.inc(k as u64);
-            Ok(Some(x))
-        };
+            data.rows_tensor(&picks[first..first + k], None, device)
+        });
         score(&mut next, reference, cfg, i == 0, seed, &mut rows[0])?;
+        drop(next);
         // The toys' SWD and MMD compare with the held-out points themselves: zero by
         // construction for the data row, so not shown.
         (rows[0].swd, rows[0].mmd) = (None, None);
-        let mut first = 0usize;
-        let mut next = || -> Result<Option<Tensor>> {
-            if first >= n {
-                return Ok(None);
-            }
-            let k = (n - first).min(batch);
-            let z = super::precompute::noise(kind, k, seed, first as u64, device)?;
-            first += k;
+        let mut next = batches(n, batch, |first, k| {
             progress.inc(k as u64);
-            Ok(Some(z))
-        };
+            super::precompute::noise(kind, k, seed, first as u64, device)
+        });
         score(&mut next, reference, cfg, i == 0, seed, &mut rows[1])?;
     }
     progress.finish();
@@ -588,6 +568,21 @@ fn baseline_rows(cfg: &EvalConfig, kind: SampleKind, held_out: (&str, &crate::da
         eprintln!("evaluate-fid: baseline {} (n = {}): FD min {:.4} mean {:.4}", r.model, r.n, r.fd_min, r.fd_mean);
     }
     Ok(rows)
+}
+
+/// `total` rows in batches of at most `batch`, each made by `make(first, k)`, as
+/// `features::statistics` and `score` read them (None when all are given).
+fn batches(total: usize, batch: usize, mut make: impl FnMut(usize, usize) -> Result<Tensor>) -> impl FnMut() -> Result<Option<Tensor>> {
+    let mut first = 0usize;
+    move || {
+        if first >= total {
+            return Ok(None);
+        }
+        let k = (total - first).min(batch);
+        let x = make(first, k)?;
+        first += k;
+        Ok(Some(x))
+    }
 }
 
 /// The samples, if every value is finite; else an error naming the model and the sampler (a
@@ -604,17 +599,13 @@ fn finite_samples(x: Tensor, label: &str, sampler: &str, art: &Artifact) -> Resu
 fn measure_class(cfg: &EvalConfig, m: &LoadedModel, s: &Sampler, class: u32, stats: &FeatureStats, encoder: &dyn Encoder, label: &str, art: &Artifact, device: &Device) -> Result<Row> {
     let (n, batch, seed) = (cfg.class_n as usize, cfg.batch as usize, cfg.seeds[0]);
     let enc = m.encoder.as_ref().map(|e| &e.net);
-    let mut first = 0usize;
-    let st = features::statistics(encoder, || {
-        if first >= n {
-            return Ok(None);
-        }
-        let k = (n - first).min(batch);
-        let x = crate::sample::model_samples(&m.spec, &m.net.net, enc, None, s.steps, &s.mids, seed, first as u64, k, Some(class), device)?;
-        let x = finite_samples(x, label, &s.name, art)?;
-        first += k;
-        Ok(Some(x))
-    })?;
+    let st = features::statistics(
+        encoder,
+        batches(n, batch, |first, k| {
+            let x = crate::sample::model_samples(&m.spec, &m.net.net, enc, None, s.steps, &s.mids, seed, first as u64, k, Some(class), device)?;
+            finite_samples(x, label, &s.name, art)
+        }),
+    )?;
     let fd = frechet_distance(&st, stats)?;
     Ok(Row { class: Some(class), n, fd: vec![fd], fd_min: fd, fd_mean: fd, ..Row::empty(label, m, art, s) })
 }
