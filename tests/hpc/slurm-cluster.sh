@@ -84,7 +84,7 @@ export SLURM_CONF=$dir/slurm.conf
 slurmctld -c -f "$SLURM_CONF" -i
 slurmd -f "$SLURM_CONF"
 for _ in $(seq 1 60); do
-    if sinfo -h -o '%t' 2>/dev/null | grep -qE '^idle'; then
+    if sinfo -h -o '%t' 2>/dev/null | grep -E '^idle' >/dev/null; then
         echo "export SLURM_CONF=$SLURM_CONF"
         exit 0
     fi

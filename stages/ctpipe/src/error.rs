@@ -144,9 +144,6 @@ thread_local! {
     static PANIC_MESSAGE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-/// Install the process's panic hook: panics inside [`guard_decoder`] are kept quiet (their
-/// message becomes part of the one-line error); any other panic prints as usual. Called first
-/// thing by every binary's `main`.
 /// For commands whose output is a listing (`plan status`, `artifacts ls`): end quietly when
 /// the reader goes away (`plan status | head`), as Unix tools do, instead of panicking in
 /// `println!` on the broken pipe (Rust ignores SIGPIPE by default).
@@ -157,6 +154,21 @@ pub fn end_quietly_on_closed_pipe() {
     }
 }
 
+/// Write a whole document to stdout in one write. A reader that has gone away (`| grep -q`,
+/// `| head`) is not an error: what it wanted it has read. The stages' `--dry-run` prints this
+/// way; `println!` would panic on the closed pipe.
+pub fn print_document(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(format!("{text}\n").as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Install the process's panic hook: panics inside [`guard_decoder`] are kept quiet (their
+/// message becomes part of the one-line error); any other panic prints as usual. Called first
+/// thing by every binary's `main`.
 pub fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

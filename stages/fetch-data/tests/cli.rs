@@ -80,6 +80,10 @@ fn help_documents_every_field_and_dry_run_publishes_nothing() {
     assert_eq!(doc["config"]["dataset"], "moons");
     assert_eq!(doc["cached"], false);
     assert!(Store::new(sb.artifacts()).list().unwrap().is_empty());
+    // A reader that leaves early (`| grep -q`, `| head`, here at once) is not an error: the
+    // dry run exits 0 without a panic, so a pipeline under pipefail (submit.sh) is not failed.
+    let r = run(sb.cmd("bash").args(["-c", &format!("set -o pipefail; '{EXE}' --dry-run | true")]));
+    assert!(r.code == 0 && !r.stderr.contains("panicked"), "exit {}\n{}", r.code, r.stderr);
 }
 
 #[test]

@@ -255,9 +255,12 @@ fn submit_script(profile: &Profile, paths: &SlurmPaths, pipe: &Path, logs: &Path
 trap 'cancel_submitted; exit 1' ERR
 # up_to_date NODE BINARY: the node's artifact is in the store (the stage's --dry-run says so).
 up_to_date() {
-    [ "${SUBMIT_ALL:-0}" != 1 ] && "$2" "#,
+    local doc
+    [ "${SUBMIT_ALL:-0}" != 1 ] && doc=$("$2" "#,
     );
-    let _ = writeln!(s, "{common} --data-dir {} --node \"$1\" --dry-run 2>/dev/null | grep -q '\"cached\": true'\n}}", q(&paths.data));
+    // The document is captured before it is searched: `| grep -q` under pipefail failed
+    // whenever grep left before the stage had written its last line (CI, a loaded machine).
+    let _ = writeln!(s, "{common} --data-dir {} --node \"$1\" --dry-run 2>/dev/null) && [[ \"$doc\" == *'\"cached\": true'* ]]\n}}", q(&paths.data));
     // Decide which nodes to submit: a node is skipped when it is up to date and none of its
     // inputs is submitted.
     s.push_str("todo=()\n");

@@ -418,8 +418,7 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signal
             "stage": S::NAME, "version": S::VERSION, "key": key, "cached": store.contains(S::NAME, &key),
             "config": resolved.config_json, "inputs": input_records, "external": external,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+        return crate::error::print_document(&serde_json::to_string_pretty(&doc)?);
     }
 
     let cached = |store: &Store| -> Result<bool> {
