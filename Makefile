@@ -32,7 +32,7 @@ BIN       ?= $(ROOT)/target/release
 BUILD     ?= 1
 
 STAGE_BINS := fetch-data train-ct distill precompute-encoder evaluate-fid
-TOOL_BINS  := artifacts plan bench features
+TOOL_BINS  := artifacts plan bench features fid
 BINARIES   := $(addprefix $(BIN)/,$(STAGE_BINS) $(TOOL_BINS))
 STORE      := --artifacts $(ARTIFACTS)
 PLAN       := $(BIN)/plan --pipeline $(PIPELINE) --profile $(PROFILE) --scale $(SCALE) $(STORE)
@@ -58,7 +58,7 @@ CUDA_BIN       := $(ROOT)/target/cuda/release
 cuda:
 	$(CARGO) fetch --manifest-path $(ROOT)/Cargo.toml
 	@set -e; \
-	if command -v nvcc >/dev/null && nvcc --version | grep -q 'release 13\.0,'; then \
+	if command -v nvcc >/dev/null && nvcc --version | grep 'release 13\.0,' >/dev/null; then \
 	  echo "make cuda: the system's nvcc (CUDA 13.0)"; export CUDA_COMPUTE_CAP=$${CUDA_COMPUTE_CAP:-90}; \
 	else \
 	  eval "$$($(ROOT)/scripts/cuda-toolchain.sh $(CUDA_TOOLCHAIN))"; \

@@ -248,6 +248,10 @@ fn pandas_and_safetensors_read_everything_ctpipe_writes() {
             assert_eq!(v["metadata_keys"], json!(["ctpipe"]));
             assert!(v["tensors"].as_object().unwrap().values().all(|d| d["dtype"] == "float32"));
             assert_eq!(ctpipe_e2e::tensor_shapes(&v), edm, "{file}: the U-Net's tensors are EDM's SongUNet state_dict (tests/interop/fixtures)");
+            // networks.py:64-66: the [1, 1] filter's outer product over its sum squared.
+            let filters = v["resample_filters"].as_object().unwrap();
+            assert_eq!(filters.len(), 4, "{file}: {v}");
+            assert!(filters.values().all(|f| *f == json!([0.25, 0.25, 0.25, 0.25])), "{file}: {v}");
         }
     }
     for file in ["encoder.safetensors", "encoder_ema.safetensors"] {

@@ -300,18 +300,17 @@ pub fn pytools<S: AsRef<std::ffi::OsStr>>(python: &Path, args: &[S]) -> serde_js
     serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("pytools.py {shown:?}: not JSON ({e}):\n{}", r.stdout))
 }
 
-/// The learned parameters of NVlabs/edm's `SongUNet` in a preset's configuration, names
-/// prefixed `model.` as `EDMPrecond` holds them, sorted, with their shapes: dumped with PyTorch
-/// from EDM's own code (tests/interop/fixtures/README.md). EDM's constant resampling-filter
-/// buffers are left out: EDM builds them itself.
+/// The state_dict of NVlabs/edm's `SongUNet` in a preset's configuration (its learned
+/// parameters and its constant resampling-filter buffers: what `load_state_dict(strict=True)`
+/// wants), names prefixed `model.` as `EDMPrecond` holds them, sorted, with their shapes:
+/// dumped with PyTorch from EDM's own code (tests/interop/fixtures/README.md).
 pub fn edm_songunet(preset: &str) -> Vec<(String, Vec<u64>)> {
     let path = workspace_root().join(format!("tests/interop/fixtures/edm-songunet-{preset}.json"));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("fixture JSON");
     let entries = |key: &str| -> Vec<(String, Vec<u64>)> {
         v[key].as_array().expect("a list").iter().map(|t| (t[0].as_str().expect("name").to_string(), t[1].as_array().expect("shape").iter().map(|x| x.as_u64().expect("dim")).collect())).collect()
     };
-    let buffers = entries("buffers");
-    let mut out: Vec<(String, Vec<u64>)> = entries("tensors").into_iter().filter(|t| !buffers.contains(t)).map(|(n, s)| (format!("model.{n}"), s)).collect();
+    let mut out: Vec<(String, Vec<u64>)> = entries("tensors").into_iter().map(|(n, s)| (format!("model.{n}"), s)).collect();
     out.sort();
     out
 }

@@ -26,7 +26,7 @@ environment of tests/interop/requirements.txt; every command prints one JSON doc
         are finite.
     pytools.py read-safetensors FILE
         safetensors.numpy.load_file: names with dtype and shape, metadata, whether all values
-        are finite.
+        are finite, and the values of EDM's resample_filter buffers.
 """
 import hashlib
 import io
@@ -196,6 +196,8 @@ def read_safetensors(path):
         "tensors": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in sorted(tensors.items())},
         "metadata_keys": sorted(meta.keys()),
         "all_finite": bool(all(np.isfinite(v).all() for v in tensors.values() if v.dtype.kind == "f")),
+        # EDM's constant resampling filters, by value.
+        "resample_filters": {k: v.flatten().tolist() for k, v in sorted(tensors.items()) if k.endswith(".resample_filter")},
     }
 
 

@@ -89,11 +89,24 @@ impl Weights {
         Ok(Weights { params, net })
     }
 
-    /// Weights from named tensors, which must match the architecture exactly.
-    pub fn from_tensors(cfg: &NetworkConfig, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Weights> {
+    /// Weights from named tensors, which must match the architecture exactly. EDM's constant
+    /// buffers may be among them (our weight files carry them); each must be one the network
+    /// has, holding the filter it uses.
+    pub fn from_tensors(cfg: &NetworkConfig, mut tensors: HashMap<String, Tensor>, device: &Device) -> Result<Weights> {
+        let buffers: Vec<(String, Tensor)> = tensors.keys().filter(|n| n.ends_with(".resample_filter")).cloned().collect::<Vec<_>>().into_iter().filter_map(|n| tensors.remove_entry(&n)).collect();
         let params = ParamStore::from_tensors(tensors);
         let net = Network::new(params.var_builder(DType::F32, device), cfg)?;
         params.check_all_used()?;
+        let expected: HashMap<String, Tensor> = net.edm_buffers(device)?.into_iter().collect();
+        for (name, t) in buffers {
+            let Some(want) = expected.get(&name) else {
+                return Err(bad_input(format!("tensor `{name}`: this network has no such buffer (it does not resample there)")));
+            };
+            let same = t.dims() == want.dims() && t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? == want.flatten_all()?.to_vec1::<f32>()?;
+            if !same {
+                return Err(bad_input(format!("tensor `{name}`: expected EDM's [1, 1] resampling filter (1, 1, 2, 2) of 0.25, as DDPM++ uses; ctpipe's U-Net implements no other")));
+            }
+        }
         Ok(Weights { params, net })
     }
 
@@ -104,10 +117,13 @@ impl Weights {
     }
 }
 
-/// Write weights to safetensors with the spec as metadata. Tensor order is fixed (sorted) and
-/// the metadata has one key, so the same weights give the same bytes.
+/// Write weights to safetensors with the spec as metadata, EDM's constant buffers included (so
+/// that `EDMPrecond.load_state_dict(strict=True)` takes the file). Tensor order is fixed
+/// (sorted) and the metadata has one key, so the same weights give the same bytes.
 pub fn save_weights(path: &Path, weights: &Weights, spec: &ModelSpec) -> Result<()> {
-    save_tensors(path, &weights.params.tensors().into_iter().collect::<Vec<_>>(), Some(spec))
+    let mut tensors: Vec<(String, Tensor)> = weights.params.tensors().into_iter().collect();
+    tensors.extend(weights.net.edm_buffers(&Device::Cpu)?);
+    save_tensors(path, &tensors, Some(spec))
 }
 
 /// Write named tensors to safetensors (sorted by name; optional spec metadata).

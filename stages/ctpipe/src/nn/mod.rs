@@ -75,6 +75,15 @@ impl Network {
         })
     }
 
+    /// EDM's constant buffers by full name (the U-Net's resampling filters; none for MLPs),
+    /// written beside the parameters so that EDM loads our files strictly.
+    pub fn edm_buffers(&self, device: &candle_core::Device) -> Result<Vec<(String, Tensor)>> {
+        match self {
+            Network::Unet(n) => n.edm_buffers(device),
+            Network::Mlp(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Classes it is conditioned on (0: unconditional).
     pub fn label_dim(&self) -> usize {
         match self {

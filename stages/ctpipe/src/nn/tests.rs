@@ -202,3 +202,53 @@ fn class_conditioning() {
     assert_ne!(out(Some(&a)), out(Some(&b)));
     assert_eq!(out(None), out(Some(&Tensor::zeros((2, 10), DType::F32, &dev).unwrap())));
 }
+
+/// EDM's resampling-filter buffers, by name against the state_dict PyTorch dumped from EDM's
+/// own SongUNet (tests/interop/fixtures), by value against networks.py:64-66 worked by hand:
+/// [1, 1] ⊗ [1, 1] / (1 + 1)² is 0.25 everywhere.
+#[test]
+fn resample_buffers_are_edms() {
+    for (name, kind) in [("tiny", images(28, 1)), ("fmnist", images(28, 1)), ("cifar-ddpmpp", images(32, 3))] {
+        let path = format!("{}/../../tests/interop/fixtures/edm-songunet-{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let fixture: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut want: Vec<String> = fixture["buffers"].as_array().unwrap().iter().map(|b| format!("model.{}", b[0].as_str().unwrap())).collect();
+        want.sort();
+        assert!(!want.is_empty(), "{name}");
+        let (_, net) = build(&preset(name, kind, 1, None).unwrap(), DType::F32);
+        let buffers = net.edm_buffers(&Device::Cpu).unwrap();
+        let mut got: Vec<String> = buffers.iter().map(|(n, _)| n.clone()).collect();
+        got.sort();
+        assert_eq!(got, want, "{name}");
+        for (n, t) in &buffers {
+            assert_eq!(t.dims(), [1, 1, 2, 2], "{n}");
+            assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0.25; 4], "{n}");
+        }
+    }
+    let (_, mlp) = build(&preset("mlp-toy", SampleKind::Points { dim: 2 }, 1, None).unwrap(), DType::F32);
+    assert!(mlp.edm_buffers(&Device::Cpu).unwrap().is_empty());
+}
+
+/// Weight files carry the buffers and load back; a buffer with another filter, or where the
+/// network does not resample, is refused by name.
+#[test]
+fn weight_files_with_buffers_load_and_wrong_buffers_are_refused() {
+    let cfg = preset("tiny", images(28, 1), 1, None).unwrap();
+    let w = crate::model::Weights::init(&cfg, 0, &Device::Cpu).unwrap();
+    let mut tensors: HashMap<String, Tensor> = w.params.tensors().into_iter().collect();
+    let n_params = tensors.len();
+    tensors.extend(w.net.edm_buffers(&Device::Cpu).unwrap());
+    assert_eq!(tensors.len(), n_params + 4);
+    let back = crate::model::Weights::from_tensors(&cfg, tensors.clone(), &Device::Cpu).unwrap();
+    assert_eq!(back.params.tensors().len(), n_params);
+
+    let mut other = tensors.clone();
+    let f = Tensor::from_vec(vec![1f32 / 16.0, 3.0 / 16.0, 3.0 / 16.0, 9.0 / 16.0], (1, 1, 2, 2), &Device::Cpu).unwrap();
+    other.insert("model.enc.14x14_down.conv0.resample_filter".into(), f);
+    let e = crate::model::Weights::from_tensors(&cfg, other, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("model.enc.14x14_down.conv0.resample_filter") && e.contains("[1, 1] resampling filter"), "{e}");
+
+    let mut stray = tensors;
+    stray.insert("model.enc.28x28_block0.conv0.resample_filter".into(), w.net.edm_buffers(&Device::Cpu).unwrap()[0].1.clone());
+    let e = crate::model::Weights::from_tensors(&cfg, stray, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("model.enc.28x28_block0.conv0.resample_filter") && e.contains("no such buffer"), "{e}");
+}

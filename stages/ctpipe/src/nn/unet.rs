@@ -42,6 +42,12 @@ enum DecItem {
     OutConv(Conv2d),
 }
 
+/// The names of the buffers a resampling block's two convolutions register.
+fn resample_buffers(block: &VarBuilder) -> [String; 2] {
+    let p = block.prefix();
+    [format!("{p}.conv0.resample_filter"), format!("{p}.skip.resample_filter")]
+}
+
 pub struct SongUnet {
     cfg: UnetConfig,
     map_label: Option<Linear>,
@@ -49,6 +55,8 @@ pub struct SongUnet {
     map_layer1: Linear,
     enc: Vec<EncItem>,
     dec: Vec<DecItem>,
+    /// Full names of EDM's `resample_filter` buffers (see [`SongUnet::edm_buffers`]).
+    buffers: Vec<String>,
 }
 
 impl SongUnet {
@@ -65,6 +73,7 @@ impl SongUnet {
             UNetBlock::new(vb, &BlockSpec { cin, cout, emb, resample, attention, dropout: cfg.dropout })
         };
 
+        let mut buffers = Vec::new();
         let venc = vb.pp("enc");
         let mut enc = Vec::new();
         let mut skips = Vec::new();
@@ -76,7 +85,9 @@ impl SongUnet {
                 cout = mc;
                 enc.push(EncItem::Conv(Conv2d::new(venc.pp(format!("{res}x{res}_conv")), cin, cout, 3, Resample::None, 1.0)?));
             } else {
-                enc.push(EncItem::Block(block(venc.pp(format!("{res}x{res}_down")), cout, cout, Resample::Down, false)?));
+                let vb = venc.pp(format!("{res}x{res}_down"));
+                buffers.extend(resample_buffers(&vb));
+                enc.push(EncItem::Block(block(vb, cout, cout, Resample::Down, false)?));
             }
             skips.push(cout);
             for idx in 0..cfg.num_blocks {
@@ -97,7 +108,9 @@ impl SongUnet {
                 dec.push(DecItem::Block(block(vdec.pp(format!("{res}x{res}_in0")), cout, cout, Resample::None, true)?));
                 dec.push(DecItem::Block(block(vdec.pp(format!("{res}x{res}_in1")), cout, cout, Resample::None, false)?));
             } else {
-                dec.push(DecItem::Block(block(vdec.pp(format!("{res}x{res}_up")), cout, cout, Resample::Up, false)?));
+                let vb = vdec.pp(format!("{res}x{res}_up"));
+                buffers.extend(resample_buffers(&vb));
+                dec.push(DecItem::Block(block(vb, cout, cout, Resample::Up, false)?));
             }
             for idx in 0..=cfg.num_blocks {
                 let cin = cout + skips.pop().expect("one skip per encoder output");
@@ -110,7 +123,19 @@ impl SongUnet {
                 dec.push(DecItem::OutConv(Conv2d::new(vdec.pp(format!("{res}x{res}_aux_conv")), cout, cfg.out_channels, 3, Resample::None, 1e-5)?));
             }
         }
-        Ok(SongUnet { cfg: cfg.clone(), map_label, map_layer0, map_layer1, enc, dec })
+        Ok(SongUnet { cfg: cfg.clone(), map_label, map_layer0, map_layer1, enc, dec, buffers })
+    }
+
+    /// EDM's constant buffers, by full name: every resampling `Conv2d` (a down or up block's
+    /// `conv0` and `skip`) registers its filter, the outer product of [1, 1] with itself over
+    /// its sum squared, shape (1, 1, 2, 2) (training/networks.py:64-66). They are not learned,
+    /// but `load_state_dict(strict=True)` wants them, so weight files carry them.
+    pub fn edm_buffers(&self, device: &candle_core::Device) -> Result<Vec<(String, Tensor)>> {
+        let f = [1f32, 1.0];
+        let norm = f.iter().sum::<f32>().powi(2);
+        let outer: Vec<f32> = f.iter().flat_map(|a| f.iter().map(move |b| a * b / norm)).collect();
+        let t = Tensor::from_vec(outer, (1, 1, 2, 2), device)?;
+        Ok(self.buffers.iter().map(|n| (n.clone(), t.clone())).collect())
     }
 
     pub fn config(&self) -> &UnetConfig {
