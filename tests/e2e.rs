@@ -374,3 +374,35 @@ fn slurm_scripts_chain_jobs_and_requeue_on_signal() {
     assert!(again.stdout.contains("done train-ct "), "{}", again.stdout);
     assert!(sb.artifacts().join("refs/tiny/train-ct.ect.ref").is_file());
 }
+
+/// `artifacts path` finds a node's artifact, `pin` keeps a hand-made one from `gc` (and
+/// `unpin` lets it go), `ls` says what each artifact is and which refs hold it.
+#[test]
+fn artifacts_path_pin_and_ls() {
+    let sb = tiny();
+    let arts = release_bin_dir().join("artifacts");
+    let fetch = release_bin_dir().join("fetch-data");
+    let node_key = run(sb.cmd(&fetch).args(["--profile", "tiny", "--node", "fetch-data.a"])).expect_code(0).key();
+    let path = run(sb.cmd(&arts).args(["path", "fetch-data.a", "--profile", "tiny"])).expect_code(0);
+    assert_eq!(path.stdout.trim(), sb.artifacts().join("fetch-data").join(&node_key).display().to_string());
+    let by_key = run(sb.cmd(&arts).args(["path", &node_key[..12]])).expect_code(0);
+    assert_eq!(by_key.stdout, path.stdout);
+    let missing = run(sb.cmd(&arts).args(["path", "train-ct.ect", "--profile", "tiny"])).expect_code(3);
+    assert!(missing.one_error_line().contains("no node of that name has run in profile tiny"), "{}", missing.stderr);
+
+    // A variant made by hand: nothing refers to it, so gc would take it, until it is pinned.
+    let mine = run(sb.cmd(&fetch).args(["--set", "source=toy2d", "--set", "dataset=moons", "--set", "n=300"])).expect_code(0).key();
+    let unreferenced = format!("unreferenced fetch-data/{mine}");
+    let gc = |sb: &Sandbox| run(sb.cmd(&arts).arg("gc")).expect_code(0).stdout;
+    assert!(gc(&sb).contains(&unreferenced));
+    run(sb.cmd(&arts).args(["pin", &mine[..12], "moons-300"])).expect_code(0);
+    assert!(!gc(&sb).contains(&unreferenced), "gc would remove a pinned artifact");
+    let ls = run(sb.cmd(&arts).arg("ls")).expect_code(0).stdout;
+    let line = |key: &str| ls.lines().find(|l| l.contains(&key[..12])).unwrap_or_else(|| panic!("{key} not listed:\n{ls}")).to_string();
+    assert!(line(&mine).contains("toy2d:moons") && line(&mine).contains("pinned/moons-300"), "{ls}");
+    assert!(line(&node_key).contains("toy2d:two-gaussians") && line(&node_key).contains("tiny/fetch-data.a"), "{ls}");
+    run(sb.cmd(&arts).args(["unpin", "moons-300"])).expect_code(0);
+    assert!(gc(&sb).contains(&unreferenced));
+    let bad = run(sb.cmd(&arts).args(["pin", &mine[..12], "../escape"])).expect_code(2);
+    assert!(bad.one_error_line().contains("pin name `../escape`"), "{}", bad.stderr);
+}

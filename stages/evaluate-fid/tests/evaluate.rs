@@ -88,6 +88,18 @@ fn images_classifier_reference_and_model_fd() {
     assert!(em_all["baselines"][0]["fd_std"].is_null());
     assert!(edir.join("fd.svg").is_file() && edir.join("samples-ect-1-step.png").is_file());
 
+    // Exported samples (arr_0, uint8 N×H×W×C) are the ones measured: the `fid` tool, given
+    // them, the reference statistics and the same encoder, gives the evaluation's FD.
+    let ev_x = run(&mut stage(&sb, "evaluate-fid", &[("data", &data), ("reference", &reference), ("models", &model)], &["n=64", "seeds=[3]", "steps=[1]", "batch=32", "grid=4", "export_samples=true"])).expect_code(0);
+    let (xdir, xm) = metrics(&sb, "evaluate-fid", &ev_x.key());
+    let npz = xdir.join("samples-ect-1-step.npz");
+    let arrays = candle_core::Tensor::read_npz(&npz).unwrap();
+    assert_eq!((arrays[0].0.as_str(), arrays[0].1.dims(), arrays[0].1.dtype()), ("arr_0", &[64usize, 8, 8, 1][..], candle_core::DType::U8));
+    let tool = run(sb.cmd(release_bin("fid")).arg(&npz).arg(dir.join("stats.safetensors")).args(["--encoder", &reference])).expect_code(0);
+    let line = tool.stdout.lines().find(|l| l.starts_with("FID:  ")).unwrap_or_else(|| panic!("{}", tool.stdout));
+    let (got, want) = (line[6..].trim().parse::<f64>().unwrap(), xm["rows"][0]["fd"][0].as_f64().unwrap());
+    assert!((got - want).abs() <= 1e-4 * want, "fid tool on the exported samples {got}, evaluate-fid {want}");
+
     // A class-conditional model needs per-class statistics; `per_class` writes them: each
     // class's rows of the reference split (512 of each here), and each class's statistics
     // far from the other's. Each class of the conditional model is then measured.

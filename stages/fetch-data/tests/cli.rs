@@ -79,6 +79,9 @@ fn help_documents_every_field_and_dry_run_publishes_nothing() {
     let doc: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(doc["config"]["dataset"], "moons");
     assert_eq!(doc["cached"], false);
+    // The settings nobody wrote are listed as the defaults in effect.
+    let defaults: Vec<&str> = doc["defaults"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(defaults.contains(&"seed") && defaults.contains(&"source") && !defaults.contains(&"dataset"), "{defaults:?}");
     assert!(Store::new(sb.artifacts()).list().unwrap().is_empty());
     // A reader that leaves early (`| grep -q`, `| head`, here at once) is not an error: the
     // dry run exits 0 without a panic, so a pipeline under pipefail (submit.sh) is not failed.
@@ -398,4 +401,15 @@ fn real_fashion_mnist_counts() {
     }
     let mean = splits["train"]["channel_mean"][0].as_f64().unwrap();
     assert!((mean - 0.2860).abs() < 1e-4, "train mean {mean}");
+}
+
+/// Off Debian (no apt-get on the PATH) and without the files at hand, the error says what to
+/// use instead: the Hub's copy of the same images, or a folder of the IDX files.
+#[test]
+fn fashion_mnist_off_debian_says_where_else_to_get_it() {
+    let sb = Sandbox::new();
+    let empty = sb.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let r = run(sb.cmd(EXE).env("PATH", &empty).args(["--set", "source=fashion-mnist"]));
+    assert_rejected(&sb, r, 3, "not a Debian machine?): set from = \"hub\"");
 }

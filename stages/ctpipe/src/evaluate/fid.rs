@@ -70,6 +70,11 @@ crate::config_struct! {
         /// test split's points of the class for toys).
         #[range = "[2, 1e7]"]
         pub class_n: u64 = 1000,
+        /// Also write the first seed's n samples of every model and sampler (unguided) as
+        /// `samples-<model>-<sampler>.npz`: `arr_0`, uint8 N × H × W × C, the format of EDM's,
+        /// ECT's and openai/consistency_models' samplers, which pytorch-fid, clean-fid and the
+        /// `fid` tool read. Images only.
+        pub export_samples: bool = false,
     }
 }
 
@@ -308,7 +313,13 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
                     (Some(_), _) => continue,
                     (None, _) => None,
                 };
-                let row = measure(cfg, &m, &m.net.net, g.as_ref(), &s, &cfg.seeds, &reference_kind, device, &label, art, None)?;
+                let mut export = (cfg.export_samples && g.is_none() && matches!(info.kind, SampleKind::Images { .. })).then(Vec::new);
+                let row = measure(cfg, &m, &m.net.net, g.as_ref(), &s, &cfg.seeds, &reference_kind, device, &label, art, None, export.as_mut())?;
+                if let (Some(pixels), SampleKind::Images { height, width, channels }) = (export, info.kind) {
+                    let x = Tensor::from_vec(pixels, (cfg.n as usize, height as usize, width as usize, channels as usize), &Device::Cpu)?;
+                    let file = out.join(format!("samples-{}-{}.npz", label.replace(' ', "-"), s.name));
+                    Tensor::write_npz(&[("arr_0", &x)], &file).with_context(|| format!("{}: cannot write", file.display()))?;
+                }
                 let how = w.map(|w| format!(" guided w = {w}")).unwrap_or_default();
                 eprintln!("evaluate-fid: {label} {}{how}: FD min {:.4} mean {:.4}", s.name, row.fd_min, row.fd_mean);
                 rows.push(row);
@@ -341,7 +352,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
                 let tensors = model::load_tensors(&path, device)?;
                 let w = model::Weights::from_tensors(&m.spec.network, tensors, device)?;
                 let s = &samplers(cfg, &m.spec)[0];
-                let row = measure(cfg, &m, &w.net, None, s, &cfg.seeds[..1], &reference_kind, device, &label, art, Some(step))?;
+                let row = measure(cfg, &m, &w.net, None, s, &cfg.seeds[..1], &reference_kind, device, &label, art, Some(step), None)?;
                 eprintln!("evaluate-fid: {label} at step {step} ({}): FD {:.4}", s.name, row.fd_min);
                 rows.push(row);
             }
@@ -478,6 +489,7 @@ fn measure(
     label: &str,
     art: &Artifact,
     train_step: Option<u64>,
+    mut export: Option<&mut Vec<u8>>,
 ) -> Result<Row> {
     let enc = m.encoder.as_ref().map(|e| &e.net);
     let n = cfg.n as usize;
@@ -492,7 +504,11 @@ fn measure(
         let mut next = batches(n, batch, |first, k| {
             let x = crate::sample::model_samples(&m.spec, net, enc, guide, s.steps, &s.mids, seed, first as u64, k, None, device)?;
             progress.set_position((i * n + first + k) as u64);
-            finite_samples(x, label, &s.name, art)
+            let x = finite_samples(x, label, &s.name, art)?;
+            if let (0, Some(pixels)) = (i, export.as_deref_mut()) {
+                pixels.extend(uint8_nhwc(&x)?);
+            }
+            Ok(x)
         });
         score(&mut next, reference, cfg, i == 0, seed, &mut row)?;
     }
@@ -583,6 +599,13 @@ fn batches(total: usize, batch: usize, mut make: impl FnMut(usize, usize) -> Res
         first += k;
         Ok(Some(x))
     }
+}
+
+/// Images in [−1, 1] (N × C × H × W) as the 256 levels a saved picture holds, N × H × W × C:
+/// the levels `features::quantize` measures.
+fn uint8_nhwc(x: &Tensor) -> Result<Vec<u8>> {
+    let levels = ((x.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?;
+    Ok(levels.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as u8).collect())
 }
 
 /// The samples, if every value is finite; else an error naming the model and the sampler (a

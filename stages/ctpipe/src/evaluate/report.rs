@@ -116,7 +116,7 @@ fn legend(ev: &Evaluation, cfg: &EvalConfig, toy: bool) -> String {
 /// pictures' paths; nodes not run yet are listed as such.
 pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Profile, scale: crate::stage::scale::Scale) -> anyhow::Result<String> {
     let ns = scale.namespace(&profile.name);
-    let mut s = format!("# ctpipe report — profile `{ns}`\n\n{}\n\n", profile.about);
+    let mut s = format!("# ctpipe report — profile `{ns}`\n\n{}\n\nModel rows are named by the node that produced the model.\n\n", profile.about);
     if scale == crate::stage::scale::Scale::Smoke {
         s.push_str("Smoke scale: every node ran with its counts cut to minutes on a CPU (stage::scale); the numbers only show that the profile runs.\n\n");
     }
@@ -131,7 +131,8 @@ pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Pr
         };
         let art = store.open(&r.stage, &r.key, crate::store::Verify::Content)?;
         let md = std::fs::read_to_string(art.file("report.md")?)?;
-        s.push_str(&md);
+        let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(art.file("metrics.json")?)?)?;
+        s.push_str(&rename_rows(&md, &node_names(store, &ns, node, &metrics)?));
         let pics: Vec<String> = art.manifest.files.iter().filter(|f| f.path.ends_with(".svg") || f.path.ends_with(".png")).map(|f| f.path.clone()).collect();
         let _ = writeln!(s, "\nPictures in `{}`: {}\n", art.dir.display(), pics.join(", "));
     }
@@ -139,4 +140,52 @@ pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Pr
         s.push_str("This profile has no evaluate-fid node.\n");
     }
     Ok(s)
+}
+
+/// Model labels (`ect`, `sct+cond`) → the profile's node ids, through the keys the model
+/// nodes' refs name: an artifact is shared by every profile with the same settings, so its
+/// report.md cannot know the node names; the profile report can.
+fn node_names(store: &crate::store::Store, ns: &str, node: &crate::pipeline::Node, metrics: &serde_json::Value) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut by_key = std::collections::BTreeMap::new();
+    for id in node.inputs.values().flatten() {
+        if let Some(r) = store.read_ref(ns, id)? {
+            by_key.entry(r.key.as_str().to_string()).or_insert_with(|| id.clone());
+        }
+    }
+    let rows = metrics["rows"].as_array().map(Vec::as_slice).unwrap_or_default();
+    Ok(rows.iter().filter_map(|r| Some((r["model"].as_str()?.to_string(), by_key.get(r["key"].as_str()?)?.clone()))).collect())
+}
+
+/// The report's table rows with the model label in the first cell replaced by its node id
+/// (`ect @ step 30` keeps its step).
+fn rename_rows(md: &str, names: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(md.len());
+    for line in md.lines() {
+        let renamed = line.strip_prefix("| ").and_then(|rest| {
+            let (cell, tail) = rest.split_once(" |")?;
+            let (label, step) = match cell.split_once(" @ step ") {
+                Some((l, st)) => (l, format!(" @ step {st}")),
+                None => (cell, String::new()),
+            };
+            names.get(label).map(|node| format!("| {node}{step} |{tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_take_their_node_names() {
+        let md = "| model | sampler |\n|---|---|\n| ect | 1-step |\n| ect @ step 30 | 1-step |\n| *data* | – |\n| ectx | 1-step |\nect in prose\n";
+        let names = std::collections::BTreeMap::from([("ect".to_string(), "train-ct.ect".to_string())]);
+        assert_eq!(
+            rename_rows(md, &names),
+            "| model | sampler |\n|---|---|\n| train-ct.ect | 1-step |\n| train-ct.ect @ step 30 | 1-step |\n| *data* | – |\n| ectx | 1-step |\nect in prose\n"
+        );
+    }
 }

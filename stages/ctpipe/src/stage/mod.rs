@@ -265,6 +265,9 @@ struct Resolved<C> {
     node: Option<String>,
     /// Where the profile's refs are at the scale run (`scale.rs`).
     namespace: String,
+    /// The fields the node table and `--set` wrote (the rest are the stage's defaults, or
+    /// smoke-scale cuts).
+    written: Vec<String>,
 }
 
 fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Result<Resolved<S::Config>> {
@@ -290,6 +293,7 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
     let origin = if args.set.is_empty() { origin } else { format!("{origin} with --set") };
     let scale = Scale::parse(&args.scale)?;
     let namespace = scale.namespace(&args.profile);
+    let written: Vec<String> = table.keys().cloned().collect();
     let config = typed_config::<S>(table, &origin, args.node.is_some(), scale)?;
 
     // --input replaces what the node table says for that role.
@@ -338,7 +342,7 @@ fn resolve<S: Stage>(spec: &StageSpec, args: &CommonArgs, store: &Store) -> Resu
     if let Some(map) = config_json.as_object_mut() {
         map.retain(|k, _| !S::KEY_EXCLUDES.contains(&k.as_str()));
     }
-    Ok(Resolved { config, config_json, inputs, node: args.node.clone(), namespace })
+    Ok(Resolved { config, config_json, inputs, node: args.node.clone(), namespace, written })
 }
 
 /// A node's settings as the stage's config at `scale`, checked. `origin` names the settings in
@@ -414,9 +418,12 @@ fn run<S: Stage>(spec: &StageSpec, args: &CommonArgs, stop: crate::train::signal
         if !leader {
             return Ok(());
         }
+        // Which settings nobody wrote: the stage's defaults, as they are in effect.
+        let default = config::to_json(&S::Config::default())?;
+        let defaults: Vec<&String> = resolved.config_json.as_object().into_iter().flatten().filter(|(k, v)| !resolved.written.contains(k) && default.get(k.as_str()) == Some(v)).map(|(k, _)| k).collect();
         let doc = json!({
             "stage": S::NAME, "version": S::VERSION, "key": key, "cached": store.contains(S::NAME, &key),
-            "config": resolved.config_json, "inputs": input_records, "external": external,
+            "config": resolved.config_json, "defaults": defaults, "inputs": input_records, "external": external,
         });
         return crate::error::print_document(&serde_json::to_string_pretty(&doc)?);
     }

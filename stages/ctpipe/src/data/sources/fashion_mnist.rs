@@ -20,6 +20,8 @@ pub const FILES: [(&str, &str); 2] = [
 ];
 
 const PACKAGE: &str = "dataset-fashion-mnist";
+/// What to do where Debian's package cannot be had: the same images from the Hub, or files at hand.
+const NOT_DEBIAN: &str = "set from = \"hub\" (the same IDX files from the Hugging Face Hub, zalando-datasets/fashion_mnist) or from = \"<dir with the four IDX files>\"";
 const INSTALLED: &str = "/usr/share/datasets/fashion-mnist";
 
 fn has_files(dir: &Path) -> bool {
@@ -87,9 +89,9 @@ fn download(root: &Path, unpacked: &Path) -> Result<()> {
         .current_dir(root)
         .stdout(Stdio::from(to_stderr))
         .status()
-        .bad_input_ctx(|| "cannot run apt-get (needed to fetch Fashion-MNIST; or set from = \"<dir with the IDX files>\")".into())?;
+        .bad_input_ctx(|| format!("cannot run apt-get (not a Debian machine?): {NOT_DEBIAN}"))?;
     if !status.success() {
-        return Err(bad_input(format!("`apt-get download {PACKAGE}` failed ({status}); set from = \"<dir with the IDX files>\" instead")));
+        return Err(bad_input(format!("`apt-get download {PACKAGE}` failed ({status}): {NOT_DEBIAN}")));
     }
     let deb = std::fs::read_dir(root)?
         .flatten()
