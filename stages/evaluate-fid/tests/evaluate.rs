@@ -86,7 +86,7 @@ fn images_classifier_reference_and_model_fd() {
     // (3.6e-5 relative measured); a subsample or the wrong split is off by far more.
     assert!((all - fd_data).abs() <= 1e-3 * fd_data, "data baseline on all 256 rows {all} against precompute's {fd_data}");
     assert!(em_all["baselines"][0]["fd_std"].is_null());
-    assert!(edir.join("fd.svg").is_file() && edir.join("samples-ect-1-step.png").is_file());
+    assert!(edir.join("fd.svg").is_file() && edir.join("samples-ect-1-step.png").is_file() && edir.join("samples-data.png").is_file());
 
     // Exported samples (arr_0, uint8 N×H×W×C) are the ones measured: the `fid` tool, given
     // them, the reference statistics and the same encoder, gives the evaluation's FD.

@@ -286,6 +286,15 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
         }
     };
     let baselines = baseline_rows(cfg, info.kind, (&held_out.0, &held_out.1), &reference_kind, device)?;
+    if matches!(info.kind, SampleKind::Images { .. }) {
+        // The held-out images as a grid of the same size, to set the models' grids against
+        // (the toys' scatter plots draw the held-out points under the samples already).
+        let data = crate::train::data::TrainData::new(info.kind, held_out.1.clone(), None)?;
+        let k = (cfg.grid as usize).min(data.rows());
+        let x = data.rows_tensor(&(0..k).collect::<Vec<_>>(), None, device)?;
+        let cols = (k as f64).sqrt().ceil() as usize;
+        crate::fsx::write(&out.join("samples-data.png"), crate::report::grid::image_grid_png(&x, cols)?)?;
+    }
     let which = if cfg.weights == "ema" { Which::Ema } else { Which::Online };
     let guide = guide.map(|g| load_guide(g, cfg.guide_step, device)).transpose()?;
     let mut rows = Vec::new();
@@ -672,7 +681,10 @@ fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
         }
     }
     let title = format!("FD ({} features) on {}", ev.encoder, ev.dataset);
-    crate::fsx::write(&out.join("fd.svg"), line_plot_svg(&title, "network evaluations (NFE)", "FD (min over seeds)", &series, true))?;
+    // NFE spans 1 to 2N − 1 of a Heun teacher: a log axis keeps 1 and 2 apart; each point is
+    // one measurement, so each gets a marker.
+    let axes = crate::report::plot::Axes { log_x: true, log_y: true, markers: true };
+    crate::fsx::write(&out.join("fd.svg"), crate::report::plot::plot_svg(&title, "network evaluations (NFE)", "FD (min over seeds)", &series, axes))?;
     let snaps: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_some()).collect();
     if !snaps.is_empty() {
         let series: Vec<Series> = models

@@ -16,7 +16,9 @@ impl Stage for EvaluateFid {
     //    class-conditional models are measured per class too.
     // 6: the baselines (held-out data, pure noise) measured at the models' n and seeds; rows
     //    carry `n` and `fd_std`.
-    const VERSION: u32 = 6;
+    // 7: `samples-data.png` (the held-out images), fd.svg on a log NFE axis with markers,
+    //    `export_samples`.
+    const VERSION: u32 = 7;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {

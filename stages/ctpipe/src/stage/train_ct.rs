@@ -13,7 +13,8 @@ impl Stage for TrainCt {
     // 3: issue 13's conformance fixes.
     // 4: SCT's target where r = 0 is the reference mean x̂₀ (`sct_boundary`), its weights
     //    streamed in f64 over any reference set; phased models; the pool.
-    // 5: weight files carry EDM's resample_filter buffers (strict loading in EDM).
+    // 5: weight files carry EDM's resample_filter buffers (strict loading in EDM); loss.svg
+    //    with round ticks, long logs decimated.
     const VERSION: u32 = 5;
     const HANDLES_SIGNALS: bool = true;
     const DATA_PARALLEL: bool = true;
