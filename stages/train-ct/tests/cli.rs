@@ -162,3 +162,34 @@ fn tuning_at_another_dropout_starts_from_the_init() {
     let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(sb.artifacts().join("train-ct").join(&ect).join("model.json")).unwrap()).unwrap();
     assert_eq!((spec["network"]["arch"].as_str(), spec["network"]["dropout"].as_f64()), (Some("mlp"), Some(0.2)), "{spec}");
 }
+
+/// Imported init weights (a file and its sha256, as ECT starts from EDM's checkpoint) start the
+/// run exactly where the same weights given as an `init` artifact do; a wrong hash, two inits,
+/// or a hash without a file are one-line errors.
+#[test]
+fn imported_init_weights_start_where_the_init_artifact_does() {
+    let sb = Sandbox::new();
+    let data = ctpipe_e2e::publish_toy(&sb, 1000).to_string();
+    let edm = train(&sb, &[("data", &data)], &with(&["method=edm", "steps=30"])).expect_code(0).key();
+    let file = sb.artifacts().join("train-ct").join(&edm).join("ema.safetensors");
+    // Outside the store, as a downloaded checkpoint would be.
+    let copy = sb.path().join("edm-ema.safetensors");
+    std::fs::copy(&file, &copy).unwrap();
+    let sha = ctpipe::features::weights::sha256_file(&copy).unwrap();
+    let tune = ["method=ect", "steps=30"];
+    let from_artifact = train(&sb, &[("data", &data), ("init", &edm)], &with(&tune)).expect_code(0).key();
+    // `with` takes the static settings of these tests; leaked, these two live as long.
+    let (w, h): (&'static str, &'static str) = (format!("init_weights={}", copy.display()).leak(), format!("init_sha256={sha}").leak());
+    let from_file = train(&sb, &[("data", &data)], &with(&[tune[0], tune[1], w, h])).expect_code(0).key();
+    assert_ne!(from_artifact, from_file, "the import is part of the key");
+    let read = |key: &str| std::fs::read(sb.artifacts().join("train-ct").join(key).join("ema.safetensors")).unwrap();
+    assert!(read(&from_artifact) == read(&from_file), "the imported weights trained to other weights than the same init artifact");
+
+    let bad_sha: &'static str = format!("init_sha256={}", "0".repeat(64)).leak();
+    let r = train(&sb, &[("data", &data)], &with(&[tune[0], w, bad_sha])).expect_code(3);
+    assert!(r.one_error_line().contains("sha256") && r.one_error_line().contains("init weights"), "{}", r.stderr);
+    let r = train(&sb, &[("data", &data), ("init", &edm)], &with(&[tune[0], w, h])).expect_code(2);
+    assert!(r.one_error_line().contains("two inits"), "{}", r.stderr);
+    let r = train(&sb, &[("data", &data)], &with(&[tune[0], h])).expect_code(2);
+    assert!(r.one_error_line().contains("need init_weights or init_repo"), "{}", r.stderr);
+}

@@ -29,6 +29,13 @@ impl Stage for TrainCt {
         config.smoke_loop();
     }
 
+    fn preflight(config: &TrainConfig) -> Result<()> {
+        match config.init_source() {
+            Some(source) => source.check_present(&crate::train::INIT),
+            None => Ok(()),
+        }
+    }
+
     fn run(config: &TrainConfig, ctx: &mut Ctx<'_>) -> Result<Value> {
         let work = ctx.work_dir()?.to_path_buf();
         let dirs = RunDirs { out: ctx.out_dir(), work: &work, run: ctx.key.as_str(), world: ctx.world };

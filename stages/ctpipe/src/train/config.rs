@@ -224,6 +224,34 @@ crate::training_config! {
         /// gradient (before cleaning and clipping), sony/vct's `evaluate_grad_var` measurement
         /// (lightning_cm.py:89-115), for comparing couplings. Costs a pass over the gradients.
         pub log_grad_variance: bool = false,
+        /// Start from imported weights instead of an `init` artifact (ECT starts from EDM's
+        /// published checkpoint): a safetensors file with EDM's tensor names for this
+        /// network preset (a converted EDM checkpoint, or another tool's copy of ours) ...
+        pub init_weights: Option<std::path::PathBuf> = None,
+        /// ... or a file of this Hub model repo (with init_file).
+        pub init_repo: Option<String> = None,
+        /// The file in init_repo.
+        pub init_file: Option<String> = None,
+        /// Revision of init_repo.
+        pub init_revision: String = "main".into(),
+        /// sha256 of the imported init weights (required with init_weights/init_repo).
+        pub init_sha256: Option<String> = None,
+    }
+}
+
+impl TrainConfig {
+    /// Imported init weights, if the config names any.
+    pub fn init_source(&self) -> Option<crate::features::weights::WeightsSource> {
+        if self.init_weights.is_none() && self.init_repo.is_none() {
+            return None;
+        }
+        Some(crate::features::weights::WeightsSource {
+            path: self.init_weights.clone(),
+            repo: self.init_repo.clone(),
+            file: self.init_file.clone(),
+            revision: self.init_revision.clone(),
+            sha256: self.init_sha256.clone().unwrap_or_default(),
+        })
     }
 }
 

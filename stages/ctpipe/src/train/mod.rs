@@ -42,6 +42,11 @@ pub struct RunDirs<'a> {
 /// Check the config without touching data (stage validation).
 pub fn validate(cfg: &TrainConfig) -> Result<()> {
     validate_loop(cfg)?;
+    if let Some(src) = cfg.init_source() {
+        src.check(&INIT)?;
+    } else if cfg.init_sha256.is_some() || cfg.init_file.is_some() {
+        return Err(usage("fields `init_sha256`/`init_file` need init_weights or init_repo"));
+    }
     // Resolve with a nominal size: catches method/schedule/coupling combinations early.
     spec::resolve(cfg, 2).map(|_| ())
 }
@@ -95,9 +100,15 @@ pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dir
     let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?.with_labels(classes);
     let enc_cfg = resolved.encoder.as_deref().map(|size| nn::vct_encoder(&net_cfg, size)).transpose()?;
 
-    let net = match init {
-        Some(art) => init_from(art, &net_cfg, cfg.sigma_data, device)?,
-        None => Weights::init(&net_cfg, cfg.seed, device)?,
+    let net = match (init, cfg.init_source()) {
+        (Some(_), Some(_)) => return Err(usage("two inits: an `init` input and init_weights/init_repo; give one")),
+        (Some(art), None) => init_from(art, &net_cfg, cfg.sigma_data, device)?,
+        (None, Some(src)) => {
+            let path = src.resolve(&INIT)?;
+            Weights::from_tensors(&net_cfg, model::load_tensors(&path, device)?, device)
+                .map_err(|e| bad_input(format!("{}: init weights do not fit network {} on this data: {}", path.display(), cfg.network, crate::error::one_line(&e))))?
+        }
+        (None, None) => Weights::init(&net_cfg, cfg.seed, device)?,
     };
     let ema = net.duplicate(&net_cfg, device)?;
     let encoder_state = match &enc_cfg {
@@ -197,6 +208,13 @@ fn fmt_count(n: usize) -> String {
     }
     out
 }
+
+/// Where imported init weights come from, for messages.
+pub const INIT: crate::features::weights::WeightsRole = crate::features::weights::WeightsRole {
+    what: "init weights",
+    field: "init",
+    how_to_get: "give an `init` input (a train-ct artifact), or init_weights = <safetensors file> (or init_repo + init_file) with init_sha256",
+};
 
 /// Tune from another model's EMA weights (ECT/SCT from an EDM pre-training): same network.
 /// The init model's EMA weights. Its network must be the student's up to dropout: dropout has
