@@ -95,7 +95,8 @@ fn images_classifier_reference_and_model_fd() {
     let npz = xdir.join("samples-ect-1-step.npz");
     let arrays = candle_core::Tensor::read_npz(&npz).unwrap();
     assert_eq!((arrays[0].0.as_str(), arrays[0].1.dims(), arrays[0].1.dtype()), ("arr_0", &[64usize, 8, 8, 1][..], candle_core::DType::U8));
-    let tool = run(sb.cmd(release_bin("fid")).arg(&npz).arg(dir.join("stats.safetensors")).args(["--encoder", &reference])).expect_code(0);
+    // The reference given as the precompute-encoder artifact itself: its statistics.
+    let tool = run(sb.cmd(release_bin("fid")).arg(&npz).arg(&reference[..12]).args(["--encoder", &reference])).expect_code(0);
     let line = tool.stdout.lines().find(|l| l.starts_with("FID:  ")).unwrap_or_else(|| panic!("{}", tool.stdout));
     let (got, want) = (line[6..].trim().parse::<f64>().unwrap(), xm["rows"][0]["fd"][0].as_f64().unwrap());
     assert!((got - want).abs() <= 1e-4 * want, "fid tool on the exported samples {got}, evaluate-fid {want}");

@@ -2,7 +2,8 @@
 //!
 //!   fid A B --inception W.safetensors [--kid]   FID between two of: a folder of images, a
 //!                                               samples .npz (arr_0), statistics (.npz with
-//!                                               mu and sigma, or ctpipe's .safetensors)
+//!                                               mu and sigma, or ctpipe's .safetensors), a
+//!                                               precompute-encoder artifact (its statistics)
 //!   fid --save-stats SRC OUT.npz --inception W  pytorch-fid's statistics file of SRC
 //!
 //! The encoder is pytorch-fid's FID Inception-v3 from a safetensors file of its weights
@@ -95,6 +96,22 @@ fn encoder(cli: &Cli, device: &candle_core::Device) -> Result<Box<dyn Encoder>> 
     }
 }
 
+/// A source by path, or else an artifact of the store (key, prefix, stage/key or .ref file): a
+/// precompute-encoder artifact stands for its reference statistics (`stats.safetensors`).
+fn open(cli: &Cli, path: &std::path::Path) -> Result<Source> {
+    if path.exists() {
+        return Source::open(path);
+    }
+    let store = ctpipe::store::Store::new(&cli.artifacts);
+    let what = path.to_string_lossy();
+    let Ok((stage, key)) = store.resolve(&what) else { return Source::open(path) };
+    if stage != "precompute-encoder" {
+        return Err(usage(format!("{what}: a {stage} artifact; as a source, give a precompute-encoder artifact (its reference statistics) or a file")));
+    }
+    let art = store.open(&stage, &key, ctpipe::store::Verify::Content)?;
+    Ok(Source::Stats(FeatureStats::load(&art.file("stats.safetensors")?)?))
+}
+
 /// Statistics of a source, and its features when it is images (for KID).
 fn measure(cli: &Cli, src: Source, enc: &mut Option<Box<dyn Encoder>>, device: &candle_core::Device, what: &str) -> Result<(FeatureStats, Option<Vec<f32>>)> {
     match src {
@@ -120,14 +137,14 @@ fn run(cli: Cli) -> Result<()> {
     let (a, b) = (&cli.paths[0], &cli.paths[1]);
     let mut enc = None;
     if cli.save_stats {
-        let src = Source::open(a)?;
+        let src = open(&cli, a)?;
         eprintln!("fid: {}: {}", a.display(), src.describe());
         let (stats, _) = measure(&cli, src, &mut enc, &device, &a.display().to_string())?;
         fid_files::save_stats_npz(&stats, b)?;
         println!("statistics of {} features written to {}", stats.dim(), b.display());
         return Ok(());
     }
-    let (sa, sb) = (Source::open(a)?, Source::open(b)?);
+    let (sa, sb) = (open(&cli, a)?, open(&cli, b)?);
     eprintln!("fid: {}: {}\nfid: {}: {}", a.display(), sa.describe(), b.display(), sb.describe());
     if cli.kid && (matches!(sa, Source::Stats(_)) || matches!(sb, Source::Stats(_))) {
         return Err(usage("--kid needs images on both sides (KID is computed from features, not statistics)"));
