@@ -399,7 +399,7 @@ fn artifacts_path_pin_and_ls() {
     assert!(!gc(&sb).contains(&unreferenced), "gc would remove a pinned artifact");
     let ls = run(sb.cmd(&arts).arg("ls")).expect_code(0).stdout;
     let line = |key: &str| ls.lines().find(|l| l.contains(&key[..12])).unwrap_or_else(|| panic!("{key} not listed:\n{ls}")).to_string();
-    assert!(line(&mine).contains("toy2d:moons") && line(&mine).contains("pinned/moons-300"), "{ls}");
+    assert!(line(&mine).contains("toy2d:moons") && line(&mine).contains("@pinned/moons-300"), "{ls}");
     assert!(line(&node_key).contains("toy2d:two-gaussians") && line(&node_key).contains("tiny/fetch-data.a"), "{ls}");
     run(sb.cmd(&arts).args(["unpin", "moons-300"])).expect_code(0);
     assert!(gc(&sb).contains(&unreferenced));

@@ -36,7 +36,7 @@ enum Cmd {
         #[arg(long)]
         smoke: bool,
     },
-    /// Keep an artifact from `gc` under a name of yours (refs/pinned/NAME.ref), as a node's
+    /// Keep an artifact from `gc` under a name of yours (refs/@pinned/NAME.ref), as a node's
     /// ref keeps its artifact: for results made by hand with --set or --write-ref
     Pin { artifact: String, name: String },
     /// Remove a pin (the artifact stays until `gc --delete`)
@@ -59,8 +59,9 @@ fn main() -> ExitCode {
     ctpipe::error::exit_code("artifacts", run(Cli::parse()))
 }
 
-/// The folder of the refs `pin` writes, beside the profiles' folders.
-const PINNED: &str = "pinned";
+/// The folder of the refs `pin` writes, beside the profiles' folders; no profile can have
+/// this name (profile names are letters, digits, '-' and '_').
+const PINNED: &str = "@pinned";
 
 fn check_pin_name(name: &str) -> Result<()> {
     let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) && !name.starts_with('.');
