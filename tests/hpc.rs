@@ -258,6 +258,14 @@ impl Cluster {
         run(&mut self.cmd(sb, "scontrol").args(["update", &format!("JobId={id}"), "StartTime=now"]));
     }
 
+    /// What SLURM says of a job and the controller's last log lines, for a failure message.
+    fn diagnose(&self, sb: &Sandbox, id: &str) -> String {
+        let job = run(&mut self.cmd(sb, "scontrol").args(["show", "job", id])).stdout;
+        let log = std::fs::read_to_string(self.dir.join("log/slurmctld.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        format!("scontrol show job {id}:\n{job}\nslurmctld.log (last lines):\n{}", tail.join("\n"))
+    }
+
     fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         let t = Instant::now();
         while !done() {
@@ -451,7 +459,7 @@ fn slurm_time_limit_requeues_and_resumes() {
 /// uninterrupted run's bit for bit; its log.
 fn resumed_like_uninterrupted(sb: &Sandbox, cluster: &Cluster, id: &str, profile: &str) -> String {
     let log = job_log(sb, id);
-    assert_eq!(cluster.state(sb, id), "COMPLETED", "{log}");
+    assert_eq!(cluster.state(sb, id), "COMPLETED", "{log}\n{}", cluster.diagnose(sb, id));
     assert!(log.contains("checkpoint written") && log.contains("resuming from"), "{log}");
     let got = std::fs::read(sb.artifacts().join(&refs(sb)["train-ct.long.ref"]).join("ema.safetensors")).unwrap();
     assert!(got == uninterrupted(profile), "the resumed run differs from an uninterrupted one");

@@ -133,6 +133,8 @@ pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Pr
         let md = std::fs::read_to_string(art.file("report.md")?)?;
         let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(art.file("metrics.json")?)?)?;
         s.push_str(&rename_rows(&md, &node_names(store, &ns, node, &metrics)?));
+        let forced: Vec<&str> = std::iter::once(&node.id).chain(node.inputs.values().flatten()).filter(|id| store.ref_is_forced(&ns, id)).map(String::as_str).collect();
+        s.push_str(&forced_note(&forced));
         let pics: Vec<String> = art.manifest.files.iter().filter(|f| f.path.ends_with(".svg") || f.path.ends_with(".png")).map(|f| f.path.clone()).collect();
         let _ = writeln!(s, "\nPictures in `{}`: {}\n", art.dir.display(), pics.join(", "));
     }
@@ -140,6 +142,16 @@ pub fn profile_report(store: &crate::store::Store, profile: &crate::pipeline::Pr
         s.push_str("This profile has no evaluate-fid node.\n");
     }
     Ok(s)
+}
+
+/// A warning naming the nodes whose ref was moved by hand (`--set`/`--input` with `--force`):
+/// their rows are not what pipeline.toml describes.
+fn forced_note(forced: &[&str]) -> String {
+    if forced.is_empty() {
+        return String::new();
+    }
+    let list = forced.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ");
+    format!("\n**Set by hand:** {list} now hold artifacts made with `--set`/`--input` and `--force`, not what pipeline.toml describes (`make status` says what differs; `make all` puts the pipeline's back).\n")
 }
 
 /// Model labels (`ect`, `sct+cond`) → the profile's node ids, through the keys the model
@@ -178,6 +190,13 @@ fn rename_rows(md: &str, names: &std::collections::BTreeMap<String, String>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forced_nodes_are_named() {
+        assert_eq!(forced_note(&[]), "");
+        let note = forced_note(&["train-ct.ect", "evaluate-fid.toy"]);
+        assert!(note.contains("`train-ct.ect`, `evaluate-fid.toy` now hold artifacts made with `--set`/`--input` and `--force`"), "{note}");
+    }
 
     #[test]
     fn rows_take_their_node_names() {

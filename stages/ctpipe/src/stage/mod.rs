@@ -525,11 +525,7 @@ fn write_refs(store: &Store, args: &CommonArgs, namespace: &str, node: Option<&s
         if changed.is_empty() {
             store.write_ref(namespace, node, stage, key)?;
         } else if args.force {
-            store.write_ref(namespace, node, stage, key)?;
-            // Dated 1970, so that `make` (which compares times) runs the node again and puts
-            // back the artifact pipeline.toml describes, as `plan status` says it would.
-            let path = store.ref_path(namespace, node);
-            std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::UNIX_EPOCH)).map_err(|e| anyhow::anyhow!("{}: cannot date the forced ref: {e}", path.display()))?;
+            store.write_forced_ref(namespace, node, stage, key)?;
             eprintln!("{stage}: node `{node}` now names {stage}/{key} (forced; `make` puts back what pipeline.toml describes)");
         } else {
             eprintln!(

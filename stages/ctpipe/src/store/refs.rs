@@ -31,6 +31,20 @@ impl Store {
         write_ref_file(&self.ref_path(profile, node), stage, key)
     }
 
+    /// Point `profile/node` at an artifact pipeline.toml does not describe (`--force`): the
+    /// ref is dated 1970, so that `make` (which compares times) runs the node again and puts
+    /// back what pipeline.toml describes, and so that the report can say so meanwhile.
+    pub fn write_forced_ref(&self, profile: &str, node: &str, stage: &str, key: &Key) -> Result<()> {
+        self.write_ref(profile, node, stage, key)?;
+        let path = self.ref_path(profile, node);
+        fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::UNIX_EPOCH)).map_err(|e| anyhow::anyhow!("{}: cannot date the forced ref: {e}", path.display()))
+    }
+
+    /// Whether `profile/node` was last written by [`Store::write_forced_ref`].
+    pub fn ref_is_forced(&self, profile: &str, node: &str) -> bool {
+        fs::metadata(self.ref_path(profile, node)).and_then(|m| m.modified()).is_ok_and(|t| t == std::time::UNIX_EPOCH)
+    }
+
     /// The artifact `profile/node` points to, if the ref exists.
     pub fn read_ref(&self, profile: &str, node: &str) -> Result<Option<RefEntry>> {
         Ok(read_ref_file(&self.ref_path(profile, node))?.map(|r| RefEntry {

@@ -203,6 +203,22 @@ fn refs_round_trip() {
     assert_eq!(exit_code_of(&store.read_ref("default", "fetch-data.toy").unwrap_err()), 3);
 }
 
+/// A forced ref is told apart from one the pipeline wrote, until the pipeline writes it again.
+#[test]
+fn forced_refs_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let k = key_of(5);
+    store.write_ref("default", "train-ct.a", "train-ct", &k).unwrap();
+    assert!(!store.ref_is_forced("default", "train-ct.a"));
+    assert!(!store.ref_is_forced("default", "train-ct.missing"));
+    store.write_forced_ref("default", "train-ct.a", "train-ct", &k).unwrap();
+    assert!(store.ref_is_forced("default", "train-ct.a"));
+    assert_eq!(store.read_ref("default", "train-ct.a").unwrap().unwrap().key, k);
+    store.write_ref("default", "train-ct.a", "train-ct", &k).unwrap();
+    assert!(!store.ref_is_forced("default", "train-ct.a"));
+}
+
 #[test]
 fn gc_keeps_what_refs_reach_through_inputs() {
     let dir = tempfile::tempdir().unwrap();
