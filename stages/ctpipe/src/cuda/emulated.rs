@@ -15,18 +15,27 @@ use std::sync::OnceLock;
 fn harness() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ctpipe-kernel-emulation-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join("harness");
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/emulation/harness.cpp");
+        // One folder per version of the source, reused by later test runs (a folder per
+        // process left one behind in the temp directory at every `make test`).
+        let code = std::fs::read(&src).unwrap();
+        let dir = std::env::temp_dir().join(format!("ctpipe-kernel-emulation-{}", &blake3::hash(&code).to_hex()[..16]));
+        let exe = dir.join("harness");
+        if exe.is_file() {
+            return exe;
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        // Built under a name of this process, then renamed: two test processes may build it.
+        let tmp = dir.join(format!("harness.tmp-{}", std::process::id()));
         // -ffp-contract=off: no fused multiply-adds, as nvcc -fmad=false (build.rs).
         let out = Command::new("g++")
             .args(["-std=c++20", "-O2", "-pthread", "-ffp-contract=off", "-Wall", "-Werror", "-o"])
-            .arg(&exe)
+            .arg(&tmp)
             .arg(&src)
             .output()
             .expect("g++ (C++20) is needed to emulate the CUDA kernels");
         assert!(out.status.success(), "g++ failed on {}:\n{}", src.display(), String::from_utf8_lossy(&out.stderr));
+        std::fs::rename(&tmp, &exe).unwrap();
         exe
     })
 }
