@@ -92,8 +92,8 @@ impl Weights {
     /// Weights from named tensors, which must match the architecture exactly. EDM's constant
     /// buffers may be among them (our weight files carry them); each must be one the network
     /// has, holding the filter it uses.
-    pub fn from_tensors(cfg: &NetworkConfig, mut tensors: HashMap<String, Tensor>, device: &Device) -> Result<Weights> {
-        let buffers: Vec<(String, Tensor)> = tensors.keys().filter(|n| n.ends_with(".resample_filter")).cloned().collect::<Vec<_>>().into_iter().filter_map(|n| tensors.remove_entry(&n)).collect();
+    pub fn from_tensors(cfg: &NetworkConfig, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Weights> {
+        let (buffers, tensors): (HashMap<String, Tensor>, HashMap<String, Tensor>) = tensors.into_iter().partition(|(n, _)| n.ends_with(".resample_filter"));
         let params = ParamStore::from_tensors(tensors);
         let net = Network::new(params.var_builder(DType::F32, device), cfg)?;
         params.check_all_used()?;

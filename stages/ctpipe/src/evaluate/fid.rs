@@ -610,11 +610,10 @@ fn batches(total: usize, batch: usize, mut make: impl FnMut(usize, usize) -> Res
     }
 }
 
-/// Images in [−1, 1] (N × C × H × W) as the 256 levels a saved picture holds, N × H × W × C:
-/// the levels `features::quantize` measures.
+/// Images in [−1, 1] (N × C × H × W) as bytes N × H × W × C: the levels `features::quantize`
+/// measures.
 fn uint8_nhwc(x: &Tensor) -> Result<Vec<u8>> {
-    let levels = ((x.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?;
-    Ok(levels.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as u8).collect())
+    Ok(features::levels(x)?.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as u8).collect())
 }
 
 /// The samples, if every value is finite; else an error naming the model and the sampler (a

@@ -64,7 +64,12 @@ impl Encoder for Identity {
 /// Round images in [−1, 1] to the 256 levels of uint8 and back (clamping first), so generated
 /// samples are measured as the PNGs a user would save; dataset images pass through unchanged.
 pub fn quantize(x: &Tensor) -> Result<Tensor> {
-    Ok(((((x.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()? / 127.5)? - 1.0)?)
+    Ok(((levels(x)? / 127.5)? - 1.0)?)
+}
+
+/// Images in [−1, 1] as the byte values 0–255 a saved picture holds (clamped, rounded), f32.
+pub fn levels(x: &Tensor) -> Result<Tensor> {
+    Ok(((x.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?.round()?)
 }
 
 /// Open the encoder a `precompute-encoder` artifact describes.

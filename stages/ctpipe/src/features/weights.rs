@@ -36,6 +36,22 @@ pub struct WeightsSource {
 }
 
 impl WeightsSource {
+    /// An import a config may name with its `<field>_weights`, `_repo`, `_file`, `_revision`
+    /// and `_sha256` fields (distill's teacher, train-ct's init): None when it names neither a
+    /// file nor a repo, and then a sha256 or a file alone is refused; else checked complete.
+    pub fn optional(role: &WeightsRole, path: Option<&PathBuf>, repo: Option<&String>, file: Option<&String>, revision: &str, sha256: Option<&String>) -> Result<Option<WeightsSource>> {
+        let f = role.field;
+        if path.is_none() && repo.is_none() {
+            if sha256.is_some() || file.is_some() {
+                return Err(usage(format!("fields `{f}_sha256`/`{f}_file` need {f}_weights or {f}_repo")));
+            }
+            return Ok(None);
+        }
+        let source = WeightsSource { path: path.cloned(), repo: repo.cloned(), file: file.cloned(), revision: revision.to_string(), sha256: sha256.cloned().unwrap_or_default() };
+        source.check(role)?;
+        Ok(Some(source))
+    }
+
     /// Check the description is complete (before any work).
     pub fn check(&self, role: &WeightsRole) -> Result<()> {
         let WeightsRole { what, field, how_to_get } = role;

@@ -29,7 +29,7 @@ impl Stage for Distill {
     }
 
     fn preflight(config: &DistillConfig) -> Result<()> {
-        match config.teacher_source() {
+        match config.teacher_source()? {
             Some(source) => source.check_present(&TEACHER),
             None => Ok(()),
         }

@@ -30,7 +30,7 @@ impl Stage for TrainCt {
     }
 
     fn preflight(config: &TrainConfig) -> Result<()> {
-        match config.init_source() {
+        match config.init_source()? {
             Some(source) => source.check_present(&crate::train::INIT),
             None => Ok(()),
         }

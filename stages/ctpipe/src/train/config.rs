@@ -240,18 +240,9 @@ crate::training_config! {
 }
 
 impl TrainConfig {
-    /// Imported init weights, if the config names any.
-    pub fn init_source(&self) -> Option<crate::features::weights::WeightsSource> {
-        if self.init_weights.is_none() && self.init_repo.is_none() {
-            return None;
-        }
-        Some(crate::features::weights::WeightsSource {
-            path: self.init_weights.clone(),
-            repo: self.init_repo.clone(),
-            file: self.init_file.clone(),
-            revision: self.init_revision.clone(),
-            sha256: self.init_sha256.clone().unwrap_or_default(),
-        })
+    /// Imported init weights, if the config names any (checked complete).
+    pub fn init_source(&self) -> anyhow::Result<Option<crate::features::weights::WeightsSource>> {
+        crate::features::weights::WeightsSource::optional(&super::INIT, self.init_weights.as_ref(), self.init_repo.as_ref(), self.init_file.as_ref(), &self.init_revision, self.init_sha256.as_ref())
     }
 }
 

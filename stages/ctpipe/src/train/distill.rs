@@ -66,18 +66,9 @@ impl DistillConfig {
         Ok(serde_json::from_value(all)?)
     }
 
-    /// Imported teacher weights, if the config names any.
-    pub fn teacher_source(&self) -> Option<WeightsSource> {
-        if self.teacher_weights.is_none() && self.teacher_repo.is_none() {
-            return None;
-        }
-        Some(WeightsSource {
-            path: self.teacher_weights.clone(),
-            repo: self.teacher_repo.clone(),
-            file: self.teacher_file.clone(),
-            revision: self.teacher_revision.clone(),
-            sha256: self.teacher_sha256.clone().unwrap_or_default(),
-        })
+    /// Imported teacher weights, if the config names any (checked complete).
+    pub fn teacher_source(&self) -> Result<Option<WeightsSource>> {
+        WeightsSource::optional(&TEACHER, self.teacher_weights.as_ref(), self.teacher_repo.as_ref(), self.teacher_file.as_ref(), &self.teacher_revision, self.teacher_sha256.as_ref())
     }
 }
 
@@ -85,17 +76,13 @@ impl DistillConfig {
 pub fn validate(cfg: &DistillConfig) -> Result<()> {
     super::validate_loop(&cfg.train_config()?)?;
     spec::resolve_cd(cfg, 2)?;
-    if let Some(src) = cfg.teacher_source() {
-        src.check(&TEACHER)?;
-    } else if cfg.teacher_sha256.is_some() || cfg.teacher_file.is_some() {
-        return Err(usage("fields `teacher_sha256`/`teacher_file` need teacher_weights or teacher_repo"));
-    }
+    cfg.teacher_source()?;
     Ok(())
 }
 
 /// Distil a consistency model from a teacher artifact or imported teacher weights (exactly one).
 pub fn distill(cfg: &DistillConfig, data: &Artifact, teacher_art: Option<&Artifact>, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<Value> {
-    let imported = cfg.teacher_source();
+    let imported = cfg.teacher_source()?;
     match (teacher_art, &imported) {
         (Some(_), Some(_)) => return Err(usage("two teachers: a `teacher` input and teacher_weights/teacher_repo; give one")),
         (None, None) => return Err(usage(format!("distill needs a teacher: {}", TEACHER.how_to_get))),

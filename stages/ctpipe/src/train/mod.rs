@@ -42,11 +42,7 @@ pub struct RunDirs<'a> {
 /// Check the config without touching data (stage validation).
 pub fn validate(cfg: &TrainConfig) -> Result<()> {
     validate_loop(cfg)?;
-    if let Some(src) = cfg.init_source() {
-        src.check(&INIT)?;
-    } else if cfg.init_sha256.is_some() || cfg.init_file.is_some() {
-        return Err(usage("fields `init_sha256`/`init_file` need init_weights or init_repo"));
-    }
+    cfg.init_source()?;
     // Resolve with a nominal size: catches method/schedule/coupling combinations early.
     spec::resolve(cfg, 2).map(|_| ())
 }
@@ -100,7 +96,7 @@ pub fn train_ct(cfg: &TrainConfig, data: &Artifact, init: Option<&Artifact>, dir
     let net_cfg = nn::preset(&cfg.network, info.kind, 1, cfg.dropout)?.with_labels(classes);
     let enc_cfg = resolved.encoder.as_deref().map(|size| nn::vct_encoder(&net_cfg, size)).transpose()?;
 
-    let net = match (init, cfg.init_source()) {
+    let net = match (init, cfg.init_source()?) {
         (Some(_), Some(_)) => return Err(usage("two inits: an `init` input and init_weights/init_repo; give one")),
         (Some(art), None) => init_from(art, &net_cfg, cfg.sigma_data, device)?,
         (None, Some(src)) => {
