@@ -100,6 +100,17 @@ fn images_classifier_reference_and_model_fd() {
     let line = tool.stdout.lines().find(|l| l.starts_with("FID:  ")).unwrap_or_else(|| panic!("{}", tool.stdout));
     let (got, want) = (line[6..].trim().parse::<f64>().unwrap(), xm["rows"][0]["fd"][0].as_f64().unwrap());
     assert!((got - want).abs() <= 1e-4 * want, "fid tool on the exported samples {got}, evaluate-fid {want}");
+    // The evaluate-fid artifact itself as the source: its one exported set, or the set named.
+    let x_key = ev_x.key();
+    for src in [x_key.clone(), format!("{}:ect-1-step", &x_key[..10])] {
+        let tool = run(sb.cmd(release_bin("fid")).arg(&src).arg(&reference[..12]).args(["--encoder", &reference])).expect_code(0);
+        let line = tool.stdout.lines().find(|l| l.starts_with("FID:  ")).unwrap_or_else(|| panic!("{}", tool.stdout));
+        assert_eq!(line[6..].trim().parse::<f64>().unwrap(), got, "{src}");
+    }
+    for (src, says) in [(format!("{x_key}:ect-2-step"), "no sample set `ect-2-step`; it has ect-1-step"), (ev_all.key(), "exported no samples (rerun it with export_samples = true)")] {
+        let bad = run(sb.cmd(release_bin("fid")).arg(&src).arg(&reference[..12]).args(["--encoder", &reference])).expect_code(3);
+        assert!(bad.one_error_line().contains(says), "{src}: {}", bad.stderr);
+    }
 
     // A class-conditional model needs per-class statistics; `per_class` writes them: each
     // class's rows of the reference split (512 of each here), and each class's statistics

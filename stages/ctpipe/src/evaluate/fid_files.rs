@@ -15,6 +15,7 @@
 use crate::error::{bad_input, TagContext};
 use crate::features::Encoder;
 use crate::metrics::stats::{FeatureStats, StatsAccumulator};
+use crate::store::Artifact;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
@@ -142,6 +143,22 @@ fn read_npz(path: &Path) -> Result<Source> {
     }
     let pixels = x.flatten_all()?.to_vec1::<u8>()?;
     Ok(Source::Images(Images { pixels, n: dims[0], height: dims[1], width: dims[2], channels: dims[3] }))
+}
+
+/// The samples file of an evaluate-fid artifact (`samples-MODEL-SAMPLER.npz`, written when
+/// `export_samples = true`): the only one, or the one `pick` (`MODEL-SAMPLER`) names.
+pub fn exported_samples(art: &Artifact, pick: Option<&str>) -> Result<String> {
+    let names: Vec<&str> = art.manifest.files.iter().map(|f| f.path.as_str()).filter(|p| p.starts_with("samples-") && p.ends_with(".npz")).collect();
+    let short = |n: &str| n["samples-".len()..n.len() - ".npz".len()].to_string();
+    let what = format!("evaluate-fid artifact {}", art.key().short());
+    match (pick, names.as_slice()) {
+        (_, []) => Err(bad_input(format!("{what}: exported no samples (rerun it with export_samples = true)"))),
+        (None, [one]) => Ok(one.to_string()),
+        (None, many) => Err(bad_input(format!("{what}: exported {} sample sets; pick one as ARTIFACT:NAME, NAME one of {}", many.len(), many.iter().map(|n| short(n)).collect::<Vec<_>>().join(", ")))),
+        (Some(p), all) => all.iter().find(|n| short(n) == p).map(|n| n.to_string()).ok_or_else(|| {
+            bad_input(format!("{what}: no sample set `{p}`; it has {}", all.iter().map(|n| short(n)).collect::<Vec<_>>().join(", ")))
+        }),
+    }
 }
 
 /// Features of every image, in batches, row-major n × dim.

@@ -3,7 +3,9 @@
 //!   fid A B --inception W.safetensors [--kid]   FID between two of: a folder of images, a
 //!                                               samples .npz (arr_0), statistics (.npz with
 //!                                               mu and sigma, or ctpipe's .safetensors), a
-//!                                               precompute-encoder artifact (its statistics)
+//!                                               precompute-encoder artifact (its statistics),
+//!                                               an evaluate-fid artifact (its exported
+//!                                               samples; ARTIFACT:MODEL-SAMPLER picks one)
 //!   fid --save-stats SRC OUT.npz --inception W  pytorch-fid's statistics file of SRC
 //!
 //! The encoder is pytorch-fid's FID Inception-v3 from a safetensors file of its weights
@@ -97,19 +99,35 @@ fn encoder(cli: &Cli, device: &candle_core::Device) -> Result<Box<dyn Encoder>> 
 }
 
 /// A source by path, or else an artifact of the store (key, prefix, stage/key or .ref file): a
-/// precompute-encoder artifact stands for its reference statistics (`stats.safetensors`).
+/// precompute-encoder artifact stands for its reference statistics (`stats.safetensors`), an
+/// evaluate-fid artifact for the samples it exported (`export_samples = true`), one of them
+/// chosen by `ARTIFACT:MODEL-SAMPLER` when there are several.
 fn open(cli: &Cli, path: &std::path::Path) -> Result<Source> {
     if path.exists() {
         return Source::open(path);
     }
     let store = ctpipe::store::Store::new(&cli.artifacts);
     let what = path.to_string_lossy();
-    let Ok((stage, key)) = store.resolve(&what) else { return Source::open(path) };
-    if stage != "precompute-encoder" {
-        return Err(usage(format!("{what}: a {stage} artifact; as a source, give a precompute-encoder artifact (its reference statistics) or a file")));
-    }
+    let (spec, pick) = match store.resolve(&what) {
+        Ok(found) => (found, None),
+        Err(_) => match what.rsplit_once(':') {
+            Some((art, pick)) => match store.resolve(art) {
+                Ok(found) => (found, Some(pick)),
+                Err(_) => return Source::open(path),
+            },
+            None => return Source::open(path),
+        },
+    };
+    let (stage, key) = spec;
     let art = store.open(&stage, &key, ctpipe::store::Verify::Content)?;
-    Ok(Source::Stats(FeatureStats::load(&art.file("stats.safetensors")?)?))
+    match (stage.as_str(), pick) {
+        ("precompute-encoder", None) => Ok(Source::Stats(FeatureStats::load(&art.file("stats.safetensors")?)?)),
+        ("precompute-encoder", Some(p)) => Err(usage(format!("{what}: a precompute-encoder artifact stands for its statistics; `:{p}` picks nothing in it"))),
+        ("evaluate-fid", _) => Source::open(&art.file(&fid_files::exported_samples(&art, pick)?)?),
+        _ => Err(usage(format!(
+            "{what}: a {stage} artifact; as a source, give a precompute-encoder artifact (its reference statistics), an evaluate-fid one (its exported samples, ARTIFACT:MODEL-SAMPLER) or a file"
+        ))),
+    }
 }
 
 /// Statistics of a source, and its features when it is images (for KID).
