@@ -27,6 +27,11 @@ environment of tests/interop/requirements.txt; every command prints one JSON doc
     pytools.py read-safetensors FILE
         safetensors.numpy.load_file: names with dtype and shape, metadata, whether all values
         are finite, and the values of EDM's resample_filter buffers.
+    pytools.py pil-resize OUT_DIR CASES_JSON
+        For each case [height, width, out_height, out_width, seed]: a seeded uint8 channel and
+        its resize by PIL's bicubic in float mode, as clean-fid's "clean" resizer does it
+        (Image.fromarray(x.astype(float32), mode='F').resize((w, h), BICUBIC)); saves them as
+        OUT_DIR/in-<i>.npy and OUT_DIR/out-<i>.npy (float32) and prints the paths.
 """
 import hashlib
 import io
@@ -201,6 +206,18 @@ def read_safetensors(path):
     }
 
 
+def pil_resize(out_dir, cases):
+    written = []
+    for i, (h, w, oh, ow, seed) in enumerate(cases):
+        x = np.random.default_rng(seed).integers(0, 256, size=(h, w), dtype=np.uint8).astype(np.float32)
+        y = np.asarray(Image.fromarray(x, mode="F").resize((ow, oh), resample=Image.BICUBIC), dtype=np.float32)
+        paths = [os.path.join(out_dir, f"in-{i}.npy"), os.path.join(out_dir, f"out-{i}.npy")]
+        np.save(paths[0], x)
+        np.save(paths[1], y)
+        written.append(paths)
+    return written
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "write-hub":
@@ -211,6 +228,8 @@ def main():
         result = read_parquet(sys.argv[2])
     elif cmd == "read-safetensors":
         result = read_safetensors(sys.argv[2])
+    elif cmd == "pil-resize":
+        result = pil_resize(sys.argv[2], json.loads(sys.argv[3]))
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(result))

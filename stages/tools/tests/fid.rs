@@ -58,11 +58,20 @@ fn every_source_gives_the_same_fid_and_errors_are_one_line() {
         assert!((v - fid).abs() <= 1e-6 * fid.abs().max(1.0), "{what}: {v} against {fid} from the folders");
     }
 
+    // clean-fid's resize: the same images from a folder or an npz agree with each other, and
+    // differ from pytorch-fid's bilinear resize (tests/interop.rs checks the resize itself
+    // against Pillow).
+    let clean = |src: &Path| fid_value(&run(sb.cmd(EXE).arg(src).arg(&b).args(["--inception", w, "--resize", "clean"])).expect_code(0).stdout);
+    let (clean_folder, clean_npz) = (clean(&a), clean(&npz));
+    assert!((clean_folder - clean_npz).abs() <= 1e-6 * clean_folder, "clean resize: folder {clean_folder}, npz {clean_npz}");
+    assert!((clean_folder - fid).abs() > 1e-3 * fid, "clean resize {clean_folder} against pytorch-fid's {fid}: the option changed nothing");
+
     // Bad input: one line naming what is wrong, exit 2 or 3, no panic.
     for (args, code, says) in [
         (vec![a.to_str().unwrap(), b.to_str().unwrap()], 2, "--inception FILE"),
         (vec![sa.to_str().unwrap(), "missing-folder"], 3, "missing-folder: no such file or folder"),
         (vec![sa.to_str().unwrap(), sbs.to_str().unwrap(), "--kid"], 2, "--kid needs images on both sides"),
+        (vec![a.to_str().unwrap(), sbs.to_str().unwrap(), "--encoder", "0abc", "--resize", "clean"], 2, "--resize clean"),
         (vec![a.to_str().unwrap(), sbs.to_str().unwrap(), "--inception", w, "--inception-sha256", &"0".repeat(64)], 3, "sha256"),
     ] {
         let r = run(sb.cmd(EXE).args(&args));

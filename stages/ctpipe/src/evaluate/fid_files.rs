@@ -34,14 +34,43 @@ pub struct Images {
     pub channels: usize,
 }
 
+/// How images are brought to the network's 299×299 and scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resize {
+    /// pytorch-fid's: x/255 · 2 − 1 (ToTensor, then normalize_input), then the network's
+    /// bilinear resize with align_corners=False.
+    PytorchFid,
+    /// clean-fid's "clean" mode: each channel resized to 299×299 by PIL's bicubic in float
+    /// (antialiased when shrinking, not clipped), then (x − 128)/128 as its InceptionV3W does
+    /// (GaParmar/clean-fid cleanfid/inception_torchscript.py:48-50).
+    Clean,
+}
+
 impl Images {
-    /// Batch `first..first + k` as N × C × H × W in [−1, 1] (x / 255 · 2 − 1, pytorch-fid's
-    /// ToTensor then normalize_input).
-    pub fn batch(&self, first: usize, k: usize, device: &Device) -> Result<Tensor> {
-        let per = self.height * self.width * self.channels;
-        let v: Vec<f32> = self.pixels[first * per..(first + k) * per].iter().map(|&p| p as f32 / 255.0).collect();
-        let x = Tensor::from_vec(v, (k, self.height, self.width, self.channels), device)?.permute((0, 3, 1, 2))?.contiguous()?;
-        Ok(((x * 2.0)? - 1.0)?)
+    /// Batch `first..first + k` as N × C × H × W network input, prepared as `resize` says.
+    pub fn batch(&self, first: usize, k: usize, resize: Resize, device: &Device) -> Result<Tensor> {
+        let (h, w, c) = (self.height, self.width, self.channels);
+        let per = h * w * c;
+        let pixels = &self.pixels[first * per..(first + k) * per];
+        match resize {
+            Resize::PytorchFid => {
+                let v: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+                let x = Tensor::from_vec(v, (k, h, w, c), device)?.permute((0, 3, 1, 2))?.contiguous()?;
+                Ok(((x * 2.0)? - 1.0)?)
+            }
+            Resize::Clean => {
+                let side = crate::features::inception::SIZE;
+                let mut v = Vec::with_capacity(k * c * side * side);
+                for image in pixels.chunks_exact(per) {
+                    for ch in 0..c {
+                        let plane: Vec<f32> = image.iter().skip(ch).step_by(c).map(|&p| p as f32).collect();
+                        let resized = crate::features::pil_resize::bicubic_f32(&plane, h, w, side, side);
+                        v.extend(resized.into_iter().map(|p| (p - 128.0) / 128.0));
+                    }
+                }
+                Ok(Tensor::from_vec(v, (k, c, side, side), device)?)
+            }
+        }
     }
 }
 
@@ -162,12 +191,12 @@ pub fn exported_samples(art: &Artifact, pick: Option<&str>) -> Result<String> {
 }
 
 /// Features of every image, in batches, row-major n × dim.
-pub fn features(encoder: &dyn Encoder, images: &Images, batch: usize, device: &Device, mut progress: impl FnMut(usize)) -> Result<Vec<f32>> {
+pub fn features(encoder: &dyn Encoder, images: &Images, resize: Resize, batch: usize, device: &Device, mut progress: impl FnMut(usize)) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(images.n * encoder.dim());
     let mut first = 0;
     while first < images.n {
         let k = (images.n - first).min(batch.max(1));
-        let f = encoder.features(&images.batch(first, k, device)?)?;
+        let f = encoder.features(&images.batch(first, k, resize, device)?)?;
         out.extend(f.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
         first += k;
         progress(first);
@@ -229,10 +258,15 @@ mod tests {
         assert_eq!((im.n, im.height, im.width, im.channels), (2, 3, 2, 3));
         assert_eq!(&im.pixels[..3], &[20, 20, 20]);
         assert_eq!(im.pixels[18], 10);
-        let x = im.batch(0, 2, &Device::Cpu).unwrap();
+        let x = im.batch(0, 2, Resize::PytorchFid, &Device::Cpu).unwrap();
         assert_eq!(x.dims(), [2, 3, 3, 2]);
         let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
         assert!((v[0] - (20.0 / 255.0 * 2.0 - 1.0)).abs() < 1e-7);
+        // clean-fid's: 299×299, a constant image stays (20 − 128)/128 everywhere.
+        let x = im.batch(1, 1, Resize::Clean, &Device::Cpu).unwrap();
+        assert_eq!(x.dims(), [1, 3, 299, 299]);
+        let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|&p| (p - (10.0 - 128.0) / 128.0).abs() < 1e-6), "{:?}", &v[..4]);
 
         image::GrayImage::from_pixel(4, 4, image::Luma([0])).save(dir.path().join("c.png")).unwrap();
         let e = read_folder(dir.path()).err().unwrap().to_string();

@@ -4,12 +4,14 @@
 //! - [`inception`] — pytorch-fid's FID Inception-v3 (2048-d pool3), weights from a file or the Hub
 //! - [`classifier`] — a small CNN trained on the dataset's labels (in-domain, 28×28 grayscale)
 //! - identity — the raw coordinates (2-D toys)
+//! - [`pil_resize`] — PIL's bicubic resize, for clean-fid's protocol (the `fid` tool's `--resize clean`)
 //!
 //! Every encoder takes samples as the models produce them, N×C×H×W in [−1, 1] (N×D for points),
 //! and first quantizes images to the 256 levels of a saved PNG, as FID tools measure saved images.
 
 pub mod classifier;
 pub mod inception;
+pub mod pil_resize;
 pub mod weights;
 
 use crate::error::{bad_input, TagContext};

@@ -7,6 +7,7 @@
 //!                                               an evaluate-fid artifact (its exported
 //!                                               samples; ARTIFACT:MODEL-SAMPLER picks one)
 //!   fid --save-stats SRC OUT.npz --inception W  pytorch-fid's statistics file of SRC
+//!   --resize clean                              clean-fid's resize (PIL bicubic) instead
 //!
 //! The encoder is pytorch-fid's FID Inception-v3 from a safetensors file of its weights
 //! (docs/fid.md says how to convert pytorch-fid's .pth once), or the encoder of a
@@ -50,6 +51,10 @@ struct Cli {
     /// The artifact store (for --encoder)
     #[arg(long, env = "CTPIPE_ARTIFACTS", default_value = "artifacts")]
     artifacts: PathBuf,
+    /// How images reach 299×299: pytorch-fid's (bilinear inside the network, x/255·2−1) or
+    /// clean-fid's (PIL bicubic per channel, then (x−128)/128)
+    #[arg(long, value_enum, default_value = "pytorch-fid")]
+    resize: fid_files::Resize,
     /// Images per encoder batch
     #[arg(long, default_value_t = 50)]
     batch: usize,
@@ -86,6 +91,7 @@ fn encoder(cli: &Cli, device: &candle_core::Device) -> Result<Box<dyn Encoder>> 
             }
             None => Ok(Box::new(FidInception::load(path, device)?)),
         },
+        (None, Some(_)) if cli.resize == fid_files::Resize::Clean => Err(usage("--resize clean brings images to the Inception network's 299×299; give --inception FILE, not --encoder")),
         (None, Some(what)) => {
             let store = ctpipe::store::Store::new(&cli.artifacts);
             let (stage, key) = store.resolve(what)?;
@@ -140,7 +146,7 @@ fn measure(cli: &Cli, src: Source, enc: &mut Option<Box<dyn Encoder>>, device: &
             }
             let e = enc.as_deref().expect("set above");
             let mut bar = ctpipe::progress::Progress::new(&format!("fid: features of {what}"), im.n as u64);
-            let f = fid_files::features(e, &im, cli.batch, device, |done| bar.set_position(done as u64))?;
+            let f = fid_files::features(e, &im, cli.resize, cli.batch, device, |done| bar.set_position(done as u64))?;
             bar.finish();
             Ok((fid_files::stats_of(&f, e.dim())?, Some(f)))
         }
