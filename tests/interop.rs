@@ -94,9 +94,16 @@ fn assert_imported(hub: &Hub, repo: &str, truth: &Value, lossless: bool) -> Valu
             let (max, mean) = (got["max_abs_diff"].as_u64().unwrap(), got["mean_abs_diff"].as_f64().unwrap());
             assert!(max <= 4 && mean < 0.5, "{repo} {split}: JPEG pixels differ by max {max}, mean {mean}");
         }
-        // Sensible dtypes for a pandas user: labels as integers, images as bytes.
-        assert_eq!(got["dtypes"]["label"], "int32", "{repo} {split}: {}", got["dtypes"]);
+        // Sensible dtypes for a pandas user: labels as integers, images as (bytes, path) cells.
+        assert_eq!(got["dtypes"]["label"], "int64", "{repo} {split}: {}", got["dtypes"]);
         assert_eq!(got["dtypes"]["image"], "object", "{repo} {split}: {}", got["dtypes"]);
+        // Hugging Face datasets sees images and named classes, with the same pixels.
+        let hf = &got["hf"];
+        assert_eq!(hf["features"], json!({ "image": "Image", "label": "ClassLabel" }), "{repo} {split}: {hf}");
+        assert_eq!((&hf["rows"], &hf["labels"], &hf["class_names"]), (&want["rows"], &want["labels"], &want["class_names"]), "{repo} {split}: {hf}");
+        assert_eq!(hf["max_abs_diff"], got["max_abs_diff"], "{repo} {split}: datasets decodes other pixels than PIL on the cells");
+        let mode = if want["shape"][2] == 1 { "L" } else { "RGB" };
+        assert_eq!(hf["pil_modes"], json!([mode]), "{repo} {split}: {hf}");
     }
     ours
 }
@@ -225,7 +232,10 @@ fn pandas_and_safetensors_read_everything_ctpipe_writes() {
     // Parquet, through pandas.
     let art = |stage: &str, key: &str, file: &str| sb.artifacts().join(stage).join(key).join(file);
     let points_split = pytools(&hub.python, &["read-parquet".as_ref(), art("fetch-data", &points, "train.parquet").as_os_str()]);
-    assert_eq!(points_split["dtypes"], json!({ "x": "object", "label": "int32" }), "{points_split}");
+    assert_eq!(points_split["dtypes"], json!({ "x": "object", "label": "int64" }), "{points_split}");
+    let hf = pytools(&hub.python, &["read-hf".as_ref(), art("fetch-data", &points, "train.parquet").as_os_str()]);
+    assert_eq!(hf["features"], json!({ "x": "List", "label": "ClassLabel" }), "{hf}");
+    assert_eq!((&hf["x_feature"], hf["rows"].as_u64(), hf["class_names"].as_array().map(Vec::len)), (&json!({ "dtype": "float32", "length": 2 }), Some(500), Some(2)), "{hf}");
     for key in [&unet, &vct, &mlp] {
         let m = pytools(&hub.python, &["read-parquet".as_ref(), art("train-ct", key, "metrics.parquet").as_os_str()]);
         assert_eq!(m["rows"], 2);

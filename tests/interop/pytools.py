@@ -16,11 +16,16 @@ environment of tests/interop/requirements.txt; every command prints one JSON doc
         them (HWC uint8; files in sorted path order, rows in file order). Saves those pixels as
         <HF_HOME>/truth/<owner>--<name>.npz for read-dataset.
     pytools.py read-dataset ARTIFACT_DIR [TRUTH_NPZ [TEST_TRUTH]]
-        Read a fetch-data artifact's train.parquet and test.parquet with pandas; decode the
-        images with numpy from the shape in the files' `ctpipe.dataset` schema metadata. Prints
-        dtypes, rows, labels, class names, pixel sums and, against TRUTH, the largest and mean
-        absolute pixel difference per split (the test split against TRUTH's TEST_TRUTH split,
+        Read a fetch-data artifact's train.parquet and test.parquet with pandas, decoding the
+        image cells (PNG bytes) with PIL into the shape of the files' `ctpipe.dataset` schema
+        metadata, and again with Hugging Face datasets (as read-hf, under "hf"). Prints dtypes,
+        rows, labels, class names, pixel sums and, against TRUTH, the largest and mean absolute
+        pixel difference per split and reader (the test split against TRUTH's TEST_TRUTH split,
         default test).
+    pytools.py read-hf FILE
+        datasets.Dataset.from_parquet(FILE), offline: the feature types it finds (Image,
+        ClassLabel, List), rows, labels, ClassLabel names, PIL modes of the images, and the
+        feature and first value of a points column.
     pytools.py read-parquet FILE
         pandas.read_parquet: columns, dtypes, rows, and for numeric columns whether all values
         are finite.
@@ -155,6 +160,22 @@ def write_hub(hf_home, spec):
     return summary
 
 
+def cell_pixels(cell, h, w, c):
+    """One image cell of a ctpipe split (Hugging Face's Image struct of PNG bytes) as HWC uint8."""
+    return np.asarray(Image.open(io.BytesIO(cell["bytes"]))).reshape(h, w, c)
+
+
+def compare(truth, truth_split, px, r):
+    if truth is not None and truth_split in truth:
+        want = truth[truth_split]
+        if want.shape != px.shape:
+            r["truth_shape_mismatch"] = [list(want.shape), list(px.shape)]
+        else:
+            d = np.abs(want.astype(np.int64) - px.astype(np.int64))
+            r["max_abs_diff"] = int(d.max())
+            r["mean_abs_diff"] = float(d.mean())
+
+
 def read_dataset(art_dir, truth_path=None, test_truth="test"):
     truth = np.load(truth_path) if truth_path else None
     out = {}
@@ -163,22 +184,49 @@ def read_dataset(art_dir, truth_path=None, test_truth="test"):
         df = pd.read_parquet(path)
         meta = json.loads(pq.read_schema(path).metadata[b"ctpipe.dataset"])
         r = {"rows": len(df), "dtypes": {c: str(t) for c, t in df.dtypes.items()}, "labels": [int(v) for v in df["label"]], "class_names": meta.get("class_names")}
+        truth_split = test_truth if split == "test" else split
         if "image" in df.columns:
             h, w, c = meta["height"], meta["width"], meta["channels"]
-            px = np.stack([np.frombuffer(b, dtype=np.uint8).reshape(h, w, c) for b in df["image"]])
+            px = np.stack([cell_pixels(b, h, w, c) for b in df["image"]])
             r["pixel_sum"] = int(px.astype(np.int64).sum())
             r["shape"] = [h, w, c]
-            truth_split = test_truth if split == "test" else split
-            if truth is not None and truth_split in truth:
-                want = truth[truth_split]
-                if want.shape != px.shape:
-                    r["truth_shape_mismatch"] = [list(want.shape), list(px.shape)]
-                else:
-                    d = np.abs(want.astype(np.int64) - px.astype(np.int64))
-                    r["max_abs_diff"] = int(d.max())
-                    r["mean_abs_diff"] = float(d.mean())
+            compare(truth, truth_split, px, r)
+        # The same file through Hugging Face datasets, whose types the file declares.
+        r["hf"] = read_hf(path)
+        if "image" in df.columns:
+            hf_px = np.stack([np.asarray(im).reshape(h, w, c) for im in r["hf"].pop("images")])
+            compare(truth, truth_split, hf_px, r["hf"])
         out[split] = r
     return out
+
+
+def read_hf(path):
+    """datasets.Dataset.from_parquet, offline, cached in a temporary folder: the features it
+    finds, rows, labels, class names, the first point, and the images decoded (PIL)."""
+    import tempfile
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets
+
+    datasets.disable_progress_bars()
+    with tempfile.TemporaryDirectory() as cache:
+        ds = datasets.Dataset.from_parquet(path, cache_dir=cache, keep_in_memory=True)
+        r = {
+            "features": {k: type(v).__name__ for k, v in ds.features.items()},
+            "rows": len(ds),
+            "labels": [int(v) for v in ds["label"]],
+            "class_names": list(ds.features["label"].names) if isinstance(ds.features["label"], datasets.ClassLabel) else None,
+        }
+        if "image" in ds.column_names:
+            images = [row["image"] for row in ds]
+            r["pil_modes"] = sorted({im.mode for im in images})
+            r["images"] = images
+        if "x" in ds.column_names:
+            f = ds.features["x"]
+            r["x_feature"] = {"dtype": f.feature.dtype, "length": f.length}
+            r["x_first"] = [float(v) for v in ds[0]["x"]]
+    return r
 
 
 def read_parquet(path):
@@ -224,6 +272,9 @@ def main():
         result = write_hub(sys.argv[2], json.loads(sys.argv[3]))
     elif cmd == "read-dataset":
         result = read_dataset(*sys.argv[2:5])
+    elif cmd == "read-hf":
+        result = read_hf(sys.argv[2])
+        result.pop("images", None)
     elif cmd == "read-parquet":
         result = read_parquet(sys.argv[2])
     elif cmd == "read-safetensors":

@@ -1,18 +1,21 @@
 //! Reading and writing dataset splits as Parquet.
 //!
-//! Columns: `image` (FixedSizeBinary(H·W·C), uint8 HWC) or `x` (FixedSizeList<Float32, dim>),
-//! and `label` (Int32). zstd level 3; dictionary encoding and statistics are off for the sample
-//! column (raw pixels gain nothing from them); row groups of about 4 MiB so a reader can stream
-//! a split one group at a time. The key-value metadata `ctpipe.dataset` holds [`DatasetInfo`]
-//! as JSON and `ctpipe.split` the split name.
+//! Columns: `image` (Hugging Face's Image struct: PNG `bytes`, null `path`; [`hf_features`]) or
+//! `x` (FixedSizeList<Float32, dim>), and `label` (Int64). zstd level 3; dictionary encoding
+//! and statistics are off for the sample column (encoded images gain nothing from them); row
+//! groups of about 4 MiB of pixels so a reader can stream a split one group at a time. The
+//! key-value metadata `ctpipe.dataset` holds [`DatasetInfo`] as JSON, `ctpipe.split` the split
+//! name and `huggingface` the features `datasets` reads (the label a `ClassLabel`).
 
+use super::hf_features;
 use super::schema::{DatasetInfo, SampleKind, Samples, Split};
 use crate::error::{bad_input, TagContext};
 use anyhow::{Context, Result};
-use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, FixedSizeListArray, Float32Array, Int32Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, BinaryArray, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
+use rayon::prelude::*;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -25,16 +28,19 @@ const META_DATASET: &str = "ctpipe.dataset";
 const META_SPLIT: &str = "ctpipe.split";
 const ROW_GROUP_BYTES: usize = 4 << 20;
 
+/// Every field nullable, labels Int64 and the points' items named `item`: `datasets` applies the
+/// features of the `huggingface` metadata only to fields exactly equal to the Arrow fields of
+/// those features (`Features.from_arrow_schema`), and those are so. No value is ever null.
 fn arrow_schema(kind: SampleKind) -> Arc<Schema> {
     let sample = match kind {
-        SampleKind::Images { .. } => Field::new("image", DataType::FixedSizeBinary(kind.sample_len() as i32), false),
-        SampleKind::Points { dim } => Field::new(
-            "x",
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32),
-            false,
-        ),
+        SampleKind::Images { .. } => Field::new("image", hf_features::image_type(), true),
+        SampleKind::Points { dim } => Field::new("x", DataType::FixedSizeList(point_item(), dim as i32), true),
     };
-    Arc::new(Schema::new(vec![sample, Field::new("label", DataType::Int32, false)]))
+    Arc::new(Schema::new(vec![sample, Field::new("label", DataType::Int64, true)]))
+}
+
+fn point_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Float32, true))
 }
 
 fn sample_column(kind: SampleKind) -> &'static str {
@@ -61,7 +67,11 @@ pub struct SplitWriter {
 
 impl SplitWriter {
     pub fn create(path: &Path, info: &DatasetInfo, split: &str) -> Result<SplitWriter> {
-        let meta = [(META_DATASET.to_string(), serde_json::to_string(info)?), (META_SPLIT.to_string(), split.to_string())];
+        let meta = [
+            (META_DATASET.to_string(), serde_json::to_string(info)?),
+            (META_SPLIT.to_string(), split.to_string()),
+            (hf_features::META_KEY.to_string(), hf_features::metadata(info)),
+        ];
         // In the file's key-value metadata (what parquet-rs and `pq.read_metadata` show) and in
         // the Arrow schema's (what `pq.read_schema`, `pq.read_table(...).schema` and pandas'
         // users see: pyarrow takes a file's schema metadata from its embedded Arrow schema).
@@ -86,15 +96,17 @@ impl SplitWriter {
         if batch.rows() == 0 {
             return Ok(());
         }
-        let labels: ArrayRef = Arc::new(Int32Array::from(batch.labels.clone()));
+        let labels: ArrayRef = Arc::new(Int64Array::from_iter_values(batch.labels.iter().map(|&l| l as i64)));
         let samples: ArrayRef = match (&batch.samples, self.info.kind) {
-            (Samples::Images(px), kind) => Arc::new(FixedSizeBinaryArray::try_new(
-                kind.sample_len() as i32,
-                px.clone().into(),
-                None,
-            )?),
+            (Samples::Images(px), SampleKind::Images { height, width, channels }) => {
+                let cells = px.par_chunks_exact(self.info.kind.sample_len()).map(|image| hf_features::encode(image, height, width, channels)).collect::<Result<Vec<_>>>()?;
+                let DataType::Struct(fields) = hf_features::image_type() else { unreachable!("a struct") };
+                let bytes: ArrayRef = Arc::new(BinaryArray::from_iter_values(&cells));
+                let paths: ArrayRef = Arc::new(StringArray::new_null(cells.len()));
+                Arc::new(StructArray::try_new(fields, vec![bytes, paths], None)?)
+            }
             (Samples::Points(xs), SampleKind::Points { dim }) => Arc::new(FixedSizeListArray::try_new(
-                Arc::new(Field::new("item", DataType::Float32, false)),
+                point_item(),
                 dim as i32,
                 Arc::new(Float32Array::from(xs.clone())),
                 None,
@@ -174,19 +186,40 @@ pub fn read_split(path: &Path) -> Result<(DatasetInfo, Split)> {
         let rb = rb.bad_input_ctx(|| format!("{}: unreadable row group", path.display()))?;
         let label_col = rb
             .column_by_name("label")
-            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
-            .ok_or_else(|| where_("missing Int32 column `label`"))?;
-        labels.extend(label_col.values().iter().copied());
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .ok_or_else(|| where_("missing Int64 column `label`"))?;
+        if label_col.null_count() > 0 {
+            return Err(where_("null labels"));
+        }
+        let first_row = labels.len();
+        for &l in label_col.values().iter() {
+            // Out of i32 is out of the class names too; Split::check names the range below.
+            labels.push(i32::try_from(l).unwrap_or(i32::MAX));
+        }
         match &mut samples {
             Samples::Images(px) => {
-                let col = rb
+                let SampleKind::Images { height, width, channels } = info.kind else { unreachable!("images") };
+                let cells = rb
                     .column_by_name("image")
-                    .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
-                    .ok_or_else(|| where_("missing FixedSizeBinary column `image`"))?;
-                if col.value_length() as usize != len {
-                    return Err(where_(&format!("image rows of {} bytes, expected {len}", col.value_length())));
+                    .and_then(|c| c.as_any().downcast_ref::<StructArray>())
+                    .ok_or_else(|| where_("missing column `image` of {bytes: binary, path: string}"))?;
+                if cells.null_count() > 0 {
+                    return Err(where_("null images"));
                 }
-                px.extend_from_slice(col.value_data());
+                let bytes = cells
+                    .column_by_name("bytes")
+                    .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+                    .ok_or_else(|| where_("missing column `image` of {bytes: binary, path: string}"))?;
+                // Decoded in parallel, each row into its own place: the order is the file's.
+                let start = px.len();
+                px.resize(start + bytes.len() * len, 0);
+                px[start..].par_chunks_mut(len).enumerate().try_for_each(|(row, out)| {
+                    let at = || format!("{}: row {}", path.display(), first_row + row);
+                    if bytes.is_null(row) {
+                        return Err(bad_input(format!("{}: no image bytes", at())));
+                    }
+                    hf_features::decode_into(bytes.value(row), height, width, channels, out, &at)
+                })?;
             }
             Samples::Points(xs) => {
                 let col = rb
@@ -198,6 +231,9 @@ pub fn read_split(path: &Path) -> Result<(DatasetInfo, Split)> {
                     .as_any()
                     .downcast_ref::<Float32Array>()
                     .ok_or_else(|| where_("column `x` must hold Float32"))?;
+                if col.null_count() > 0 {
+                    return Err(where_("null points"));
+                }
                 if col.value_length() as usize != len {
                     return Err(where_(&format!("points of dimension {}, the metadata says {len}", col.value_length())));
                 }
@@ -291,8 +327,8 @@ mod tests {
         let nan = Split { samples: Samples::Points(xs.clone()), labels: vec![0; 10] };
         assert!(SplitWriter::create(&p, &points(2), "train").unwrap().write(&nan).is_err());
         let mut w = SplitWriter::create(&p, &points(2), "train").unwrap();
-        let x = FixedSizeListArray::try_new(Arc::new(Field::new("item", DataType::Float32, false)), 2, Arc::new(Float32Array::from(xs)), None).unwrap();
-        let rb = RecordBatch::try_new(w.schema.clone(), vec![Arc::new(x), Arc::new(Int32Array::from(vec![0; 10]))]).unwrap();
+        let x = FixedSizeListArray::try_new(point_item(), 2, Arc::new(Float32Array::from(xs)), None).unwrap();
+        let rb = RecordBatch::try_new(w.schema.clone(), vec![Arc::new(x), Arc::new(Int64Array::from(vec![0; 10]))]).unwrap();
         w.writer.write(&rb).unwrap();
         w.finish().unwrap();
         refused(&p, "row 3 holds NaN");

@@ -1,5 +1,6 @@
 //! Datasets: the canonical schema, its Parquet files, statistics, and the import sources.
 
+pub mod hf_features;
 pub mod io;
 pub mod schema;
 pub mod sources;

@@ -11,7 +11,9 @@ pub struct FetchData;
 
 impl Stage for FetchData {
     const NAME: &'static str = "fetch-data";
-    const VERSION: u32 = 1;
+    // 2: image cells are Hugging Face Image structs of PNG bytes (were raw FixedSizeBinary
+    //    pixels), with the `huggingface` features metadata (Image, ClassLabel).
+    const VERSION: u32 = 2;
     type Config = FetchConfig;
 
     fn validate(config: &FetchConfig) -> Result<()> {

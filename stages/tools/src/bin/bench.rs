@@ -55,6 +55,7 @@ Usage:
                                          preset against PyTorch (MODES e.g. fp32,tf32,bf16)
   bench inception [DEVICE] [BATCH]       FID Inception-v3 features against pytorch-fid
   bench input-checks                     checking an input artifact: stamps vs re-hashing
+  bench split-loading                    reading a Fashion-MNIST-sized split against gzip IDX
   bench ddpmpp-io PRESET OUT             a preset's weights, input and output for
                                          bench/ddpmpp_reference.py check PRESET OUT
 
@@ -101,7 +102,12 @@ fn main() -> Result<()> {
             print_table(bench_input_checks(dir.path())?);
             return Ok(());
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected: ddpmpp-io, train-step, inception, input-checks, or nothing for every row)"),
+        Some("split-loading") => {
+            let dir = tempfile::tempdir()?;
+            print_table(vec![bench_split_loading(dir.path())?]);
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected: ddpmpp-io, train-step, inception, input-checks, split-loading, or nothing for every row)"),
         None => {}
     }
     let dir = tempfile::tempdir()?;
