@@ -293,7 +293,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
         let k = (cfg.grid as usize).min(data.rows());
         let x = data.rows_tensor(&(0..k).collect::<Vec<_>>(), None, device)?;
         let cols = (k as f64).sqrt().ceil() as usize;
-        crate::fsx::write(&out.join("samples-data.png"), crate::report::grid::image_grid_png(&x, cols)?)?;
+        crate::fsx::write(&out.join("samples-data.png"), crate::report::grid::image_grid_png(&x, cols, &format!("{}: held-out data", info.name))?)?;
     }
     let which = if cfg.weights == "ema" { Which::Ema } else { Which::Online };
     let guide = guide.map(|g| load_guide(g, cfg.guide_step, device)).transpose()?;
@@ -336,7 +336,9 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
                 let x = finite_samples(x, &label, &s.name, art)?;
                 let w_part = w.map(|w| format!("-w{w}")).unwrap_or_default();
                 let file = format!("samples-{}-{}{w_part}.png", label.replace(' ', "-"), s.name);
-                crate::fsx::write(&out.join(file), picture(&m.spec, &x, &reference_kind)?)?;
+                let how = w.map(|w| format!(", guided w = {w}")).unwrap_or_default();
+                let title = format!("{label} on {}: {}{how}", info.name, s.name);
+                crate::fsx::write(&out.join(file), picture(&m.spec, &x, &reference_kind, &title)?)?;
             }
         }
         let classes = m.spec.network.label_dim();
@@ -641,16 +643,16 @@ fn measure_class(cfg: &EvalConfig, m: &LoadedModel, s: &Sampler, class: u32, sta
     Ok(Row { class: Some(class), n, fd: vec![fd], fd_min: fd, fd_mean: fd, ..Row::empty(label, m, art, s) })
 }
 
-fn picture(spec: &ModelSpec, x: &Tensor, reference: &Reference) -> Result<Vec<u8>> {
+fn picture(spec: &ModelSpec, x: &Tensor, reference: &Reference, title: &str) -> Result<Vec<u8>> {
     match (spec.data, reference) {
         (SampleKind::Points { .. }, Reference::Points { truth, .. }) => {
             let pts: Vec<[f32; 2]> = points_of(x)?.iter().map(|p| [p[0] as f32, p[1] as f32]).collect();
             let refs: Vec<[f32; 2]> = truth.iter().take(1000).map(|p| [p[0] as f32, p[1] as f32]).collect();
-            crate::report::grid::scatter_png(&pts, &refs, 1.2, 512)
+            crate::report::grid::scatter_png(&pts, &refs, 1.2, 512, title)
         }
         _ => {
             let cols = (x.dim(0)? as f64).sqrt().ceil() as usize;
-            crate::report::grid::image_grid_png(x, cols)
+            crate::report::grid::image_grid_png(x, cols, title)
         }
     }
 }
@@ -683,7 +685,7 @@ fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
     // NFE spans 1 to 2N − 1 of a Heun teacher: a log axis keeps 1 and 2 apart; each point is
     // one measurement, so each gets a marker.
     let axes = crate::report::plot::Axes { log_x: true, log_y: true, markers: true };
-    crate::fsx::write(&out.join("fd.svg"), crate::report::plot::plot_svg(&title, "network evaluations (NFE)", "FD (min over seeds)", &series, axes))?;
+    crate::fsx::write(&out.join("fd.svg"), crate::report::plot::plot_svg(&title, "network evaluations (NFE)", "FD (min over seeds)", &series, axes)?)?;
     let snaps: Vec<&Row> = ev.rows.iter().filter(|r| r.train_step.is_some()).collect();
     if !snaps.is_empty() {
         let series: Vec<Series> = models
@@ -696,7 +698,7 @@ fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
             })
             .filter(|s| !s.points.is_empty())
             .collect();
-        crate::fsx::write(&out.join("fd-training.svg"), line_plot_svg(&format!("FD over training on {}", ev.dataset), "training step", "FD", &series, true))?;
+        crate::fsx::write(&out.join("fd-training.svg"), line_plot_svg(&format!("FD over training on {}", ev.dataset), "training step", "FD", &series, true)?)?;
     }
     let guided: Vec<&Row> = ev.rows.iter().filter(|r| r.guidance.is_some()).collect();
     if !guided.is_empty() {
@@ -711,10 +713,10 @@ fn write_outputs(ev: &Evaluation, cfg: &EvalConfig, out: &Path) -> Result<()> {
                 color: COLORS[i % COLORS.len()],
             })
             .collect();
-        crate::fsx::write(&out.join("guidance.svg"), line_plot_svg(&format!("FD against guidance strength on {}", ev.dataset), "guidance w (1 = unguided)", "FD (min over seeds)", &series, true))?;
+        crate::fsx::write(&out.join("guidance.svg"), line_plot_svg(&format!("FD against guidance strength on {}", ev.dataset), "guidance w (1 = unguided)", "FD (min over seeds)", &series, true)?)?;
     }
     if let Some(t) = ev.toy.as_ref().filter(|t| !t.transport.is_empty()) {
-        crate::fsx::write(&out.join("transport.svg"), toy_measures::transport_svg(t, &ev.dataset))?;
+        crate::fsx::write(&out.join("transport.svg"), toy_measures::transport_svg(t, &ev.dataset)?)?;
     }
     let metrics = json!({"dataset": ev.dataset, "encoder": ev.encoder, "baselines": ev.baselines, "rows": ev.rows, "toy": ev.toy});
     crate::fsx::write(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics).context("metrics")? + "\n")?;

@@ -369,7 +369,7 @@ pub fn markdown(t: &ToyMeasures) -> String {
 }
 
 /// The transport cost against log₁₀ σ: the independent line, the exact curve, each model.
-pub fn transport_svg(t: &ToyMeasures, dataset: &str) -> String {
+pub fn transport_svg(t: &ToyMeasures, dataset: &str) -> anyhow::Result<String> {
     use crate::report::plot::{line_plot_svg, Series};
     const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
     let at = |f: &dyn Fn(&TransportRow) -> Option<f64>| -> Vec<(f64, f64)> { t.transport.iter().filter_map(|r| f(r).map(|v| (r.sigma.log10(), v))).collect() };

@@ -1,67 +1,86 @@
-//! Sample grids (images) and scatter plots (2-D points) as PNG.
+//! Sample grids (images) and scatter plots (2-D points) as PNG, each with its title: what was
+//! sampled, how, and when. Text and axes are drawn by plotters in the embedded font.
 
+use super::font;
 use crate::data::sources::images::encode_png;
 use anyhow::Result;
 use candle_core::Tensor;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+/// Height of the title band above a grid, in pixels.
+const TITLE_BAND: usize = 24;
+/// Grids narrower than this are enlarged by a whole factor (nearest neighbour: every sample
+/// pixel stays one colour) so that the title fits and 8×8 samples can be seen.
+const MIN_WIDTH: usize = 256;
 
 /// A grid of images (N, C, H, W) with values in [−1, 1] (clipped), `cols` per row, 2-pixel
-/// gaps; grey for 1 channel, RGB for 3.
-pub fn image_grid_png(images: &Tensor, cols: usize) -> Result<Vec<u8>> {
+/// gaps, under `title`; grey for 1 channel, RGB for 3.
+pub fn image_grid_png(images: &Tensor, cols: usize, title: &str) -> Result<Vec<u8>> {
     let (n, c, h, w) = images.dims4()?;
     let cols = cols.clamp(1, n.max(1));
     let rows = n.div_ceil(cols);
     let gap = 2;
     let (gw, gh) = (cols * (w + gap) + gap, rows * (h + gap) + gap);
+    let zoom = (MIN_WIDTH / gw).max(1);
     let v: Vec<f32> = images.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
-    let mut px = vec![255u8; gw * gh * c];
+    let (width, height) = (gw * zoom, TITLE_BAND + gh * zoom);
+    let mut rgb = title_band(width, height, title)?;
     for i in 0..n {
         let (r, col) = (i / cols, i % cols);
-        for y in 0..h {
-            for x in 0..w {
-                for ch in 0..c {
-                    let val = v[((i * c + ch) * h + y) * w + x];
-                    let byte = ((val.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
-                    let (gx, gy) = (gap + col * (w + gap) + x, gap + r * (h + gap) + y);
-                    px[(gy * gw + gx) * c + ch] = byte;
+        for y in 0..h * zoom {
+            for x in 0..w * zoom {
+                let (gx, gy) = ((gap + col * (w + gap)) * zoom + x, TITLE_BAND + (gap + r * (h + gap)) * zoom + y);
+                for k in 0..3 {
+                    let val = v[((i * c + k.min(c - 1)) * h + y / zoom) * w + x / zoom];
+                    rgb[(gy * width + gx) * 3 + k] = ((val.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
                 }
             }
         }
     }
-    encode_png(&px, gh as u32, gw as u32, c as u32)
+    if c == 1 {
+        // Black text on white and grey samples: every pixel has R = G = B.
+        let grey: Vec<u8> = rgb.chunks_exact(3).map(|p| p[0]).collect();
+        return encode_png(&grey, height as u32, width as u32, 1);
+    }
+    encode_png(&rgb, height as u32, width as u32, 3)
 }
 
-/// A scatter plot of `points` (blue) over `reference` points (grey), in the box [−lim, lim]².
-pub fn scatter_png(points: &[[f32; 2]], reference: &[[f32; 2]], lim: f32, size: usize) -> Result<Vec<u8>> {
-    let mut px = vec![255u8; size * size * 3];
-    let mut dot = |p: &[f32; 2], color: [u8; 3], radius: i64| {
-        let to = |v: f32| ((v / lim + 1.0) * 0.5 * (size as f32 - 1.0)).round() as i64;
-        let (cx, cy) = (to(p[0]), size as i64 - 1 - to(p[1]));
-        for dy in -radius..=radius {
-            for dx in -radius..=radius {
-                let (x, y) = (cx + dx, cy + dy);
-                if x >= 0 && y >= 0 && (x as usize) < size && (y as usize) < size {
-                    let o = (y as usize * size + x as usize) * 3;
-                    px[o..o + 3].copy_from_slice(&color);
-                }
-            }
-        }
-    };
-    for p in reference {
-        dot(p, [200, 200, 200], 1);
+/// A white RGB canvas with `title` centred in its top band.
+fn title_band(width: usize, height: usize, title: &str) -> Result<Vec<u8>> {
+    font::ensure();
+    let mut rgb = vec![255u8; width * height * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width as u32, height as u32)).into_drawing_area();
+        let centre = Pos::new(HPos::Center, VPos::Center);
+        let style = TextStyle::from((font::FAMILY, 14).into_font()).color(&BLACK).pos(centre);
+        root.draw_text(title, &style, (width as i32 / 2, TITLE_BAND as i32 / 2))?;
+        root.present()?;
     }
-    for p in points {
-        dot(p, [31, 119, 180], 1);
+    Ok(rgb)
+}
+
+/// A scatter plot of `points` (blue) over `reference` points (grey), in the box [−lim, lim]²,
+/// with axes, ticks and `title`.
+pub fn scatter_png(points: &[[f32; 2]], reference: &[[f32; 2]], lim: f32, size: usize, title: &str) -> Result<Vec<u8>> {
+    font::ensure();
+    let mut rgb = vec![255u8; size * size * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (size as u32, size as u32)).into_drawing_area();
+        let lim = lim as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (font::FAMILY, 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(36)
+            .build_cartesian_2d(-lim..lim, -lim..lim)?;
+        chart.configure_mesh().light_line_style(TRANSPARENT).bold_line_style(RGBColor(235, 235, 235)).label_style((font::FAMILY, 12)).draw()?;
+        let at = |p: &[f32; 2]| (p[0] as f64, p[1] as f64);
+        chart.draw_series(reference.iter().map(|p| Circle::new(at(p), 1, RGBColor(200, 200, 200).filled())))?;
+        chart.draw_series(points.iter().map(|p| Circle::new(at(p), 2, RGBColor(31, 119, 180).filled())))?;
+        root.present()?;
     }
-    // Axes through the origin.
-    let mid = size / 2;
-    for i in 0..size {
-        for o in [(mid * size + i) * 3, (i * size + mid) * 3] {
-            if px[o..o + 3] == [255, 255, 255] {
-                px[o..o + 3].copy_from_slice(&[230, 230, 230]);
-            }
-        }
-    }
-    encode_png(&px, size as u32, size as u32, 3)
+    encode_png(&rgb, size as u32, size as u32, 3)
 }
 
 #[cfg(test)]
@@ -69,20 +88,46 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// Whether any pixel of rows `rows` is dark (text).
+    fn has_text(img: &image::RgbImage, rows: std::ops::Range<u32>) -> bool {
+        rows.flat_map(|y| (0..img.width()).map(move |x| (x, y))).any(|(x, y)| img.get_pixel(x, y).0.iter().all(|&v| v < 100))
+    }
+
     #[test]
-    fn grid_layout_and_values() {
+    fn grid_layout_values_and_title() {
         let imgs = Tensor::new(&[-1f32, 1.0, 0.0, 2.0], &Device::Cpu).unwrap().reshape((4, 1, 1, 1)).unwrap();
-        let png = image_grid_png(&imgs, 2).unwrap();
-        let img = image::load_from_memory(&png).unwrap().to_luma8();
-        assert_eq!((img.width(), img.height()), (2 * 3 + 2, 2 * 3 + 2));
-        assert_eq!(img.get_pixel(2, 2)[0], 0);
-        assert_eq!(img.get_pixel(5, 2)[0], 255);
-        assert_eq!(img.get_pixel(2, 5)[0], 128);
-        assert_eq!(img.get_pixel(5, 5)[0], 255, "clipped");
-        assert_eq!(img.get_pixel(0, 0)[0], 255, "gap");
-        let sc = scatter_png(&[[0.5, 0.5]], &[[-0.5, -0.5]], 1.0, 101).unwrap();
+        let png = image_grid_png(&imgs, 2, "ect, 1 step").unwrap();
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!(img.color(), image::ColorType::L8);
+        let img = img.to_luma8();
+        // 2 × 3 + 2 = 8 pixels wide, enlarged 32 times to reach 256; the title band on top.
+        let zoom = 32;
+        assert_eq!((img.width(), img.height()), (8 * zoom, TITLE_BAND as u32 + 8 * zoom));
+        let at = |x: u32, y: u32| img.get_pixel(x * zoom + zoom / 2, TITLE_BAND as u32 + y * zoom + zoom / 2)[0];
+        assert_eq!(at(2, 2), 0);
+        assert_eq!(at(5, 2), 255);
+        assert_eq!(at(2, 5), 128);
+        assert_eq!(at(5, 5), 255, "clipped");
+        assert_eq!(at(0, 0), 255, "gap");
+        assert!(has_text(&image::DynamicImage::ImageLuma8(img.clone()).to_rgb8(), 0..TITLE_BAND as u32), "no title drawn");
+
+        // RGB samples stay RGB; a grid already wide enough is not enlarged.
+        let rgb = Tensor::zeros((64, 3, 28, 28), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let img = image::load_from_memory(&image_grid_png(&rgb, 8, "data").unwrap()).unwrap();
+        assert_eq!((img.color(), img.width(), img.height()), (image::ColorType::Rgb8, 8 * 30 + 2, TITLE_BAND as u32 + 8 * 30 + 2));
+    }
+
+    #[test]
+    fn scatter_has_title_axes_and_both_sets() {
+        let sc = scatter_png(&[[0.5, 0.5]; 4], &[[-0.5, -0.5]; 4], 1.0, 301, "ict on moons").unwrap();
         let img = image::load_from_memory(&sc).unwrap().to_rgb8();
-        assert_eq!(img.get_pixel(75, 25).0, [31, 119, 180]);
-        assert_eq!(img.get_pixel(25, 75).0, [200, 200, 200]);
+        assert!(has_text(&img, 0..24), "no title");
+        let find = |c: [u8; 3]| -> Vec<(u32, u32)> { img.enumerate_pixels().filter(|p| p.2.0 == c).map(|p| (p.0, p.1)).collect() };
+        let (blue, grey) = (find([31, 119, 180]), find([200, 200, 200]));
+        assert!(!blue.is_empty() && !grey.is_empty());
+        // The samples up and right of the reference points, as their coordinates are.
+        let mean = |v: &[(u32, u32)]| (v.iter().map(|p| p.0 as f64).sum::<f64>() / v.len() as f64, v.iter().map(|p| p.1 as f64).sum::<f64>() / v.len() as f64);
+        let (b, g) = (mean(&blue), mean(&grey));
+        assert!(b.0 > g.0 + 50.0 && b.1 < g.1 - 50.0, "samples at {b:?}, reference at {g:?}");
     }
 }

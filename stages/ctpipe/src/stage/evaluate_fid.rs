@@ -18,7 +18,9 @@ impl Stage for EvaluateFid {
     //    carry `n` and `fd_std`.
     // 7: `samples-data.png` (the held-out images), fd.svg on a log NFE axis with markers,
     //    `export_samples`.
-    const VERSION: u32 = 7;
+    // 8: pictures drawn with plotters in the embedded font: titled grids and scatter plots
+    //    with axes, the SVG plots restyled with legends.
+    const VERSION: u32 = 8;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {

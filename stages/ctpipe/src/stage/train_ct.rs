@@ -15,7 +15,9 @@ impl Stage for TrainCt {
     //    streamed in f64 over any reference set; phased models; the pool.
     // 5: weight files carry EDM's resample_filter buffers (strict loading in EDM); loss.svg
     //    with round ticks, long logs decimated.
-    const VERSION: u32 = 5;
+    // 6: pictures drawn with plotters in the embedded font: titled grids and scatter plots
+    //    with axes, loss.svg restyled.
+    const VERSION: u32 = 6;
     const HANDLES_SIGNALS: bool = true;
     const DATA_PARALLEL: bool = true;
     const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];

@@ -113,7 +113,7 @@ impl MetricsLog {
     }
 
     /// The loss curve (raw and smoothed) as SVG.
-    pub fn loss_svg(&self, title: &str) -> String {
+    pub fn loss_svg(&self, title: &str) -> Result<String> {
         let raw: Vec<(f64, f64)> = self.rows.iter().filter_map(|r| r.values.get("loss").map(|&l| (r.step as f64, l))).collect();
         let smooth = moving_average(&raw, (raw.len() / 50).max(1));
         let series = [

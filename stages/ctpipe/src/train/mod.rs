@@ -162,7 +162,7 @@ pub fn run(job: Job, dirs: RunDirs, stop: &StopFlag, device: &Device) -> Result<
     let fit = Fit { cfg, method: &*method, data: data_set, grad_clip, ema, device: device.clone(), work_dir: dirs.work, run: dirs.run, stop, label, world: dirs.world };
     let mut on_checkpoint = |step: u64, st: &TrainState| -> Result<()> {
         crate::fsx::create_dir_all(&grids)?;
-        for (name, png) in sample_pictures(&spec, cfg, st, &reference, device)? {
+        for (name, png) in sample_pictures(&spec, cfg, st, step, &reference, device)? {
             crate::fsx::write(&grids.join(format!("step-{step:010}-{name}")), png)?;
         }
         if cfg.keep_snapshots {
@@ -239,25 +239,27 @@ fn init_from(art: &Artifact, net_cfg: &NetworkConfig, sigma_data: f64, device: &
     Weights::from_tensors(net_cfg, tensors, device)
 }
 
-/// The sample pictures of a model state: 1-step and 2-step grids (Heun for EDM); scatter
-/// plots over the data box for points.
-fn sample_pictures(spec: &ModelSpec, cfg: &TrainConfig, st: &TrainState, reference: &[[f32; 2]], device: &Device) -> Result<Vec<(String, Vec<u8>)>> {
+/// The sample pictures of a model state at `step`: 1-step and 2-step grids (Heun for EDM);
+/// scatter plots over the data box for points. Each is titled with the method, the dataset,
+/// the sampler and the step.
+fn sample_pictures(spec: &ModelSpec, cfg: &TrainConfig, st: &TrainState, step: u64, reference: &[[f32; 2]], device: &Device) -> Result<Vec<(String, Vec<u8>)>> {
     let enc = st.encoder.as_ref().map(|(_, e)| &e.net);
-    let runs: Vec<(String, usize, Vec<f64>)> = if spec.is_denoiser() {
-        vec![("heun18.png".into(), 18, vec![])]
+    let runs: Vec<(String, usize, Vec<f64>, String)> = if spec.is_denoiser() {
+        vec![("heun18.png".into(), 18, vec![], "Heun, 18 steps (35 NFE)".into())]
     } else if let Some(m) = spec.precond.phases {
-        vec![(format!("{m}phase.png"), m as usize, vec![])]
+        vec![(format!("{m}phase.png"), m as usize, vec![], format!("{m} phases"))]
     } else {
-        vec![("1step.png".into(), 1, vec![]), ("2step.png".into(), 2, vec![cfg.sigma_mid])]
+        vec![("1step.png".into(), 1, vec![], "1 step".into()), ("2step.png".into(), 2, vec![cfg.sigma_mid], format!("2 steps (σ_mid = {})", cfg.sigma_mid))]
     };
     let n = match spec.data {
         SampleKind::Points { .. } => (cfg.grid as usize).max(1000),
         SampleKind::Images { .. } => cfg.grid as usize,
     };
     let mut out = Vec::new();
-    for (name, steps, mids) in runs {
+    for (name, steps, mids, how) in runs {
         let x = generate(spec, &st.ema.net, enc, steps, &mids, cfg.seed, n, device)?;
-        out.push((name, picture(spec, &x, reference)?));
+        let title = format!("{} on {}: {how}, step {step}", cfg.method, spec.dataset);
+        out.push((name, picture(spec, &x, reference, &title)?));
     }
     Ok(out)
 }
@@ -280,16 +282,16 @@ pub fn generate_guided(spec: &ModelSpec, net: &crate::nn::Network, enc: Option<&
     Ok(Tensor::cat(&parts, 0)?)
 }
 
-fn picture(spec: &ModelSpec, x: &Tensor, reference: &[[f32; 2]]) -> Result<Vec<u8>> {
+fn picture(spec: &ModelSpec, x: &Tensor, reference: &[[f32; 2]], title: &str) -> Result<Vec<u8>> {
     match spec.data {
         SampleKind::Points { .. } => {
             let v: Vec<Vec<f32>> = x.to_vec2()?;
             let pts: Vec<[f32; 2]> = v.iter().map(|p| [p[0], p.get(1).copied().unwrap_or(0.0)]).collect();
-            scatter_png(&pts, reference, 1.2, 512)
+            scatter_png(&pts, reference, 1.2, 512, title)
         }
         SampleKind::Images { .. } => {
             let cols = (x.dim(0)? as f64).sqrt().ceil() as usize;
-            image_grid_png(x, cols)
+            image_grid_png(x, cols, title)
         }
     }
 }
@@ -311,7 +313,7 @@ fn write_outputs(
     }
     crate::fsx::write(&out.join("model.json"), serde_json::to_string_pretty(spec)? + "\n")?;
     metrics.write_parquet(&out.join("metrics.parquet"))?;
-    crate::fsx::write(&out.join("loss.svg"), metrics.loss_svg(&format!("{} on {} ({} steps)", cfg.method, spec.dataset, cfg.steps)))?;
+    crate::fsx::write(&out.join("loss.svg"), metrics.loss_svg(&format!("{} on {} ({} steps)", cfg.method, spec.dataset, cfg.steps))?)?;
     // The final checkpoint drew the final pictures already (same EMA weights, same noise).
     let last = format!("step-{:010}-", cfg.steps);
     for entry in std::fs::read_dir(grids)?.flatten() {
