@@ -134,6 +134,17 @@ fn fashion_mnist_from_a_folder_of_idx_files() {
     // Changing a source file changes the key: the fingerprint is in it.
     write_idx_set(&dir, 40, 21);
     assert_ne!(fetch(&sb, &["source=fashion-mnist", &from]).expect_code(0).key(), r.key());
+
+    // Our splits are Hub-style Parquet (Image cells of PNG, ClassLabel names in the
+    // `huggingface` metadata): the Hub importer reads an artifact back to the same rows,
+    // pixels, labels and class names.
+    let art = sb.artifacts().join("fetch-data").join(r.key());
+    let again = fetch(&sb, &[&format!("source=parquet:{}", art.display())]).expect_code(0).key();
+    for split in ["train", "test"] {
+        let read = |key: &str| ctpipe::data::io::read_split(&sb.artifacts().join("fetch-data").join(key).join(format!("{split}.parquet"))).unwrap();
+        let ((info, rows), (info2, rows2)) = (read(&r.key()), read(&again));
+        assert_eq!((info.kind, &info.class_names, rows), (info2.kind, &info2.class_names, rows2), "{split}");
+    }
 }
 
 #[test]
