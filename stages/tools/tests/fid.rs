@@ -71,7 +71,8 @@ fn every_source_gives_the_same_fid_and_errors_are_one_line() {
         (vec![a.to_str().unwrap(), b.to_str().unwrap()], 2, "--inception FILE"),
         (vec![sa.to_str().unwrap(), "missing-folder"], 3, "missing-folder: no such file or folder"),
         (vec![sa.to_str().unwrap(), sbs.to_str().unwrap(), "--kid"], 2, "--kid needs images on both sides"),
-        (vec![a.to_str().unwrap(), sbs.to_str().unwrap(), "--encoder", "0abc", "--resize", "clean"], 2, "--resize clean"),
+        (vec![a.to_str().unwrap(), b.to_str().unwrap(), "--encoder", "0abc", "--resize", "clean"], 2, "--resize clean brings images"),
+        (vec![a.to_str().unwrap(), sbs.to_str().unwrap(), "--inception", w, "--resize", "clean"], 2, "--resize clean needs images on both sides"),
         (vec![a.to_str().unwrap(), sbs.to_str().unwrap(), "--inception", w, "--inception-sha256", &"0".repeat(64)], 3, "sha256"),
     ] {
         let r = run(sb.cmd(EXE).args(&args));

@@ -1,8 +1,9 @@
 //! What Hugging Face `datasets` needs to read a split with its own types: image cells stored
 //! as its `Image` feature stores them (a struct of the encoded file's `bytes` and a `path`),
 //! and the `huggingface` schema metadata naming each column's feature, the labels as a
-//! `ClassLabel` with the dataset's class names. `datasets.load_dataset("parquet", ...)` then
-//! gives PIL images and named classes (tests/interop.rs reads a split that way).
+//! `ClassLabel` with the dataset's class names. `datasets.Dataset.from_parquet` (and
+//! `load_dataset("parquet", ...)`) then gives PIL images and named classes (tests/interop.rs
+//! reads every fetched split with the former).
 //!
 //! Cells are PNG: lossless, so the pixels read back are the pixels written, and the format every
 //! image tool opens.
@@ -10,9 +11,10 @@
 use super::schema::{DatasetInfo, SampleKind};
 use crate::error::bad_input;
 use anyhow::Result;
+use arrow_array::cast::AsArray;
+use arrow_array::Array;
 use arrow_schema::{DataType, Field, Fields};
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ColorType, ExtendedColorType, ImageEncoder};
+use image::ColorType;
 use serde_json::json;
 
 /// The schema-metadata key `datasets` reads its features from.
@@ -34,28 +36,69 @@ pub fn metadata(info: &DatasetInfo) -> String {
     json!({ "info": { "features": features } }).to_string()
 }
 
-fn color(channels: u32) -> Option<(ExtendedColorType, ColorType)> {
-    match channels {
-        1 => Some((ExtendedColorType::L8, ColorType::L8)),
-        3 => Some((ExtendedColorType::Rgb8, ColorType::Rgb8)),
-        4 => Some((ExtendedColorType::Rgba8, ColorType::Rgba8)),
+pub fn is_image_type(t: &DataType) -> bool {
+    match t {
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => true,
+        DataType::Struct(fields) => fields.iter().any(|f| f.name() == "bytes" && is_image_type(f.data_type())),
+        _ => false,
+    }
+}
+
+/// The encoded image of row `i`. A Hub image cell whose `bytes` is null points at a file by
+/// `path` only, which a Parquet file on its own cannot resolve.
+pub fn image_bytes(col: &dyn Array, i: usize) -> std::result::Result<&[u8], String> {
+    if col.is_null(i) {
+        return Err("empty image cell".into());
+    }
+    match col.data_type() {
+        DataType::Binary => Ok(col.as_binary::<i32>().value(i)),
+        DataType::LargeBinary => Ok(col.as_binary::<i64>().value(i)),
+        DataType::BinaryView => Ok(col.as_binary_view().value(i)),
+        DataType::Struct(_) => {
+            let s = col.as_struct();
+            let bytes = s.column_by_name("bytes").expect("checked by is_image_type");
+            if bytes.is_null(i) {
+                let path = s.column_by_name("path").filter(|p| p.is_valid(i)).and_then(|p| string_at(p.as_ref(), i));
+                return Err(match path {
+                    Some(p) => format!("image has no bytes, only a path (`{p}`); re-export the dataset with embedded images"),
+                    None => "empty image cell".into(),
+                });
+            }
+            image_bytes(bytes.as_ref(), i)
+        }
+        other => Err(format!("unexpected image type {other}")),
+    }
+}
+
+/// Row `i` of a string column of any of Arrow's string types.
+fn string_at(c: &dyn Array, i: usize) -> Option<String> {
+    match c.data_type() {
+        DataType::Utf8 => Some(c.as_string::<i32>().value(i).to_string()),
+        DataType::LargeUtf8 => Some(c.as_string::<i64>().value(i).to_string()),
+        DataType::Utf8View => Some(c.as_string_view().value(i).to_string()),
         _ => None,
     }
 }
 
-/// One image, uint8 HWC, as a PNG cell. Fast deflate: Parquet's zstd compresses the column again.
+fn color(channels: u32) -> Option<ColorType> {
+    match channels {
+        1 => Some(ColorType::L8),
+        3 => Some(ColorType::Rgb8),
+        4 => Some(ColorType::Rgba8),
+        _ => None,
+    }
+}
+
+/// One image, uint8 HWC, as a PNG cell.
 pub fn encode(pixels: &[u8], height: u32, width: u32, channels: u32) -> Result<Vec<u8>> {
-    let (ext, _) = color(channels).ok_or_else(|| anyhow::anyhow!("cannot store images of {channels} channels as PNG"))?;
-    let mut out = Vec::with_capacity(pixels.len() / 2 + 64);
-    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive).write_image(pixels, width, height, ext)?;
-    Ok(out)
+    super::sources::images::encode_png(pixels, height, width, channels)
 }
 
 /// Decode a PNG cell into `out` (height × width × channels bytes), which it must fill exactly:
 /// the size and channels the dataset's description gives. `what` names the file and row in errors.
 pub fn decode_into(bytes: &[u8], height: u32, width: u32, channels: u32, out: &mut [u8], what: &dyn Fn() -> String) -> Result<()> {
     let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png).map_err(|e| bad_input(format!("{}: not a readable PNG ({e})", what())))?;
-    let expected = color(channels).map(|c| c.1);
+    let expected = color(channels);
     if (img.height(), img.width()) != (height, width) || Some(img.color()) != expected || img.as_bytes().len() != out.len() {
         return Err(bad_input(format!(
             "{}: a {}×{} {:?} image, the metadata says {height}×{width} with {channels} channel(s)",

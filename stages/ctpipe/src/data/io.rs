@@ -184,42 +184,40 @@ pub fn read_split(path: &Path) -> Result<(DatasetInfo, Split)> {
     let where_ = |what: &str| bad_input(format!("{}: {what}", path.display()));
     while let Some(rb) = crate::error::guard_decoder(path, || Ok(reader.next()))? {
         let rb = rb.bad_input_ctx(|| format!("{}: unreadable row group", path.display()))?;
+        let first_row = labels.len();
+        let at = |row: usize| format!("{}: row {}", path.display(), first_row + row);
+        let first_null = |c: &dyn Array| (c.null_count() > 0).then(|| (0..c.len()).find(|&i| c.is_null(i))).flatten();
         let label_col = rb
             .column_by_name("label")
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
             .ok_or_else(|| where_("missing Int64 column `label`"))?;
-        if label_col.null_count() > 0 {
-            return Err(where_("null labels"));
+        if let Some(row) = first_null(label_col) {
+            return Err(bad_input(format!("{}: no label", at(row))));
         }
-        let first_row = labels.len();
-        for &l in label_col.values().iter() {
-            // Out of i32 is out of the class names too; Split::check names the range below.
-            labels.push(i32::try_from(l).unwrap_or(i32::MAX));
+        for (row, &l) in label_col.values().iter().enumerate() {
+            // Within i32 here; Split::check below names a label outside the class names.
+            labels.push(i32::try_from(l).map_err(|_| bad_input(format!("{}: label {l} outside the class names", at(row))))?);
         }
         match &mut samples {
             Samples::Images(px) => {
                 let SampleKind::Images { height, width, channels } = info.kind else { unreachable!("images") };
                 let cells = rb
                     .column_by_name("image")
-                    .and_then(|c| c.as_any().downcast_ref::<StructArray>())
+                    .filter(|c| hf_features::is_image_type(c.data_type()))
                     .ok_or_else(|| where_("missing column `image` of {bytes: binary, path: string}"))?;
-                if cells.null_count() > 0 {
-                    return Err(where_("null images"));
-                }
-                let bytes = cells
-                    .column_by_name("bytes")
-                    .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
-                    .ok_or_else(|| where_("missing column `image` of {bytes: binary, path: string}"))?;
-                // Decoded in parallel, each row into its own place: the order is the file's.
+                // Decoded in parallel, each row into its own place (the order is the file's);
+                // the error reported is the first row's, whatever order the threads ran in.
                 let start = px.len();
-                px.resize(start + bytes.len() * len, 0);
-                px[start..].par_chunks_mut(len).enumerate().try_for_each(|(row, out)| {
-                    let at = || format!("{}: row {}", path.display(), first_row + row);
-                    if bytes.is_null(row) {
-                        return Err(bad_input(format!("{}: no image bytes", at())));
-                    }
-                    hf_features::decode_into(bytes.value(row), height, width, channels, out, &at)
-                })?;
+                px.resize(start + cells.len() * len, 0);
+                let decoded: Vec<Result<()>> = px[start..]
+                    .par_chunks_mut(len)
+                    .enumerate()
+                    .map(|(row, out)| {
+                        let bytes = hf_features::image_bytes(cells.as_ref(), row).map_err(|e| bad_input(format!("{}: {e}", at(row))))?;
+                        hf_features::decode_into(bytes, height, width, channels, out, &|| at(row))
+                    })
+                    .collect();
+                decoded.into_iter().collect::<Result<()>>()?;
             }
             Samples::Points(xs) => {
                 let col = rb
@@ -231,15 +229,20 @@ pub fn read_split(path: &Path) -> Result<(DatasetInfo, Split)> {
                     .as_any()
                     .downcast_ref::<Float32Array>()
                     .ok_or_else(|| where_("column `x` must hold Float32"))?;
-                if col.null_count() > 0 {
-                    return Err(where_("null points"));
-                }
                 if col.value_length() as usize != len {
                     return Err(where_(&format!("points of dimension {}, the metadata says {len}", col.value_length())));
                 }
                 let start = col.offset() * len;
-                let rows = values.values().get(start..start + col.len() * len).ok_or_else(|| where_("column `x` is shorter than its rows"))?;
-                xs.extend_from_slice(rows);
+                if values.len() < start + col.len() * len {
+                    return Err(where_("column `x` is shorter than its rows"));
+                }
+                // A null point, or a null coordinate inside one, would read as whatever its
+                // buffer holds.
+                let null_coordinate = (values.null_count() > 0).then(|| (start..start + col.len() * len).find(|&i| values.is_null(i)).map(|i| (i - start) / len)).flatten();
+                if let Some(row) = first_null(col).into_iter().chain(null_coordinate).min() {
+                    return Err(bad_input(format!("{}: a null point or coordinate", at(row))));
+                }
+                xs.extend_from_slice(&values.values()[start..start + col.len() * len]);
             }
         }
     }
@@ -273,15 +276,20 @@ mod tests {
         assert_eq!(read_split(&p).unwrap().1, split);
     }
 
+    /// Points, and images (whose PNG cells are encoded in parallel), twice: the same bytes.
     #[test]
     fn same_content_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let info = DatasetInfo { name: "p".into(), kind: SampleKind::Points { dim: 2 }, class_names: vec!["m".into()] };
         let split = Split { samples: Samples::Points(vec![0.25; 20]), labels: vec![0; 10] };
-        let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
-        write_split(&a, &info, "train", &split).unwrap();
-        write_split(&b, &info, "train", &split).unwrap();
-        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+        let images = DatasetInfo { name: "i".into(), kind: SampleKind::Images { height: 5, width: 7, channels: 3 }, class_names: vec!["a".into()] };
+        let pictures = Split { samples: Samples::Images((0..3000 * 105).map(|i| (i * 7919 % 251) as u8).collect()), labels: vec![0; 3000] };
+        for (info, split) in [(&info, &split), (&images, &pictures)] {
+            let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+            write_split(&a, info, "train", split).unwrap();
+            write_split(&b, info, "train", split).unwrap();
+            assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{}", info.name);
+        }
     }
 
     /// A description that disagrees with the rows, or rows that break it, is a bad-input error
@@ -332,6 +340,43 @@ mod tests {
         w.writer.write(&rb).unwrap();
         w.finish().unwrap();
         refused(&p, "row 3 holds NaN");
+
+        // Nulls the writer never writes, written past it: a null coordinate, a null label, an
+        // image cell without bytes; the first bad row is the one named, however the parallel
+        // decoding ran.
+        let mut w = SplitWriter::create(&p, &points(2), "train").unwrap();
+        let xs: Vec<Option<f32>> = (0..20).map(|i| (i != 13).then_some(i as f32)).collect();
+        let x = FixedSizeListArray::try_new(point_item(), 2, Arc::new(Float32Array::from(xs)), None).unwrap();
+        w.writer.write(&RecordBatch::try_new(w.schema.clone(), vec![Arc::new(x), Arc::new(Int64Array::from(vec![0; 10]))]).unwrap()).unwrap();
+        w.finish().unwrap();
+        refused(&p, "row 6: a null point or coordinate");
+        let images = DatasetInfo { name: "i".into(), kind: SampleKind::Images { height: 2, width: 2, channels: 1 }, class_names: vec!["a".into()] };
+        let cell = hf_features::encode(&[1, 2, 3, 4], 2, 2, 1).unwrap();
+        let write_images = |cells: Vec<Option<Vec<u8>>>, labels: Vec<Option<i64>>| {
+            let mut w = SplitWriter::create(&p, &images, "train").unwrap();
+            let DataType::Struct(fields) = hf_features::image_type() else { unreachable!() };
+            let n = cells.len();
+            let bytes: ArrayRef = Arc::new(BinaryArray::from_iter(cells));
+            let st = StructArray::try_new(fields, vec![bytes, Arc::new(StringArray::new_null(n))], None).unwrap();
+            w.writer.write(&RecordBatch::try_new(w.schema.clone(), vec![Arc::new(st), Arc::new(Int64Array::from(labels))]).unwrap()).unwrap();
+            w.finish().unwrap();
+        };
+        let mut cells: Vec<Option<Vec<u8>>> = vec![Some(cell.clone()); 600];
+        cells[300] = None;
+        cells[450] = Some(b"\x89PNG\r\n\x1a\nbroken".to_vec());
+        write_images(cells.clone(), vec![Some(0); 600]);
+        refused(&p, "row 300: empty image cell");
+        cells[300] = Some(cell.clone());
+        write_images(cells, vec![Some(0); 600]);
+        refused(&p, "row 450: not a readable PNG");
+        let mut labels = vec![Some(0); 600];
+        labels[17] = None;
+        write_images(vec![Some(cell.clone()); 600], labels);
+        refused(&p, "row 17: no label");
+        let mut labels = vec![Some(0); 600];
+        labels[5] = Some(1 << 40);
+        write_images(vec![Some(cell); 600], labels);
+        refused(&p, "row 5: label 1099511627776 outside the class names");
 
         let huge = DatasetInfo { name: "i".into(), kind: SampleKind::Images { height: 1 << 20, width: 1 << 20, channels: 3 }, class_names: vec!["a".into()] };
         assert!(huge.check("x").unwrap_err().to_string().contains("values per sample"));

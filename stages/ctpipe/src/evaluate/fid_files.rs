@@ -41,8 +41,9 @@ pub enum Resize {
     /// bilinear resize with align_corners=False.
     PytorchFid,
     /// clean-fid's "clean" mode: each channel resized to 299×299 by PIL's bicubic in float
-    /// (antialiased when shrinking, not clipped), then (x − 128)/128 as its InceptionV3W does
-    /// (GaParmar/clean-fid cleanfid/inception_torchscript.py:48-50).
+    /// (antialiased when shrinking), clipped to [0, 255] (GaParmar/clean-fid at 353c13e,
+    /// cleanfid/resize.py:11-13, 49-53), then (x − 128)/128 as its InceptionV3W does
+    /// (cleanfid/inception_torchscript.py:48-50).
     Clean,
 }
 
@@ -65,7 +66,7 @@ impl Images {
                     for ch in 0..c {
                         let plane: Vec<f32> = image.iter().skip(ch).step_by(c).map(|&p| p as f32).collect();
                         let resized = crate::features::pil_resize::bicubic_f32(&plane, h, w, side, side);
-                        v.extend(resized.into_iter().map(|p| (p - 128.0) / 128.0));
+                        v.extend(resized.into_iter().map(|p| (p.clamp(0.0, 255.0) - 128.0) / 128.0));
                     }
                 }
                 Ok(Tensor::from_vec(v, (k, c, side, side), device)?)
@@ -167,8 +168,8 @@ fn read_npz(path: &Path) -> Result<Source> {
         return Err(bad_input(format!("{}: holds {names:?}; expected arr_0 (samples) or mu and sigma (statistics)", path.display())));
     };
     let dims = x.dims().to_vec();
-    if x.dtype() != DType::U8 || dims.len() != 4 || !matches!(dims[3], 1 | 3) {
-        return Err(bad_input(format!("{}: arr_0 is {:?} {:?}, expected uint8 N × H × W × C with C = 1 or 3 (the samplers' format)", path.display(), x.dtype(), dims)));
+    if x.dtype() != DType::U8 || dims.len() != 4 || !matches!(dims[3], 1 | 3) || dims[..3].contains(&0) {
+        return Err(bad_input(format!("{}: arr_0 is {:?} {:?}, expected uint8 N × H × W × C with N, H, W ≥ 1 and C = 1 or 3 (the samplers' format)", path.display(), x.dtype(), dims)));
     }
     let pixels = x.flatten_all()?.to_vec1::<u8>()?;
     Ok(Source::Images(Images { pixels, n: dims[0], height: dims[1], width: dims[2], channels: dims[3] }))
@@ -177,17 +178,19 @@ fn read_npz(path: &Path) -> Result<Source> {
 /// The samples file of an evaluate-fid artifact (`samples-MODEL-SAMPLER.npz`, written when
 /// `export_samples = true`): the only one, or the one `pick` (`MODEL-SAMPLER`) names.
 pub fn exported_samples(art: &Artifact, pick: Option<&str>) -> Result<String> {
-    let names: Vec<&str> = art.manifest.files.iter().map(|f| f.path.as_str()).filter(|p| p.starts_with("samples-") && p.ends_with(".npz")).collect();
-    let short = |n: &str| n["samples-".len()..n.len() - ".npz".len()].to_string();
+    // MODEL-SAMPLER of each `samples-MODEL-SAMPLER.npz` the manifest lists.
+    let sets: Vec<&str> = art.manifest.files.iter().filter_map(|f| f.path.strip_prefix("samples-")?.strip_suffix(".npz")).collect();
     let what = format!("evaluate-fid artifact {}", art.key().short());
-    match (pick, names.as_slice()) {
-        (_, []) => Err(bad_input(format!("{what}: exported no samples (rerun it with export_samples = true)"))),
-        (None, [one]) => Ok(one.to_string()),
-        (None, many) => Err(bad_input(format!("{what}: exported {} sample sets; pick one as ARTIFACT:NAME, NAME one of {}", many.len(), many.iter().map(|n| short(n)).collect::<Vec<_>>().join(", ")))),
-        (Some(p), all) => all.iter().find(|n| short(n) == p).map(|n| n.to_string()).ok_or_else(|| {
-            bad_input(format!("{what}: no sample set `{p}`; it has {}", all.iter().map(|n| short(n)).collect::<Vec<_>>().join(", ")))
-        }),
-    }
+    let chosen = match (pick, sets.as_slice()) {
+        (_, []) => return Err(bad_input(format!("{what}: exported no samples (rerun it with export_samples = true)"))),
+        (None, [one]) => Some(*one),
+        (None, _) => None,
+        (Some(p), all) => all.iter().copied().find(|s| *s == p),
+    };
+    chosen.map(|s| format!("samples-{s}.npz")).ok_or_else(|| match pick {
+        None => bad_input(format!("{what}: exported {} sample sets; pick one as ARTIFACT:NAME, NAME one of {}", sets.len(), sets.join(", "))),
+        Some(p) => bad_input(format!("{what}: no sample set `{p}`; it has {}", sets.join(", "))),
+    })
 }
 
 /// Features of every image, in batches, row-major n × dim.
@@ -262,7 +265,7 @@ mod tests {
         assert_eq!(x.dims(), [2, 3, 3, 2]);
         let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
         assert!((v[0] - (20.0 / 255.0 * 2.0 - 1.0)).abs() < 1e-7);
-        // clean-fid's: 299×299, a constant image stays (20 − 128)/128 everywhere.
+        // clean-fid's: 299×299, a constant image (b.png, 10) stays (10 − 128)/128 everywhere.
         let x = im.batch(1, 1, Resize::Clean, &Device::Cpu).unwrap();
         assert_eq!(x.dims(), [1, 3, 299, 299]);
         let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
@@ -275,6 +278,32 @@ mod tests {
         std::fs::write(dir.path().join("d.webp"), b"RIFF").unwrap();
         let e = read_folder(dir.path()).err().unwrap().to_string();
         assert!(e.contains("d.webp") && e.contains("not decoded"), "{e}");
+    }
+
+    /// clean-fid's preparation of an RGB batch: image i's channel c is the Pillow-exact resize
+    /// of that plane of the HWC pixels (not another image's, channel's or a transposed one),
+    /// clipped to [0, 255] where the bicubic overshoots, then (x − 128)/128.
+    #[test]
+    fn clean_batches_resize_each_plane_and_clip() {
+        let (n, h, w) = (2, 5, 7);
+        // Every plane different; sharp 0/255 edges make the bicubic overshoot.
+        let pixels: Vec<u8> = (0..n * h * w * 3).map(|i| if (i / 3 + i % 3 + i / (h * w * 3)) % 4 < 2 { 0 } else { 255 }).collect();
+        let im = Images { pixels: pixels.clone(), n, height: h, width: w, channels: 3 };
+        let x: Vec<f32> = im.batch(0, n, Resize::Clean, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let side = crate::features::inception::SIZE;
+        let mut overshoot = false;
+        for i in 0..n {
+            for c in 0..3 {
+                let plane: Vec<f32> = (0..h * w).map(|p| pixels[(i * h * w + p) * 3 + c] as f32).collect();
+                let want = crate::features::pil_resize::bicubic_f32(&plane, h, w, side, side);
+                overshoot |= want.iter().any(|&v| !(0.0..=255.0).contains(&v));
+                let got = &x[(i * 3 + c) * side * side..(i * 3 + c + 1) * side * side];
+                for (g, v) in got.iter().zip(&want) {
+                    assert_eq!(*g, (v.clamp(0.0, 255.0) - 128.0) / 128.0, "image {i} channel {c}");
+                }
+            }
+        }
+        assert!(overshoot, "the test images should make the bicubic overshoot");
     }
 
     /// Samples in the samplers' `arr_0` format; anything else is refused with what it holds.

@@ -1,6 +1,7 @@
 //! PIL's bicubic resize of a float image (`Image.fromarray(x, mode='F').resize(size, BICUBIC)`),
 //! which is how clean-fid's "clean" mode brings every image to 299×299, one channel at a time,
-//! before the Inception network (GaParmar/clean-fid cleanfid/resize.py:32-34 and 55-63).
+//! before clipping to [0, 255] and the Inception network (GaParmar/clean-fid at 353c13e,
+//! cleanfid/resize.py:11-13 and 49-53; the clip is `evaluate::fid_files`'s).
 //!
 //! Pillow's algorithm (src/libImaging/Resample.c), reproduced so that the result is PIL's to the
 //! bit: separable, one pass per axis through a float32 image (horizontal first, mostly); each output pixel a
@@ -33,7 +34,8 @@ fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
     (0..out_size)
         .map(|xx| {
             let center = (xx as f64 + 0.5) * scale;
-            // Pillow rounds with a C cast of value + 0.5 (both ends are ≥ −support + 0.5 > −2).
+            // Pillow rounds with a C cast (toward zero) of value + 0.5; a negative start is
+            // clamped to 0 either way.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
             let mut w: Vec<f64> = (xmin..xmax).map(|x| bicubic((x as f64 - center + 0.5) * ss)).collect();
@@ -51,9 +53,9 @@ pub fn bicubic_f32(src: &[f32], height: usize, width: usize, out_height: usize, 
     assert_eq!(src.len(), height * width, "pil_resize: {} values for {height}×{width}", src.len());
     let horizontal = (out_width != width).then(|| coefficients(width, out_width));
     let vertical = (out_height != height).then(|| coefficients(height, out_height));
-    // Pillow 13 (src/libImaging/Resample.c:863-867) runs the vertical pass first when the
-    // height shrinks by more than twice as many pixels as the width; earlier versions always
-    // went horizontal first. The order changes the float32 intermediate, so the last bit.
+    // Pillow 13.0.0 (its sdist's src/libImaging/Resample.c:863-867) runs the vertical pass
+    // first when the height loses more than twice as many pixels as the width does; earlier
+    // versions always went horizontal first. The order changes the float32 intermediate, so the last bit.
     let vertical_first = height > out_height && height - out_height > 2 * width.saturating_sub(out_width);
     if vertical_first {
         let columns = vertical_pass(src, width, &vertical);

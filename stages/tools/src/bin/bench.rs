@@ -183,7 +183,7 @@ fn bench_split_loading(dir: &Path) -> Result<Row> {
     let reference = median_secs(3, || read_idx(&idx).map(|_| ()))?;
     Ok(Row {
         what: "load 60000×28×28 split".into(),
-        ours: (format!("Parquet+zstd ({:.1} MiB)", mib(&pq)), ours),
+        ours: (format!("Parquet, PNG cells ({:.1} MiB)", mib(&pq)), ours),
         reference: (format!("gzip IDX ({:.1} MiB)", mib(&idx)), reference),
     })
 }

@@ -169,6 +169,9 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let (sa, sb) = (open(&cli, a)?, open(&cli, b)?);
+    if cli.resize == fid_files::Resize::Clean && (matches!(sa, Source::Stats(_)) || matches!(sb, Source::Stats(_))) {
+        return Err(usage("--resize clean needs images on both sides: statistics carry no record of how their images were resized, and clean-fid's against pytorch-fid's give a number that means nothing"));
+    }
     eprintln!("fid: {}: {}\nfid: {}: {}", a.display(), sa.describe(), b.display(), sb.describe());
     if cli.kid && (matches!(sa, Source::Stats(_)) || matches!(sb, Source::Stats(_))) {
         return Err(usage("--kid needs images on both sides (KID is computed from features, not statistics)"));

@@ -5,6 +5,7 @@
 //! (snappy, its default; gzip, LZ4, Brotli, zstd, none).
 
 use super::images::ImageCollector;
+use crate::data::hf_features::{image_bytes, is_image_type};
 use crate::error::{bad_input, TagContext};
 use anyhow::Result;
 use arrow_array::cast::AsArray;
@@ -150,40 +151,6 @@ pub fn import_file(path: &Path, cols: &Columns, out: &mut ImageCollector, labels
     Ok(())
 }
 
-fn is_image_type(t: &DataType) -> bool {
-    match t {
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => true,
-        DataType::Struct(fields) => fields.iter().any(|f| f.name() == "bytes" && is_image_type(f.data_type())),
-        _ => false,
-    }
-}
-
-/// The encoded image of row `i`. A Hub image cell whose `bytes` is null points at a file by
-/// `path` only, which a Parquet file on its own cannot resolve.
-fn image_bytes(col: &dyn Array, i: usize) -> std::result::Result<&[u8], String> {
-    if col.is_null(i) {
-        return Err("empty image cell".into());
-    }
-    match col.data_type() {
-        DataType::Binary => Ok(col.as_binary::<i32>().value(i)),
-        DataType::LargeBinary => Ok(col.as_binary::<i64>().value(i)),
-        DataType::BinaryView => Ok(col.as_binary_view().value(i)),
-        DataType::Struct(_) => {
-            let s = col.as_struct();
-            let bytes = s.column_by_name("bytes").expect("checked by is_image_type");
-            if bytes.is_null(i) {
-                let path = s.column_by_name("path").filter(|p| p.is_valid(i)).and_then(|p| strings(p.as_ref())).map(|p| p[i].to_string());
-                return Err(match path {
-                    Some(p) => format!("image has no bytes, only a path (`{p}`); re-export the dataset with embedded images"),
-                    None => "empty image cell".into(),
-                });
-            }
-            image_bytes(bytes.as_ref(), i)
-        }
-        other => Err(format!("unexpected image type {other}")),
-    }
-}
-
 /// The labels of one record batch as ids: integers as they are, strings through `labels`.
 fn label_values(rb: &RecordBatch, name: &str, labels: &mut Labels) -> std::result::Result<Vec<i32>, String> {
     let c = rb.column_by_name(name).ok_or_else(|| format!("missing column `{name}`"))?;
@@ -231,7 +198,7 @@ fn strings(c: &dyn Array) -> Option<Vec<&str>> {
 /// Class names of a `ClassLabel` feature, from the `huggingface` metadata the Hub writes.
 fn hf_class_names(kv: Option<&Vec<parquet::file::metadata::KeyValue>>, label_col: &str) -> Vec<String> {
     let Some(kv) = kv else { return Vec::new() };
-    let Some(text) = kv.iter().find(|e| e.key == "huggingface").and_then(|e| e.value.as_deref()) else {
+    let Some(text) = kv.iter().find(|e| e.key == crate::data::hf_features::META_KEY).and_then(|e| e.value.as_deref()) else {
         return Vec::new();
     };
     let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else { return Vec::new() };
