@@ -1,6 +1,7 @@
-"""A PyTorch reference of ctpipe's U-Net (EDM's SongUNet, DDPM++ configuration) and of its ECT
-training step, written from the same facts as `stages/ctpipe/src/nn/{unet,layers}.rs` with the
-same parameter names, so ctpipe's safetensors weights load into it unchanged.
+"""A PyTorch reference of ctpipe's networks (EDM's SongUNet in the DDPM++ configuration, and the
+2-D toys' MLP) and of its ECT training step, written from the same facts as
+`stages/ctpipe/src/nn/{unet,mlp,layers}.rs` with the same parameter names, so ctpipe's
+safetensors weights load into it unchanged.
 
     python3 bench/ddpmpp_reference.py check NETWORK IO.safetensors
         IO holds ctpipe's weights (`model.*`), an input `x`, `c_noise` and ctpipe's output `out`
@@ -15,7 +16,8 @@ same parameter names, so ctpipe's safetensors weights load into it unchanged.
         times 1-step consistency sampling (one evaluation of the preconditioned network at
         σ_max per image, no gradients), the same MODEs; prints ms per batch and images/s.
 
-NETWORK is a ctpipe preset: tiny (1×28×28), fmnist (1×28×28), cifar-ddpmpp (3×32×32).
+NETWORK is a ctpipe preset: tiny (1×28×28), fmnist (1×28×28), cifar-ddpmpp (3×32×32), or the
+toys' mlp-toy and mlp-small (2-D points).
 """
 import json
 import math
@@ -32,6 +34,44 @@ PRESETS = {
     "fmnist": (64, [2, 2, 2], 4, [16], 0.3, (1, 28)),
     "cifar-ddpmpp": (128, [2, 2, 2], 4, [16], 0.13, (3, 32)),
 }
+# The toys' MLP: width, dropout, point dimension.
+MLPS = {"mlp-toy": (256, 0.0, 2), "mlp-small": (64, 0.0, 2)}
+
+
+def sample_shape(preset):
+    if preset in MLPS:
+        return (MLPS[preset][2],)
+    c, res = PRESETS[preset][5]
+    return (c, res, res)
+
+
+def positional_embedding(c_noise, channels):
+    """EDM's (and nn/layers.rs's) embedding: sin and cos of c_noise at frequencies
+    (1/10000)^(i / (half − 1))."""
+    half = channels // 2
+    freqs = (1 / 10000) ** (torch.arange(half, dtype=torch.float32, device=c_noise.device) / max(half - 1, 1))
+    arg = c_noise[:, None].float() * freqs[None, :]
+    return torch.cat([arg.sin(), arg.cos()], 1)
+
+
+class Mlp(nn.Module):
+    """nn/mlp.rs: the noise embedding through Linear + SiLU, joined with Linear(x ⊕ c_noise) +
+    SiLU, then Linear(2W, W), SiLU, Linear(W, W), SiLU, Linear(W, d). PyTorch's default init."""
+
+    def __init__(self, width, dim):
+        super().__init__()
+        self.width = width
+        self.map_noise = nn.Linear(width, width)
+        self.input = nn.Linear(dim + 1, width)
+        self.hidden0 = nn.Linear(2 * width, width)
+        self.hidden1 = nn.Linear(width, width)
+        self.output = nn.Linear(width, dim)
+
+    def forward(self, x, c_noise, masks=None):
+        emb = F.silu(self.map_noise(positional_embedding(c_noise, self.width).to(x.dtype)))
+        h = F.silu(self.input(torch.cat([x, c_noise[:, None].to(x.dtype)], 1)))
+        h = F.silu(self.hidden0(torch.cat([h, emb], 1)))
+        return self.output(F.silu(self.hidden1(h)))
 
 
 def xavier_(w, fan_in, fan_out, scale):
@@ -191,6 +231,10 @@ class Model(nn.Module):
 
     def __init__(self, preset):
         super().__init__()
+        if preset in MLPS:
+            width, self.dropout, dim = MLPS[preset]
+            self.model = Mlp(width, dim)
+            return
         mc, mult, blocks, attn, dropout, (c, res) = PRESETS[preset]
         self.dropout = dropout
         self.model = SongUNet(res, c, mc, mult, blocks, attn, dropout)
@@ -229,27 +273,28 @@ def step(preset, batch, steps, mode, device="cuda"):
     ema = Model(preset).to(dev)
     ema.load_state_dict(m.state_dict())
     opt = torch.optim.RAdam(m.parameters(), lr=1e-4)
-    _, _, _, _, p, (c, res) = PRESETS[preset]
+    p, shape = m.dropout, sample_shape(preset)
     sd = 0.5
 
     def f(x, sigma, masks):
-        s = sigma[:, None, None, None]
+        s = sigma.view(-1, *([1] * len(shape)))
         c_in = 1 / (s * s + sd * sd).sqrt()
         c_skip = sd * sd / (s * s + sd * sd)
         c_out = s * sd / (s * s + sd * sd).sqrt()
         return c_skip * x + c_out * m.model(c_in * x, sigma.log() / 4, masks)
 
     def one():
-        x0 = torch.rand(batch, c, res, res, device=dev) * 2 - 1
+        x0 = torch.rand(batch, *shape, device=dev) * 2 - 1
         t = (torch.randn(batch, device=dev) * 2.0 - 1.1).exp()
         r = t * (1 - 0.5 * torch.sigmoid(-t))
         z = torch.randn_like(x0)
         masks = Masks(p)
+        view = (-1,) + (1,) * len(shape)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
-            student = f(x0 + t[:, None, None, None] * z, t, masks)
+            student = f(x0 + t.view(view) * z, t, masks)
             masks.replay = True
             with torch.no_grad():
-                target = f(x0 + r[:, None, None, None] * z, r, masks)
+                target = f(x0 + r.view(view) * z, r, masks)
         d = ((student.float() - target.float()) ** 2).flatten(1).sum(1).add(1e-20).sqrt()
         loss = (d / (t - r)).mean()
         opt.zero_grad(set_to_none=True)
@@ -283,14 +328,14 @@ def sample(preset, batch, reps, mode, device="cuda"):
     per image (ECT's consistency preconditioning), no gradients; median time per batch."""
     dev = prepare(mode, device)
     m = Model(preset).to(dev).eval()
-    _, _, _, _, _, (c, res) = PRESETS[preset]
+    shape = sample_shape(preset)
     sd, smin, smax = 0.5, 0.002, 80.0
 
     def one():
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
             s = torch.full((batch,), smax, device=dev)
-            x = torch.randn(batch, c, res, res, device=dev) * smax
-            sc = s[:, None, None, None]
+            x = torch.randn(batch, *shape, device=dev) * smax
+            sc = s.view(-1, *([1] * len(shape)))
             c_in = 1 / (sc * sc + sd * sd).sqrt()
             c_skip = sd * sd / ((sc - smin) ** 2 + sd * sd)
             c_out = (sc - smin) * sd / (sc * sc + sd * sd).sqrt()

@@ -52,7 +52,8 @@ Usage:
                                          bench/*.py with $CTPIPE_PYTHON or python3; n/a without)
   bench train-step PRESET BATCH STEPS [DEVICE] [MODES]
                                          the ECT training step and 1-step sampling of a U-Net
-                                         preset against PyTorch (MODES e.g. fp32,tf32,bf16)
+                                         or MLP preset (tiny, fmnist, cifar-ddpmpp, mlp-toy,
+                                         mlp-small) against PyTorch (MODES e.g. fp32,tf32,bf16)
   bench inception [DEVICE] [BATCH]       FID Inception-v3 features against pytorch-fid
   bench input-checks                     checking an input artifact: stamps vs re-hashing
   bench split-loading                    reading a Fashion-MNIST-sized split against gzip IDX
@@ -120,6 +121,8 @@ fn main() -> Result<()> {
     rows.push(bench_inception("cpu", 16)?);
     rows.push(bench_classifier()?);
     rows.extend(bench_train_step("tiny", 32, 5, "cpu", "fp32")?);
+    rows.extend(bench_train_step("fmnist", 8, 3, "cpu", "fp32")?);
+    rows.extend(bench_train_step("mlp-toy", 256, 50, "cpu", "fp32")?);
     rows.extend(bench_train_step("cifar-ddpmpp", 4, 2, "cpu", "fp32")?);
     print_table(rows);
     Ok(())
@@ -367,6 +370,7 @@ fn bench_classifier() -> Result<Row> {
 fn preset_kind(preset: &str) -> ctpipe::data::schema::SampleKind {
     use ctpipe::data::schema::SampleKind;
     match preset {
+        "mlp-toy" | "mlp-small" => SampleKind::Points { dim: 2 },
         "cifar-ddpmpp" | "cifar-gc" => SampleKind::Images { height: 32, width: 32, channels: 3 },
         _ => SampleKind::Images { height: 28, width: 28, channels: 1 },
     }
@@ -398,19 +402,24 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
     use ctpipe::data::schema::{Dataset, DatasetInfo, SampleKind, Samples, Split};
     let dev = ctpipe::device::select(device)?;
     let kind = preset_kind(preset);
-    let SampleKind::Images { height, width, channels } = kind else { unreachable!("image presets") };
-    let per = (height * width * channels) as usize;
     let n = (batch as usize * 4).max(64);
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let px: Vec<u8> = (0..n * per)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let split = Split { samples: Samples::Images(px), labels: vec![0; n] };
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let samples = match kind {
+        SampleKind::Images { .. } => Samples::Images((0..n * kind.sample_len()).map(|_| next() as u8).collect()),
+        // Points in the toys' box [−1, 1]².
+        SampleKind::Points { .. } => Samples::Points((0..n * kind.sample_len()).map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()),
+    };
+    let height = match kind {
+        SampleKind::Images { height, .. } => height,
+        SampleKind::Points { dim } => dim,
+    };
+    let split = Split { samples, labels: vec![0; n] };
     let ds = Dataset { info: DatasetInfo { name: "bench:random".into(), kind, class_names: vec!["noise".into()] }, train: split.clone(), test: split };
     let dir = tempfile::tempdir()?;
     let store = ctpipe::store::Store::new(dir.path().join("artifacts"));
