@@ -56,6 +56,8 @@ Usage:
                                          mlp-small) against PyTorch (MODES e.g. fp32,tf32,bf16)
   bench inception [DEVICE] [BATCH]       FID Inception-v3 features against pytorch-fid
   bench input-checks                     checking an input artifact: stamps vs re-hashing
+  bench classifier                       the in-domain classifier's features and training step
+                                         against the same network in PyTorch
   bench split-loading                    reading a Fashion-MNIST-sized split against gzip IDX
   bench ddpmpp-io PRESET OUT             a preset's weights, input and output for
                                          bench/ddpmpp_reference.py check PRESET OUT
@@ -103,12 +105,16 @@ fn main() -> Result<()> {
             print_table(bench_input_checks(dir.path())?);
             return Ok(());
         }
+        Some("classifier") => {
+            print_table(bench_classifier()?);
+            return Ok(());
+        }
         Some("split-loading") => {
             let dir = tempfile::tempdir()?;
             print_table(vec![bench_split_loading(dir.path())?]);
             return Ok(());
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected: ddpmpp-io, train-step, inception, input-checks, split-loading, or nothing for every row)"),
+        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected: ddpmpp-io, train-step, inception, classifier, input-checks, split-loading, or nothing for every row)"),
         None => {}
     }
     let dir = tempfile::tempdir()?;
@@ -119,7 +125,7 @@ fn main() -> Result<()> {
     rows.extend(bench_input_checks(dir.path())?);
     rows.push(bench_frechet(dir.path())?);
     rows.push(bench_inception("cpu", 16)?);
-    rows.push(bench_classifier()?);
+    rows.extend(bench_classifier()?);
     rows.extend(bench_train_step("tiny", 32, 5, "cpu", "fp32")?);
     rows.extend(bench_train_step("fmnist", 8, 3, "cpu", "fp32")?);
     rows.extend(bench_train_step("mlp-toy", 256, 50, "cpu", "fp32")?);
@@ -354,16 +360,31 @@ fn bench_inception(device: &str, n: usize) -> Result<Row> {
     Ok(Row { what: format!("FID Inception-v3, one image ({where_})"), ours: ("candle, BN folded".into(), ours), reference: (format!("pytorch-fid (torch {where_})"), ref_time) })
 }
 
-fn bench_classifier() -> Result<Row> {
-    use ctpipe::data::schema::SampleKind;
-    use ctpipe::features::classifier::{Classifier, ClassifierConfig};
+/// The in-domain classifier: its features (inference) and its training step (cross-entropy,
+/// Adam), against the same network in PyTorch (bench/classifier_reference.py).
+fn bench_classifier() -> Result<Vec<Row>> {
+    use ctpipe::data::schema::{SampleKind, Samples, Split};
+    use ctpipe::features::classifier::{self, Classifier, ClassifierConfig, TrainSettings};
     let dev = candle_core::Device::Cpu;
-    let cfg = ClassifierConfig::new(SampleKind::Images { height: 28, width: 28, channels: 1 }, 10, [32, 64])?;
+    let kind = SampleKind::Images { height: 28, width: 28, channels: 1 };
+    let cfg = ClassifierConfig::new(kind, 10, [32, 64])?;
     let net = Classifier::init(&cfg, 0, &dev)?;
     let x = ((ctpipe::rng::uniform(&mut ctpipe::rng::stream(0, "bench", 1), (250, 1, 28, 28), candle_core::DType::F32, &dev)? * 2.0)? - 1.0)?;
     let per_batch = median_secs(3, || net.penultimate(&x).map(|_| ()))?;
     NOTES.lock().expect("notes").push(format!("  classifier features (CPU, 28×28): {:.0} images/s", 250.0 / per_batch));
-    Ok(Row { what: "classifier features, batch of 250 (CPU)".into(), ours: ("candle".into(), per_batch), reference: ("(none)".into(), f64::NAN) })
+    let reference_features = reference("classifier_reference.py", &["features", "250", "5"]).and_then(|r| r["ms_per_batch"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
+
+    // The training step as precompute-encoder runs it (batch 128), over 20 steps of one epoch.
+    let (batch, steps) = (128usize, 20usize);
+    let split = Split { samples: Samples::Images((0..batch * steps * 784).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()), labels: (0..(batch * steps) as i32).map(|i| i % 10).collect() };
+    let data = ctpipe::train::data::TrainData::new(kind, split, None)?;
+    let settings = TrainSettings { epochs: 1, batch, lr: 1e-3, seed: 0 };
+    let per_step = median_secs(3, || classifier::train(&cfg, &data, &settings, &dev).map(|_| ()))? / steps as f64;
+    let reference_step = reference("classifier_reference.py", &["step", &batch.to_string(), &steps.to_string()]).and_then(|r| r["ms_per_step"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
+    Ok(vec![
+        Row { what: "classifier features, batch of 250 (cpu)".into(), ours: ("ctpipe f32".into(), per_batch), reference: ("PyTorch eager fp32".into(), reference_features) },
+        Row { what: format!("classifier train step, batch {batch} (cpu)"), ours: ("ctpipe f32".into(), per_step), reference: ("PyTorch eager fp32".into(), reference_step) },
+    ])
 }
 
 /// The sample shape a U-Net preset is benchmarked on: CIFAR-10's or Fashion-MNIST's.
