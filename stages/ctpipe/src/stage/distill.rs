@@ -15,8 +15,7 @@ impl Stage for Distill {
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
     // 3: weight files carry EDM's resample_filter buffers (strict loading in EDM).
     // 4: pictures drawn with plotters in the embedded font: titled grids, loss.svg restyled.
-    // 5: gemm's AVX-512 kernels where the CPU has them (other rounding of every matmul).
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 4;
     const HANDLES_SIGNALS: bool = true;
     const DATA_PARALLEL: bool = true;
     const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];

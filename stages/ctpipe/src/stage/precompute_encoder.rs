@@ -12,8 +12,7 @@ pub struct PrecomputeEncoder;
 
 impl Stage for PrecomputeEncoder {
     const NAME: &'static str = "precompute-encoder";
-    // 2: gemm's AVX-512 kernels where the CPU has them (other rounding of every matmul).
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 1;
     type Config = PrecomputeConfig;
 
     fn validate(config: &PrecomputeConfig) -> Result<()> {
