@@ -186,12 +186,12 @@ pub fn read_split(path: &Path) -> Result<(DatasetInfo, Split)> {
         let rb = rb.bad_input_ctx(|| format!("{}: unreadable row group", path.display()))?;
         let first_row = labels.len();
         let at = |row: usize| format!("{}: row {}", path.display(), first_row + row);
-        let first_null = |c: &dyn Array| (c.null_count() > 0).then(|| (0..c.len()).find(|&i| c.is_null(i))).flatten();
+        let first_null = |c: &dyn Array, rows: std::ops::Range<usize>| (c.null_count() > 0).then(|| rows.clone().find(|&i| c.is_null(i))).flatten();
         let label_col = rb
             .column_by_name("label")
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
             .ok_or_else(|| where_("missing Int64 column `label`"))?;
-        if let Some(row) = first_null(label_col) {
+        if let Some(row) = first_null(label_col, 0..label_col.len()) {
             return Err(bad_input(format!("{}: no label", at(row))));
         }
         for (row, &l) in label_col.values().iter().enumerate() {
@@ -238,8 +238,8 @@ pub fn read_split(path: &Path) -> Result<(DatasetInfo, Split)> {
                 }
                 // A null point, or a null coordinate inside one, would read as whatever its
                 // buffer holds.
-                let null_coordinate = (values.null_count() > 0).then(|| (start..start + col.len() * len).find(|&i| values.is_null(i)).map(|i| (i - start) / len)).flatten();
-                if let Some(row) = first_null(col).into_iter().chain(null_coordinate).min() {
+                let null_coordinate = first_null(values, start..start + col.len() * len).map(|i| (i - start) / len);
+                if let Some(row) = first_null(col, 0..col.len()).into_iter().chain(null_coordinate).min() {
                     return Err(bad_input(format!("{}: a null point or coordinate", at(row))));
                 }
                 xs.extend_from_slice(&values.values()[start..start + col.len() * len]);
