@@ -9,7 +9,8 @@
 
 use crate::data::schema::{SampleKind, Samples, Split};
 use crate::error::usage;
-use crate::nn::layers::{conv2d_same, Linear};
+use crate::nn::conv::conv2d_same;
+use crate::nn::layers::Linear;
 use crate::nn::params::ParamStore;
 use crate::progress::Progress;
 use crate::train::data::TrainData;
@@ -97,7 +98,7 @@ impl Classifier {
     /// Penultimate features (after ReLU), N × 128.
     pub fn penultimate(&self, x: &Tensor) -> Result<Tensor> {
         let block = |x: &Tensor, (w, b): &(Tensor, Tensor)| -> Result<Tensor> {
-            let y = conv2d_same(x, w)?.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?.relu()?;
+            let y = conv2d_same(x, w, b)?.relu()?;
             let (_, _, h, wd) = y.dims4()?;
             // Floor, as PyTorch's max_pool2d(2): drop an odd last row/column.
             Ok(y.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, wd / 2 * 2)?.max_pool2d(2)?)

@@ -72,24 +72,6 @@ pub fn downsample2x(x: &Tensor) -> Result<Tensor> {
     x.reshape((n, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)
 }
 
-/// A stride-1 "same" convolution (odd square kernel). On the CPU: im2col and one batched matrix
-/// product (see `im2col.rs` for why); elsewhere candle's `conv2d`.
-pub fn conv2d_same(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (n, c, h, wd) = x.dims4()?;
-    let (cout, cin, k, k2) = w.dims4()?;
-    if cin != c || k != k2 || k % 2 == 0 {
-        candle_core::bail!("conv2d_same: input {:?} and weight {:?} do not fit", x.dims(), w.dims());
-    }
-    if k == 1 {
-        return w.reshape((cout, c))?.broadcast_matmul(&x.reshape((n, c, h * wd))?)?.reshape((n, cout, h, wd));
-    }
-    if !x.device().is_cpu() {
-        return x.conv2d(w, k / 2, 1, 1, 1);
-    }
-    let cols = x.contiguous()?.apply_op1(super::im2col::Im2Col { k })?;
-    w.reshape((cout, c * k * k))?.broadcast_matmul(&cols)?.reshape((n, cout, h, wd))
-}
-
 /// Convolution with optional 2× resampling before it (EDM's Conv2d, non-fused path).
 /// `kernel = 0` gives a resampling-only layer without parameters.
 pub struct Conv2d {
@@ -117,11 +99,9 @@ impl Conv2d {
             Resample::Up => upsample2x(x)?,
             Resample::Down => downsample2x(x)?,
         };
-        let Some(w) = &self.weight else { return Ok(x) };
-        let y = conv2d_same(&x, w)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
+        match (&self.weight, &self.bias) {
+            (Some(w), Some(b)) => super::conv::conv2d_same(&x, w, b),
+            _ => Ok(x),
         }
     }
 }
@@ -265,32 +245,5 @@ impl UNetBlock {
             h = ((a.proj.forward(&out)? + h)? * skip_scale)?;
         }
         Ok(h)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{DType, Device};
-
-    /// im2col convolution equals candle's `conv2d`, values and gradients.
-    #[test]
-    fn conv2d_same_matches_candle() {
-        let dev = Device::Cpu;
-        for k in [1, 3] {
-            let x = candle_core::Var::from_tensor(&crate::rng::normal(&mut crate::rng::stream(0, "x", k as u64), (2, 3, 5, 6), DType::F64, &dev).unwrap()).unwrap();
-            let w = candle_core::Var::from_tensor(&crate::rng::normal(&mut crate::rng::stream(0, "w", k as u64), (4, 3, k, k), DType::F64, &dev).unwrap()).unwrap();
-            let ours = conv2d_same(&x, &w).unwrap();
-            let theirs = x.conv2d(&w, k / 2, 1, 1, 1).unwrap();
-            let diff = (&ours - &theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-            assert!(diff < 1e-12, "k {k}: {diff}");
-            let r = crate::rng::normal(&mut crate::rng::stream(0, "r", 0), ours.shape().clone(), DType::F64, &dev).unwrap();
-            let g1 = ours.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = theirs.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-            for v in [&x, &w] {
-                let d = (g1.get(v).unwrap() - g2.get(v).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-                assert!(d < 1e-11, "k {k}: gradient differs by {d}");
-            }
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! size them, and the seeded parameter store they are built on. A network here is the raw
 //! F(x, c_noise) of EDM; preconditioning (c_skip, c_out, c_in, c_noise) lives in `precond.rs`.
 
+pub mod conv;
 pub mod dropout;
 pub(crate) mod fused;
 mod im2col;

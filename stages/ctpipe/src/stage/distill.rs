@@ -15,7 +15,9 @@ impl Stage for Distill {
     // 2: the CPU U-Net runs GroupNorm(+SiLU) as one fused op (same function, other rounding).
     // 3: weight files carry EDM's resample_filter buffers (strict loading in EDM).
     // 4: pictures drawn with plotters in the embedded font: titled grids, loss.svg restyled.
-    const VERSION: u32 = 4;
+    // 5: the CPU convolution (with its bias) as one op, images in parallel (issue 18): same
+    //    function, other rounding of the gradients.
+    const VERSION: u32 = 5;
     const HANDLES_SIGNALS: bool = true;
     const DATA_PARALLEL: bool = true;
     const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];

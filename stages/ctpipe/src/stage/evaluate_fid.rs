@@ -20,7 +20,9 @@ impl Stage for EvaluateFid {
     //    `export_samples`.
     // 8: pictures drawn with plotters in the embedded font: titled grids and scatter plots
     //    with axes, the SVG plots restyled with legends.
-    const VERSION: u32 = 8;
+    // 9: the CPU convolution (with its bias) as one op, images in parallel (issue 18): same
+    //    function, other rounding.
+    const VERSION: u32 = 9;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {

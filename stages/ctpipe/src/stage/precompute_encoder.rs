@@ -12,7 +12,8 @@ pub struct PrecomputeEncoder;
 
 impl Stage for PrecomputeEncoder {
     const NAME: &'static str = "precompute-encoder";
-    const VERSION: u32 = 1;
+    // 2: the classifier's CPU convolution as one op (issue 18): same function, other rounding.
+    const VERSION: u32 = 2;
     type Config = PrecomputeConfig;
 
     fn validate(config: &PrecomputeConfig) -> Result<()> {

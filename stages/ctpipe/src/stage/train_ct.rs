@@ -17,7 +17,9 @@ impl Stage for TrainCt {
     //    with round ticks, long logs decimated.
     // 6: pictures drawn with plotters in the embedded font: titled grids and scatter plots
     //    with axes, loss.svg restyled.
-    const VERSION: u32 = 6;
+    // 7: the CPU convolution (with its bias) as one op, images in parallel (issue 18): same
+    //    function, other rounding of the gradients.
+    const VERSION: u32 = 7;
     const HANDLES_SIGNALS: bool = true;
     const DATA_PARALLEL: bool = true;
     const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];
