@@ -14,6 +14,8 @@ import sys
 import time
 
 import torch
+
+import peak_rss
 import torch.nn.functional as F
 from torch import nn
 
@@ -37,6 +39,7 @@ class Classifier(nn.Module):
 
 def step(batch, steps):
     torch.manual_seed(0)
+    peak_rss.reset()
     m = Classifier()
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
 
@@ -54,11 +57,13 @@ def step(batch, steps):
     for _ in range(steps):
         one()
     ms = (time.perf_counter() - start) / steps * 1e3
-    print(json.dumps({"batch": batch, "ms_per_step": ms, "images_per_s": batch / ms * 1e3, "threads": torch.get_num_threads()}))
+    print(json.dumps({"batch": batch, "ms_per_step": ms, "images_per_s": batch / ms * 1e3, "peak_rss_mib": peak_rss.mib(),
+                      "threads": torch.get_num_threads()}))
 
 
 def features(batch, reps):
     torch.manual_seed(0)
+    peak_rss.reset()
     m = Classifier().eval()
     x = torch.rand(batch, 1, 28, 28) * 2 - 1
     times = []
@@ -69,7 +74,8 @@ def features(batch, reps):
             m.penultimate(x)
             times.append(time.perf_counter() - start)
     ms = sorted(times)[len(times) // 2] * 1e3
-    print(json.dumps({"batch": batch, "ms_per_batch": ms, "images_per_s": batch / ms * 1e3, "threads": torch.get_num_threads()}))
+    print(json.dumps({"batch": batch, "ms_per_batch": ms, "images_per_s": batch / ms * 1e3, "peak_rss_mib": peak_rss.mib(),
+                      "threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":

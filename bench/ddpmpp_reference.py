@@ -24,6 +24,8 @@ import math
 import sys
 import time
 
+import peak_rss
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -269,6 +271,7 @@ def step(preset, batch, steps, mode, device="cuda"):
     training, pseudo-Huber c = 0, weight 1/(t − r), dropout masks shared by both passes). r is a
     fixed fraction of t rather than ECT's staged mapping: its value does not change the work."""
     dev = prepare(mode, device)
+    peak_rss.reset()
     m = Model(preset).to(dev)
     ema = Model(preset).to(dev)
     ema.load_state_dict(m.state_dict())
@@ -320,13 +323,15 @@ def step(preset, batch, steps, mode, device="cuda"):
     ms = (time.perf_counter() - start) / steps * 1e3
     peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
     print(json.dumps({"preset": preset, "batch": batch, "mode": mode, "device": str(dev), "ms_per_step": ms,
-                      "images_per_s": batch / ms * 1e3, "peak_gib": peak, "threads": torch.get_num_threads()}))
+                      "images_per_s": batch / ms * 1e3, "peak_gib": peak, "peak_rss_mib": peak_rss.mib(),
+                      "threads": torch.get_num_threads()}))
 
 
 def sample(preset, batch, reps, mode, device="cuda"):
     """1-step consistency sampling: one evaluation of the preconditioned network at sigma_max
     per image (ECT's consistency preconditioning), no gradients; median time per batch."""
     dev = prepare(mode, device)
+    peak_rss.reset()
     m = Model(preset).to(dev).eval()
     shape = sample_shape(preset)
     sd, smin, smax = 0.5, 0.002, 80.0
@@ -352,7 +357,7 @@ def sample(preset, batch, reps, mode, device="cuda"):
         times.append(time.perf_counter() - start)
     ms = sorted(times)[len(times) // 2] * 1e3
     print(json.dumps({"preset": preset, "batch": batch, "mode": mode, "device": str(dev), "ms_per_batch": ms,
-                      "images_per_s": batch / ms * 1e3, "threads": torch.get_num_threads()}))
+                      "images_per_s": batch / ms * 1e3, "peak_rss_mib": peak_rss.mib(), "threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":

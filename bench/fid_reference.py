@@ -9,6 +9,8 @@ import json
 import sys
 import time
 
+import peak_rss
+
 
 def fd(path):
     from safetensors.numpy import load_file
@@ -24,6 +26,7 @@ def fd(path):
 
 def inception(n, device="cpu"):
     import torch
+    peak_rss.reset()
     sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/tests/parity")
     from inception_parity import fid_inception_random
     from pytorch_fid import inception as I
@@ -45,7 +48,7 @@ def inception(n, device="cpu"):
             sync()
             times.append(time.perf_counter() - s)
         dt = sorted(times)[len(times) // 2]
-    print(json.dumps({"images_per_s": n / dt, "threads": torch.get_num_threads()}))
+    print(json.dumps({"images_per_s": n / dt, "peak_rss_mib": peak_rss.mib(), "threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":

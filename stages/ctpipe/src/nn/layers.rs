@@ -3,6 +3,8 @@
 //! names and initialisation follow EDM, so weights move between ctpipe and EDM checkpoints.
 
 use super::dropout::Dropout;
+use super::elementwise::{add_per_plane, scale, scaled_sum};
+use super::resample::{downsample2x, upsample2x};
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
@@ -53,23 +55,6 @@ pub enum Resample {
     None,
     Up,
     Down,
-}
-
-/// Nearest-neighbour 2× upsampling, written with broadcasts so that its gradient is a plain
-/// sum (candle's `upsample_nearest2d` backward overwrites rather than accumulates the gradient
-/// of its input, and its CUDA path is a naive transposed convolution).
-pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, 2, w, 2))?.reshape((n, c, 2 * h, 2 * w))
-}
-
-/// 2×2 box average with stride 2 (EDM's `[1, 1]` down filter).
-pub fn downsample2x(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    if h % 2 != 0 || w % 2 != 0 {
-        candle_core::bail!("cannot halve a {h}×{w} feature map: every resolution level must be even");
-    }
-    x.reshape((n, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)
 }
 
 /// Convolution with optional 2× resampling before it (EDM's Conv2d, non-fused path).
@@ -225,13 +210,13 @@ impl UNetBlock {
         let skip_scale = 0.5f64.sqrt();
         let h = self.conv0.forward(&self.norm0.forward_silu(x)?)?;
         let params = self.affine.forward(emb)?.unsqueeze(2)?.unsqueeze(3)?;
-        let h = self.norm1.forward_silu(&h.broadcast_add(&params)?)?;
+        let h = self.norm1.forward_silu(&add_per_plane(&h, &params)?)?;
         let h = self.conv1.forward(&drop.apply(&h, self.dropout)?)?;
         let skip = match &self.skip {
             Some(s) => s.forward(x)?,
             None => x.clone(),
         };
-        let mut h = ((h + skip)? * skip_scale)?;
+        let mut h = scaled_sum(&h, &skip, skip_scale)?;
         if let Some(a) = &self.attn {
             let (n, c, hh, ww) = h.dims4()?;
             // qkv channels are laid out [c][3] (EDM reshapes to (n, c, 3, hw) and unbinds dim 2).
@@ -239,10 +224,10 @@ impl UNetBlock {
             let q = qkv.narrow(2, 0, 1)?.squeeze(2)?;
             let k = qkv.narrow(2, 1, 1)?.squeeze(2)?;
             let v = qkv.narrow(2, 2, 1)?.squeeze(2)?;
-            let w = (q.transpose(1, 2)?.matmul(&k)? / (c as f64).sqrt())?;
+            let w = scale(&q.transpose(1, 2)?.matmul(&k)?, 1.0 / (c as f64).sqrt())?;
             let w = candle_nn::ops::softmax(&w, D::Minus1)?;
             let out = v.matmul(&w.transpose(1, 2)?)?.reshape((n, c, hh, ww))?;
-            h = ((a.proj.forward(&out)? + h)? * skip_scale)?;
+            h = scaled_sum(&a.proj.forward(&out)?, &h, skip_scale)?;
         }
         Ok(h)
     }

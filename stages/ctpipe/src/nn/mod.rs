@@ -4,12 +4,14 @@
 
 pub mod conv;
 pub mod dropout;
+mod elementwise;
 pub(crate) mod fused;
 mod im2col;
 pub mod layers;
 pub mod mlp;
 pub mod ops;
 pub mod params;
+mod resample;
 pub mod unet;
 
 use crate::data::schema::SampleKind;

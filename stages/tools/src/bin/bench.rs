@@ -69,6 +69,31 @@ struct Row {
     what: String,
     ours: (String, f64),
     reference: (String, f64),
+    /// Peak resident memory of each side's process over the row's work, MiB (see [`peak`]).
+    peak_mib: Option<(f64, f64)>,
+}
+
+/// Peak resident memory, measured the same way on both sides (bench/peak_rss.py is the
+/// reference's half): `reset` returns freed heap to the system (stages keep it, see
+/// `stage::tune_allocator`, which would otherwise count one row's memory in the next) and sets
+/// the high-water mark VmHWM to the current resident size; `mib` reads the mark.
+mod peak {
+    pub fn reset() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+
+    pub fn mib() -> f64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
 }
 
 fn main() -> Result<()> {
@@ -135,10 +160,11 @@ fn main() -> Result<()> {
 }
 
 fn print_table(rows: Vec<Row>) {
-    println!("{:<44} {:<34} {:>10}   {:<30} {:>10}   {:>7}", "benchmark", "ours", "time", "reference", "time", "ratio");
+    println!("{:<44} {:<34} {:>10}   {:<30} {:>10}   {:>7}   {:>21}", "benchmark", "ours", "time", "reference", "time", "ratio", "peak MiB ours / ref");
     for r in rows {
+        let peak = r.peak_mib.map_or(String::new(), |(a, b)| format!("{a:>9.0} / {b:<9.0}"));
         println!(
-            "{:<44} {:<34} {:>9.1}ms   {:<30} {:>9.1}ms   {:>6.2}x",
+            "{:<44} {:<34} {:>9.1}ms   {:<30} {:>9.1}ms   {:>6.2}x   {peak:>21}",
             r.what,
             r.ours.0,
             r.ours.1 * 1e3,
@@ -194,6 +220,7 @@ fn bench_split_loading(dir: &Path) -> Result<Row> {
         what: "load 60000×28×28 split".into(),
         ours: (format!("Parquet, PNG cells ({:.1} MiB)", mib(&pq)), ours),
         reference: (format!("gzip IDX ({:.1} MiB)", mib(&idx)), reference),
+        peak_mib: None,
     })
 }
 
@@ -216,7 +243,7 @@ fn bench_hashing(dir: &Path) -> Result<Row> {
         anyhow::ensure!(st.status.success(), "sha256sum failed");
         Ok(())
     })?;
-    Ok(Row { what: "hash a 256 MiB artifact file".into(), ours: ("blake3 (artifacts verify)".into(), ours), reference: ("sha256sum".into(), reference) })
+    Ok(Row { what: "hash a 256 MiB artifact file".into(), ours: ("blake3 (artifacts verify)".into(), ours), reference: ("sha256sum".into(), reference), peak_mib: None })
 }
 
 fn bench_cache_hit(dir: &Path) -> Result<Row> {
@@ -242,6 +269,7 @@ fn bench_cache_hit(dir: &Path) -> Result<Row> {
         what: "fetch-data toy2d n=400000".into(),
         ours: ("second run (cache hit)".into(), cached),
         reference: ("first run (does the work)".into(), work),
+        peak_mib: None,
     })
 }
 
@@ -264,8 +292,8 @@ fn bench_input_checks(dir: &Path) -> Result<Vec<Row>> {
     let (content, hashes, sizes) = (time(Verify::Content)?, time(Verify::Hashes)?, time(Verify::Sizes)?);
     let what = "open a 144 MiB input artifact";
     Ok(vec![
-        Row { what: what.into(), ours: ("content check (stamps)".into(), content), reference: ("re-hash every read".into(), hashes) },
-        Row { what: what.into(), ours: ("content check (stamps)".into(), content), reference: ("sizes only (before)".into(), sizes) },
+        Row { what: what.into(), ours: ("content check (stamps)".into(), content), reference: ("re-hash every read".into(), hashes), peak_mib: None },
+        Row { what: what.into(), ours: ("content check (stamps)".into(), content), reference: ("sizes only (before)".into(), sizes), peak_mib: None },
     ])
 }
 
@@ -333,7 +361,7 @@ fn bench_frechet(dir: &Path) -> Result<Row> {
         }
         None => ("pytorch-fid: n/a (no Python/scipy)".to_string(), f64::NAN),
     };
-    Ok(Row { what: "Fréchet distance, 2048-d statistics".into(), ours: ("faer f64, symmetric eigen".into(), ours), reference: (ref_name, ref_time) })
+    Ok(Row { what: "Fréchet distance, 2048-d statistics".into(), ours: ("faer f64, symmetric eigen".into(), ours), reference: (ref_name, ref_time), peak_mib: None })
 }
 
 /// Throughput as "seconds per image" so the table's ratio column reads as a speed ratio.
@@ -348,16 +376,19 @@ fn bench_inception(device: &str, n: usize) -> Result<Row> {
         net.pool3(x)?.flatten_all()?.to_vec1::<f32>()?;
         Ok(())
     };
+    peak::reset();
     features(&x.narrow(0, 0, 2.min(n))?)?;
     let ours = median_secs(if dev.is_cpu() { 1 } else { 3 }, || features(&x))? / n as f64;
+    let ours_peak = peak::mib();
     let reference = reference("fid_reference.py", &["inception", &n.to_string(), if dev.is_cpu() { "cpu" } else { "cuda" }]);
     let ref_time = reference.as_ref().and_then(|r| r["images_per_s"].as_f64()).map(|v| 1.0 / v).unwrap_or(f64::NAN);
+    let ref_peak = reference.as_ref().and_then(|r| r["peak_rss_mib"].as_f64()).unwrap_or(f64::NAN);
     NOTES.lock().expect("notes").push(format!(
         "  Inception-v3 features ({where_}, 32×32 → 299×299, batch {n}): ours {:.1} images/s, pytorch-fid {:.1} images/s",
         1.0 / ours,
         1.0 / ref_time
     ));
-    Ok(Row { what: format!("FID Inception-v3, one image ({where_})"), ours: ("candle, BN folded".into(), ours), reference: (format!("pytorch-fid (torch {where_})"), ref_time) })
+    Ok(Row { what: format!("FID Inception-v3, one image ({where_})"), ours: ("candle, BN folded".into(), ours), reference: (format!("pytorch-fid (torch {where_})"), ref_time), peak_mib: dev.is_cpu().then_some((ours_peak, ref_peak)) })
 }
 
 /// The in-domain classifier: its features (inference) and its training step (cross-entropy,
@@ -368,23 +399,36 @@ fn bench_classifier() -> Result<Vec<Row>> {
     let dev = candle_core::Device::Cpu;
     let kind = SampleKind::Images { height: 28, width: 28, channels: 1 };
     let cfg = ClassifierConfig::new(kind, 10, [32, 64])?;
+    peak::reset();
     let net = Classifier::init(&cfg, 0, &dev)?;
     let x = ((ctpipe::rng::uniform(&mut ctpipe::rng::stream(0, "bench", 1), (250, 1, 28, 28), candle_core::DType::F32, &dev)? * 2.0)? - 1.0)?;
     let per_batch = median_secs(3, || net.penultimate(&x).map(|_| ()))?;
+    let features_peak = peak::mib();
     NOTES.lock().expect("notes").push(format!("  classifier features (CPU, 28×28): {:.0} images/s", 250.0 / per_batch));
-    let reference_features = reference("classifier_reference.py", &["features", "250", "5"]).and_then(|r| r["ms_per_batch"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
+    let reference_features = reference("classifier_reference.py", &["features", "250", "5"]);
+    let (reference_features, reference_features_peak) = timing_and_peak(reference_features.as_ref(), "ms_per_batch");
 
     // The training step as precompute-encoder runs it (batch 128), over 20 steps of one epoch.
     let (batch, steps) = (128usize, 20usize);
     let split = Split { samples: Samples::Images((0..batch * steps * 784).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()), labels: (0..(batch * steps) as i32).map(|i| i % 10).collect() };
     let data = ctpipe::train::data::TrainData::new(kind, split, None)?;
     let settings = TrainSettings { epochs: 1, batch, lr: 1e-3, seed: 0 };
+    peak::reset();
     let per_step = median_secs(3, || classifier::train(&cfg, &data, &settings, &dev).map(|_| ()))? / steps as f64;
-    let reference_step = reference("classifier_reference.py", &["step", &batch.to_string(), &steps.to_string()]).and_then(|r| r["ms_per_step"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
+    let step_peak = peak::mib();
+    let reference_step = reference("classifier_reference.py", &["step", &batch.to_string(), &steps.to_string()]);
+    let (reference_step, reference_step_peak) = timing_and_peak(reference_step.as_ref(), "ms_per_step");
     Ok(vec![
-        Row { what: "classifier features, batch of 250 (cpu)".into(), ours: ("ctpipe f32".into(), per_batch), reference: ("PyTorch eager fp32".into(), reference_features) },
-        Row { what: format!("classifier train step, batch {batch} (cpu)"), ours: ("ctpipe f32".into(), per_step), reference: ("PyTorch eager fp32".into(), reference_step) },
+        Row { what: "classifier features, batch of 250 (cpu)".into(), ours: ("ctpipe f32".into(), per_batch), reference: ("PyTorch eager fp32".into(), reference_features), peak_mib: Some((features_peak, reference_features_peak)) },
+        Row { what: format!("classifier train step, batch {batch} (cpu)"), ours: ("ctpipe f32".into(), per_step), reference: ("PyTorch eager fp32".into(), reference_step), peak_mib: Some((step_peak, reference_step_peak)) },
     ])
+}
+
+/// A reference's time (seconds, from `field` in ms) and peak resident memory (MiB); NaN where
+/// it did not run.
+fn timing_and_peak(r: Option<&serde_json::Value>, field: &str) -> (f64, f64) {
+    let get = |k: &str| r.and_then(|r| r[k].as_f64());
+    (get(field).map_or(f64::NAN, |ms| ms / 1e3), get("peak_rss_mib").unwrap_or(f64::NAN))
 }
 
 /// The sample shape a U-Net preset is benchmarked on: CIFAR-10's or Fashion-MNIST's.
@@ -457,9 +501,10 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
         ..Default::default()
     };
     // One ctpipe timing per (kernels, TF32) setting, measured once and shared by the rows.
-    let mut timings: Vec<((Kernels, bool), f64)> = Vec::new();
+    let mut timings: Vec<((Kernels, bool), (f64, f64))> = Vec::new();
     let trained = dir.path().join("trained");
-    let mut ctpipe_step = |kernels: Kernels, tf32: bool| -> Result<f64> {
+    // (seconds per step, peak resident MiB of the whole run).
+    let mut ctpipe_step = |kernels: Kernels, tf32: bool| -> Result<(f64, f64)> {
         if let Some((_, t)) = timings.iter().find(|(k, _)| *k == (kernels, tf32)) {
             return Ok(*t);
         }
@@ -471,12 +516,14 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
         let work = run.path().join("work");
         std::fs::create_dir_all(&out)?;
         let started = Instant::now();
+        peak::reset();
         let summary = ctpipe::train::train_ct(&cfg, &data, None, ctpipe::train::RunDirs { out: &out, work: &work, run: "bench", world: &ctpipe::parallel::Single }, &Default::default(), &dev)?;
         let rate = summary["images_per_s"].as_f64().context("images_per_s in the summary")?;
         let ours = batch as f64 / rate;
         eprintln!("bench: ctpipe {preset} ECT step, batch {batch}, {kernels:?} kernels, TF32 {tf32}: {:.1} ms ({:.1} s in all)", ours * 1e3, started.elapsed().as_secs_f64());
-        timings.push(((kernels, tf32), ours));
-        Ok(ours)
+        let measured = (ours, peak::mib());
+        timings.push(((kernels, tf32), measured));
+        Ok(measured)
     };
     let where_ = if dev.is_cpu() { "cpu" } else { "cuda" };
     // ctpipe's side of each mode. On the CPU there is one path; on a GPU, strict fp32 is
@@ -493,15 +540,17 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
     let mut rows = Vec::new();
     for mode in modes.split(',') {
         let reference = reference("ddpmpp_reference.py", &["step", preset, &batch.to_string(), &steps.to_string(), mode, where_]);
-        let ref_time = reference.as_ref().and_then(|r| r["ms_per_step"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
+        let (ref_time, ref_peak) = timing_and_peak(reference.as_ref(), "ms_per_step");
         if let Some(r) = &reference {
             NOTES.lock().expect("notes").push(format!("  {preset} ECT step, batch {batch}, {where_}: PyTorch {mode}: {r}"));
         }
         for (label, kernels, tf32) in variants(mode) {
+            let (ours, ours_peak) = ctpipe_step(kernels, tf32)?;
             rows.push(Row {
                 what: format!("ECT train step, {preset}, batch {batch} ({where_})"),
-                ours: (label.into(), ctpipe_step(kernels, tf32)?),
+                ours: (label.into(), ours),
                 reference: (format!("PyTorch eager {mode}"), ref_time),
+                peak_mib: dev.is_cpu().then_some((ours_peak, ref_peak)),
             });
         }
     }
@@ -517,17 +566,20 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
     };
     for mode in modes.split(',') {
         let reference = reference("ddpmpp_reference.py", &["sample", preset, &batch.to_string(), "5", mode, where_]);
-        let ref_time = reference.as_ref().and_then(|r| r["ms_per_batch"].as_f64()).map(|ms| ms / 1e3).unwrap_or(f64::NAN);
+        let (ref_time, ref_peak) = timing_and_peak(reference.as_ref(), "ms_per_batch");
         for (label, kernels, tf32) in variants(mode) {
             ctpipe::cuda::set_kernels(kernels);
             candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
+            peak::reset();
             generate()?;
             let ours = median_secs(5, generate)?;
+            let ours_peak = peak::mib();
             NOTES.lock().expect("notes").push(format!("  {preset} 1-step sampling, batch {batch}, {where_}, {label}: {:.1} images/s", n as f64 / ours));
             rows.push(Row {
                 what: format!("1-step sampling, {preset}, batch {batch} ({where_})"),
                 ours: (label.into(), ours),
                 reference: (format!("PyTorch eager {mode}"), ref_time),
+                peak_mib: dev.is_cpu().then_some((ours_peak, ref_peak)),
             });
         }
     }
