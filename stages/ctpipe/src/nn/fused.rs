@@ -58,16 +58,32 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     }
 }
 
+/// Σ f(v) over a block in f64, with eight interleaved partial sums (so that the compiler can
+/// vectorise it; a fixed order, so the same bits every run).
+fn sum8(block: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = block.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v as f64);
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
 /// Mean and 1/√(var + ε) of a block (f64 accumulation; the variance is the biased one, as
 /// GroupNorm's).
 fn stats(block: &[f32], eps: f64) -> (f64, f64) {
     let len = block.len() as f64;
-    let mean = block.iter().map(|&v| v as f64).sum::<f64>() / len;
-    let var = block.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len;
+    let mean = sum8(block, |v| v) / len;
+    let var = sum8(block, |v| (v - mean) * (v - mean)) / len;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-fn sigmoid(v: f64) -> f64 {
+/// The logistic function in f32 (`expf`: a third of f64 `exp`'s time, and the op's result is
+/// f32 anyway).
+fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
 }
 
@@ -83,10 +99,18 @@ impl CustomOp3 for GroupNormSilu {
         out.par_chunks_mut(d.block()).zip(x.par_chunks(d.block())).enumerate().for_each(|(b, (o, xb))| {
             let (mean, rstd) = stats(xb, self.eps);
             let c0 = (b % self.groups) * d.cg;
-            for (j, (ov, &xv)) in o.iter_mut().zip(xb).enumerate() {
-                let ch = c0 + j / d.hw;
-                let y = (xv as f64 - mean) * rstd * gamma[ch] as f64 + beta[ch] as f64;
-                *ov = if self.silu { (y * sigmoid(y)) as f32 } else { y as f32 };
+            // Per channel, y = x·scale + shift, the normalisation and the affine folded.
+            for (ch, (oc, xc)) in o.chunks_mut(d.hw).zip(xb.chunks(d.hw)).enumerate() {
+                let g = gamma[c0 + ch] as f64;
+                let (scale, shift) = ((rstd * g) as f32, (beta[c0 + ch] as f64 - mean * rstd * g) as f32);
+                if self.silu {
+                    oc.iter_mut().zip(xc).for_each(|(o, &x)| {
+                        let y = x * scale + shift;
+                        *o = y * sigmoid(y);
+                    });
+                } else {
+                    oc.iter_mut().zip(xc).for_each(|(o, &x)| *o = x * scale + shift);
+                }
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -149,29 +173,34 @@ impl CustomOp3 for GroupNormSiluBwd {
                 // gradient needs.
                 let mut sum_dxh = 0.0;
                 let mut sum_dxh_xh = 0.0;
-                for j in 0..xb.len() {
-                    let ch = j / d.hw;
+                let (xs, gs) = (xb.chunks(d.hw), gb.chunks(d.hw));
+                for (ch, ((dxc, xc), gc)) in dxb.chunks_mut(d.hw).zip(xs).zip(gs).enumerate() {
                     let (g, bt) = (gamma[c0 + ch] as f64, beta[c0 + ch] as f64);
-                    let xh = (xb[j] as f64 - mean) * rstd;
-                    let y = xh * g + bt;
-                    let dy = if self.silu {
-                        let s = sigmoid(y);
-                        gb[j] as f64 * s * (1.0 + y * (1.0 - s))
-                    } else {
-                        gb[j] as f64
-                    };
-                    pg[ch] += dy * xh;
-                    pb[ch] += dy;
-                    let dxh = dy * g;
-                    sum_dxh += dxh;
-                    sum_dxh_xh += dxh * xh;
-                    dxb[j] = dxh as f32;
+                    let (mut sg, mut sb) = (0.0, 0.0);
+                    for ((dx, &x), &gy) in dxc.iter_mut().zip(xc).zip(gc) {
+                        let xh = (x as f64 - mean) * rstd;
+                        let y = xh * g + bt;
+                        let dy = if self.silu {
+                            let s = sigmoid(y as f32) as f64;
+                            gy as f64 * s * (1.0 + y * (1.0 - s))
+                        } else {
+                            gy as f64
+                        };
+                        sg += dy * xh;
+                        sb += dy;
+                        let dxh = dy * g;
+                        sum_dxh += dxh;
+                        sum_dxh_xh += dxh * xh;
+                        *dx = dxh as f32;
+                    }
+                    pg[ch] = sg;
+                    pb[ch] = sb;
                 }
                 let len = xb.len() as f64;
                 let (m1, m2) = (sum_dxh / len, sum_dxh_xh / len);
-                for j in 0..xb.len() {
-                    let xh = (xb[j] as f64 - mean) * rstd;
-                    dxb[j] = (rstd * (dxb[j] as f64 - m1 - xh * m2)) as f32;
+                for (dx, &x) in dxb.iter_mut().zip(xb) {
+                    let xh = (x as f64 - mean) * rstd;
+                    *dx = (rstd * (*dx as f64 - m1 - xh * m2)) as f32;
                 }
             });
         let mut out = dx;
