@@ -93,8 +93,18 @@ impl Weights {
     /// buffers may be among them (our weight files carry them); each must be one the network
     /// has, holding the filter it uses.
     pub fn from_tensors(cfg: &NetworkConfig, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Weights> {
+        Weights::load(cfg, tensors, false, device)
+    }
+
+    /// Like [`Weights::from_tensors`] for a network that is only evaluated: no graph is
+    /// recorded through it (see [`ParamStore::frozen`]); its values cannot be trained.
+    pub fn frozen(cfg: &NetworkConfig, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Weights> {
+        Weights::load(cfg, tensors, true, device)
+    }
+
+    fn load(cfg: &NetworkConfig, tensors: HashMap<String, Tensor>, frozen: bool, device: &Device) -> Result<Weights> {
         let (buffers, tensors): (HashMap<String, Tensor>, HashMap<String, Tensor>) = tensors.into_iter().partition(|(n, _)| n.ends_with(".resample_filter"));
-        let params = ParamStore::from_tensors(tensors);
+        let params = if frozen { ParamStore::frozen(tensors) } else { ParamStore::from_tensors(tensors) };
         let net = Network::new(params.var_builder(DType::F32, device), cfg)?;
         params.check_all_used()?;
         let expected: HashMap<String, Tensor> = net.edm_buffers(device)?.into_iter().collect();
@@ -184,11 +194,11 @@ pub fn load_model(art: &Artifact, which: Which, device: &Device) -> Result<Loade
         Which::Ema => ("ema.safetensors", "encoder_ema.safetensors"),
         Which::Online => ("net.safetensors", "encoder.safetensors"),
     };
-    let net = Weights::from_tensors(&spec.network, load_tensors(&art.file(net_file)?, device)?, device)
+    let net = Weights::frozen(&spec.network, load_tensors(&art.file(net_file)?, device)?, device)
         .bad_input_ctx(|| format!("{}: weights do not fit model.json", art.dir.join(net_file).display()))?;
     let encoder = match &spec.encoder {
         Some(cfg) => Some(
-            Weights::from_tensors(cfg, load_tensors(&art.file(enc_file)?, device)?, device)
+            Weights::frozen(cfg, load_tensors(&art.file(enc_file)?, device)?, device)
                 .bad_input_ctx(|| format!("{}: weights do not fit model.json", art.dir.join(enc_file).display()))?,
         ),
         None => None,

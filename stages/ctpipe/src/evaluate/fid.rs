@@ -361,7 +361,7 @@ pub fn evaluate(cfg: &EvalConfig, data: &Artifact, reference: Option<&Artifact>,
         if cfg.snapshots {
             for (step, path) in snapshots(art)? {
                 let tensors = model::load_tensors(&path, device)?;
-                let w = model::Weights::from_tensors(&m.spec.network, tensors, device)?;
+                let w = model::Weights::frozen(&m.spec.network, tensors, device)?;
                 let s = &samplers(cfg, &m.spec)[0];
                 let row = measure(cfg, &m, &w.net, None, s, &cfg.seeds[..1], &reference_kind, device, &label, art, Some(step), None)?;
                 eprintln!("evaluate-fid: {label} at step {step} ({}): FD {:.4}", s.name, row.fd_min);
@@ -449,7 +449,7 @@ fn load_guide(art: &Artifact, step: Option<u64>, device: &Device) -> Result<(Mod
             }
         }
     };
-    let weights = model::Weights::from_tensors(&spec.network, model::load_tensors(&path, device)?, device)?;
+    let weights = model::Weights::frozen(&spec.network, model::load_tensors(&path, device)?, device)?;
     let origin = match step {
         Some(s) => format!("{origin} @ step {s}"),
         None => origin,

@@ -18,6 +18,8 @@ struct Inner {
     vars: BTreeMap<String, Var>,
     /// Values to load instead of initialising (a checkpoint, an init model).
     source: Option<HashMap<String, Tensor>>,
+    /// Hand the network detached views of the values (see [`ParamStore::frozen`]).
+    frozen: bool,
 }
 
 /// A set of trainable parameters by name.
@@ -40,6 +42,16 @@ impl ParamStore {
     /// Parameters taken from `tensors` by name; the model must ask for exactly these.
     pub fn from_tensors(tensors: HashMap<String, Tensor>) -> ParamStore {
         ParamStore { inner: Arc::new(Mutex::new(Inner { source: Some(tensors), ..Inner::default() })) }
+    }
+
+    /// Like [`ParamStore::from_tensors`] for a network that is only evaluated (sampling,
+    /// evaluation, a distillation teacher): the network gets detached views of the values, so
+    /// candle records no graph through it and frees each activation once the next layer has
+    /// used it, as PyTorch's `no_grad` does. With variables, every intermediate of a forward
+    /// pass stays alive until its output is dropped: the peak memory of a training step's
+    /// forward, for a pass that needs none of it.
+    pub fn frozen(tensors: HashMap<String, Tensor>) -> ParamStore {
+        ParamStore { inner: Arc::new(Mutex::new(Inner { source: Some(tensors), frozen: true, ..Inner::default() })) }
     }
 
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
@@ -127,7 +139,7 @@ impl SimpleBackend for ParamStore {
             if v.shape() != &s {
                 candle_core::bail!("parameter `{name}` requested as {s:?} but exists as {:?}", v.shape());
             }
-            return Ok(v.as_tensor().clone());
+            return Ok(if inner.frozen { v.as_tensor().detach() } else { v.as_tensor().clone() });
         }
         let value = match &inner.source {
             Some(src) => {
@@ -140,7 +152,7 @@ impl SimpleBackend for ParamStore {
             None => init_value(inner.seed, &inner.namespace, name, &s, h, dtype, dev)?,
         };
         let var = Var::from_tensor(&value)?;
-        let t = var.as_tensor().clone();
+        let t = if inner.frozen { var.as_tensor().detach() } else { var.as_tensor().clone() };
         inner.vars.insert(name.to_string(), var);
         Ok(t)
     }

@@ -252,3 +252,29 @@ fn weight_files_with_buffers_load_and_wrong_buffers_are_refused() {
     let e = crate::model::Weights::from_tensors(&cfg, stray, &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("model.enc.28x28_block0.conv0.resample_filter") && e.contains("no such buffer"), "{e}");
 }
+
+/// A frozen network (evaluation only) computes the same bits as a trainable one from the same
+/// values, but records no graph: nothing of it has a gradient, so candle keeps no intermediate
+/// alive for one; the trainable network's gradients are all there.
+#[test]
+fn frozen_weights_compute_the_same_and_record_no_graph() {
+    let cfg = preset("tiny", images(8, 1), 1, None).unwrap();
+    let (params, _) = build(&cfg, DType::F32);
+    let values: HashMap<String, Tensor> = params.tensors().into_iter().collect();
+    let trainable = crate::model::Weights::from_tensors(&cfg, values.clone(), &Device::Cpu).unwrap();
+    let frozen = crate::model::Weights::frozen(&cfg, values, &Device::Cpu).unwrap();
+    let x = rng::normal(&mut rng::stream(0, "x", 0), (2, 1, 8, 8), DType::F32, &Device::Cpu).unwrap();
+    let c = Tensor::new(&[0.1f32, -0.7], &Device::Cpu).unwrap();
+    let run = |w: &crate::model::Weights| w.net.forward(&x, &c, None, &mut Dropout::off()).unwrap();
+    let (a, b) = (run(&trainable), run(&frozen));
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    let grads_a = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let grads_b = b.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, var) in trainable.params.vars() {
+        assert!(grads_a.get(&var).is_some(), "trainable `{name}` has no gradient");
+    }
+    for (name, var) in frozen.params.vars() {
+        assert!(grads_b.get(&var).is_none(), "frozen `{name}` has a gradient");
+    }
+    assert_eq!(frozen.params.num_params(), trainable.params.num_params());
+}

@@ -56,7 +56,7 @@ pub fn from_artifact(art: &Artifact, net_cfg: &NetworkConfig, sigma_data: f64, d
         return Err(bad_input(format!("teacher {origin} was trained with sigma_data = {}, this run sets {sigma_data}", spec.precond.sigma_data)));
     }
     let tensors = model::load_tensors(&art.file("ema.safetensors")?, device)?;
-    let weights = Weights::from_tensors(&spec.network, tensors, device)?;
+    let weights = Weights::frozen(&spec.network, tensors, device)?;
     Ok(Teacher { weights, precond: spec.precond, origin })
 }
 
@@ -65,7 +65,7 @@ pub fn from_artifact(art: &Artifact, net_cfg: &NetworkConfig, sigma_data: f64, d
 pub fn from_weights(source: &WeightsSource, net_cfg: &NetworkConfig, sigma_data: f64, sigma_min: f64, sigma_max: f64, device: &Device) -> Result<Teacher> {
     let path = source.resolve(&TEACHER)?;
     let tensors = model::load_tensors(&path, device)?;
-    let weights = Weights::from_tensors(net_cfg, tensors, device)
+    let weights = Weights::frozen(net_cfg, tensors, device)
         .bad_input_ctx(|| format!("{}: teacher weights do not fit the network preset", path.display()))?;
     let precond = Precond { kind: PrecondKind::Edm, sigma_data, sigma_min, t_max: sigma_max, phases: None };
     Ok(Teacher { weights, precond, origin: path.display().to_string() })

@@ -557,7 +557,7 @@ fn bench_train_step(preset: &str, batch: u64, steps: u64, device: &str, modes: &
     // 1-step sampling throughput of the model just trained: one network evaluation per image
     // (ctpipe's sampler, as evaluate-fid runs it) against the reference's forward pass.
     let spec: ctpipe::model::ModelSpec = serde_json::from_str(&std::fs::read_to_string(trained.join("model.json"))?)?;
-    let w = ctpipe::model::Weights::from_tensors(&spec.network, ctpipe::model::load_tensors(&trained.join("ema.safetensors"), &dev)?, &dev)?;
+    let w = ctpipe::model::Weights::frozen(&spec.network, ctpipe::model::load_tensors(&trained.join("ema.safetensors"), &dev)?, &dev)?;
     let n = batch as usize;
     let generate = || -> Result<()> {
         let x = ctpipe::sample::consistency_samples(&spec, &w.net, None, None, &[], 0, 0, n, None, &dev)?;
