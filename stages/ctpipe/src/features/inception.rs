@@ -31,9 +31,7 @@ struct Conv {
 
 impl Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = if self.pad != (0, 0) { x.pad_with_zeros(2, self.pad.0, self.pad.0)?.pad_with_zeros(3, self.pad.1, self.pad.1)? } else { x.clone() };
-        let y = x.conv2d(&self.w, 0, self.stride, 1, 1)?;
-        Ok(y.broadcast_add(&self.b)?.relu()?)
+        Ok(crate::nn::conv::conv2d(x, &self.w, &self.b, self.stride, self.pad)?.relu()?)
     }
 }
 
@@ -48,7 +46,7 @@ fn conv(get: &mut Getter, name: &str, cin: usize, cout: usize, k: (usize, usize)
     let var = get(&format!("{name}.bn.running_var"), &[cout])?;
     let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
     let w = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
-    let b = (beta - mean.mul(&scale)?)?.reshape((1, cout, 1, 1))?;
+    let b = (beta - mean.mul(&scale)?)?;
     Ok(Conv { w, b, stride, pad })
 }
 

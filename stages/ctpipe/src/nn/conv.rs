@@ -1,70 +1,90 @@
-//! The stride-1 "same" convolution with its bias, as one custom op with CPU kernels, forward
-//! and backward.
+//! The 2-D convolution with its bias (any kernel kh×kw, stride, zero padding), as one custom
+//! op with CPU kernels, forward and backward: the U-Net's stride-1 "same" convolutions, the
+//! classifier's, and Inception-v3's (strided, 1×7 and 7×1 kernels).
 //!
-//! Per image, the convolution is one matrix product `weight (cout, c·k²) × cols (c·k², h·w)`
+//! Per image, the convolution is one matrix product `weight (cout, c·kh·kw) × cols (c·kh·kw, oh·ow)`
 //! (im2col, `im2col.rs`). Composed from candle's ops (im2col, a broadcast matmul, a broadcast
 //! add) it cost far more than its arithmetic on the CPU (docs/perf.md, issue 18 change 2): the
 //! column tensor of the whole batch was stored for the backward pass; the weight gradient was
 //! an (n, cout, c·k²) tensor summed over images, and the bias gradient a strided sum over
 //! (n, h, w), both single-threaded; and each image's small product was split over the cores in
-//! turn. Here images run in parallel, each with one single-threaded gemm and a per-thread
-//! column scratch; the backward pass recomputes the columns instead of storing them and sums
-//! the per-image weight and bias gradients in image order, so the result does not depend on
-//! the thread count. Other devices use candle's `conv2d`.
+//! turn (candle's own CPU `conv2d`, which Inception used, builds its columns element by element
+//! in a scattered order: a third of Inception's time). Here images run in parallel, each with
+//! one single-threaded gemm and a per-thread column scratch; the backward pass recomputes the
+//! columns instead of storing them and sums the per-image weight and bias gradients in image
+//! order, so the result does not depend on the thread count. Other devices use candle's
+//! `conv2d`.
 
-use super::im2col::{col2im_plane, im2col_plane};
+use super::im2col::{col2im_plane, im2col_plane, Geometry};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// `conv2d(x, w) + bias`: x (n, c, h, w), weight (cout, c, k, k) with k odd, bias (cout),
-/// stride 1, zero padding k/2.
+/// stride 1, zero padding k/2 (the output has the input's size).
 pub fn conv2d_same(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let (_, c, _, _) = x.dims4()?;
-    let (cout, cin, k, k2) = weight.dims4()?;
-    if cin != c || k != k2 || k % 2 == 0 || bias.dims() != [cout] {
-        candle_core::bail!("conv2d_same: input {:?}, weight {:?} and bias {:?} do not fit", x.dims(), weight.dims(), bias.dims());
+    let (_, _, k, k2) = weight.dims4()?;
+    if k != k2 || k % 2 == 0 {
+        candle_core::bail!("conv2d_same: input {:?}, weight {:?} and bias {:?} do not fit (an odd square kernel)", x.dims(), weight.dims(), bias.dims());
     }
-    if !x.device().is_cpu() {
-        return x.conv2d(weight, k / 2, 1, 1, 1)?.broadcast_add(&bias.reshape((1, cout, 1, 1))?);
-    }
-    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, ConvSame)
+    conv2d(x, weight, bias, 1, (k / 2, k / 2))
 }
 
-struct ConvSame;
+/// `conv2d(x, w) + bias`: x (n, c, h, w), weight (cout, c, kh, kw), bias (cout), `stride` in
+/// both directions, `pad` zeros above and below, left and right.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, pad: (usize, usize)) -> Result<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    let (cout, cin, kh, kw) = weight.dims4()?;
+    let g = Geometry { h, w, kh, kw, stride, pad };
+    if cin != c || bias.dims() != [cout] || stride == 0 || g.out_h().is_none() || g.out_w().is_none() {
+        candle_core::bail!("conv2d: input {:?}, weight {:?}, bias {:?}, stride {stride} and padding {pad:?} do not fit", x.dims(), weight.dims(), bias.dims());
+    }
+    if !x.device().is_cpu() {
+        let x = if pad != (0, 0) { x.pad_with_zeros(2, pad.0, pad.0)?.pad_with_zeros(3, pad.1, pad.1)? } else { x.clone() };
+        return x.conv2d(weight, 0, stride, 1, 1)?.broadcast_add(&bias.reshape((1, cout, 1, 1))?);
+    }
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv { stride, pad })
+}
 
-/// The gradients of [`ConvSame`] for (x, weight, dL/dout), as one flat [dx | dw | db].
-struct ConvSameBwd;
+struct Conv {
+    stride: usize,
+    pad: (usize, usize),
+}
+
+/// The gradients of [`Conv`] for (x, weight, dL/dout), as one flat [dx | dw | db].
+struct ConvBwd {
+    stride: usize,
+    pad: (usize, usize),
+}
 
 /// The shapes of one call.
 #[derive(Clone, Copy)]
 struct Dims {
     n: usize,
     c: usize,
-    h: usize,
-    w: usize,
     cout: usize,
-    k: usize,
+    g: Geometry,
 }
 
 impl Dims {
-    fn of(x: &Shape, weight: &Shape) -> Result<Dims> {
+    fn of(x: &Shape, weight: &Shape, stride: usize, pad: (usize, usize)) -> Result<Dims> {
         let (n, c, h, w) = x.dims4()?;
-        let (cout, _, k, _) = weight.dims4()?;
-        Ok(Dims { n, c, h, w, cout, k })
+        let (cout, _, kh, kw) = weight.dims4()?;
+        Ok(Dims { n, c, cout, g: Geometry { h, w, kh, kw, stride, pad } })
     }
 
+    /// Output positions of one plane (oh·ow).
     fn hw(&self) -> usize {
-        self.h * self.w
+        self.g.out_len()
     }
 
     /// Rows of an image's column matrix (the weight's row length).
     fn ckk(&self) -> usize {
-        self.c * self.k * self.k
+        self.c * self.g.kh * self.g.kw
     }
 
     fn x_len(&self) -> usize {
-        self.c * self.hw()
+        self.c * self.g.h * self.g.w
     }
 
     fn y_len(&self) -> usize {
@@ -84,17 +104,17 @@ impl Dims {
 
     /// A zeroed column scratch (im2col leaves the padding taps untouched, so they stay zero).
     fn scratch<T: WithDType>(&self) -> Vec<T> {
-        if self.k == 1 { Vec::new() } else { vec![T::zero(); self.ckk() * self.hw()] }
+        if self.g.is_identity() { Vec::new() } else { vec![T::zero(); self.ckk() * self.hw()] }
     }
 
-    /// The column matrix (c·k², h·w) of one image: the image itself for a 1×1 kernel.
+    /// The column matrix (c·kh·kw, oh·ow) of one image: the image itself for a 1×1 kernel at
+    /// stride 1 without padding.
     fn columns<'a, T: WithDType>(&self, image: &'a [T], scratch: &'a mut [T]) -> &'a [T] {
-        if self.k == 1 {
+        if self.g.is_identity() {
             return image;
         }
-        let (hw, kk) = (self.hw(), self.k * self.k);
-        for (plane, cols) in image.chunks(hw).zip(scratch.chunks_mut(kk * hw)) {
-            im2col_plane(plane, cols, self.h, self.w, self.k);
+        for (plane, cols) in image.chunks(self.g.h * self.g.w).zip(scratch.chunks_mut(self.g.cols_len())) {
+            im2col_plane(plane, cols, &self.g);
         }
         scratch
     }
@@ -171,7 +191,7 @@ fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], d: Dims) -> Vec<T> {
 
 /// [dx | dw | db] for input x, weight and the output's gradient dy.
 fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims) -> Vec<T> {
-    let (hw, ckk, kk, par) = (d.hw(), d.ckk(), d.k * d.k, d.gemm_parallelism());
+    let (hw, ckk, par) = (d.hw(), d.ckk(), d.gemm_parallelism());
     let mut dx = vec![T::zero(); d.n * d.x_len()];
     // Per-image weight and bias gradients, summed over images in order below.
     let mut part_w = vec![T::zero(); d.n * d.w_len()];
@@ -181,18 +201,18 @@ fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims) -> Vec<T> {
         .zip(part_b.par_chunks_mut(d.cout))
         .enumerate()
         .for_each_init(
-            || (vec![T::zero(); if d.k == 1 { 0 } else { ckk * hw }], d.scratch::<T>()),
+            || (vec![T::zero(); if d.g.is_identity() { 0 } else { ckk * hw }], d.scratch::<T>()),
             |(dcols, scratch), (i, ((dxi, dwi), dbi))| {
                 let dyi = &dy[i * d.y_len()..(i + 1) * d.y_len()];
                 let image = &x[i * d.x_len()..(i + 1) * d.x_len()];
-                // dx = col2im(Wᵀ · dy); for a 1×1 kernel the product is dx itself.
+                // dx = col2im(Wᵀ · dy); where the columns are the image, the product is dx.
                 let w_t = Mat::row_major(weight, d.cout, ckk).t();
-                if d.k == 1 {
+                if d.g.is_identity() {
                     matmul_into(dxi, w_t, Mat::row_major(dyi, d.cout, hw), par);
                 } else {
                     matmul_into(dcols, w_t, Mat::row_major(dyi, d.cout, hw), par);
-                    for (plane, cols) in dxi.chunks_mut(hw).zip(dcols.chunks(kk * hw)) {
-                        col2im_plane(cols, plane, d.h, d.w, d.k);
+                    for (plane, cols) in dxi.chunks_mut(d.g.h * d.g.w).zip(dcols.chunks(d.g.cols_len())) {
+                        col2im_plane(cols, plane, &d.g);
                     }
                 }
                 // dW = dy · colsᵀ, db = Σ over positions of dy.
@@ -217,28 +237,28 @@ fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims) -> Vec<T> {
 fn slice<'a, T: WithDType>(v: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("conv2d_same: {what} must be contiguous"),
+        None => candle_core::bail!("conv2d: {what} must be contiguous"),
     }
 }
 
-impl CustomOp3 for ConvSame {
+impl CustomOp3 for Conv {
     fn name(&self) -> &'static str {
-        "conv2d-same"
+        "conv2d"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1.shape(), l2.shape())?;
-        let shape = Shape::from((d.n, d.cout, d.h, d.w));
+        let d = Dims::of(l1.shape(), l2.shape(), self.stride, self.pad)?;
+        let shape = Shape::from((d.n, d.cout, d.g.out_h().unwrap_or(0), d.g.out_w().unwrap_or(0)));
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(forward(slice(x, l1, "input")?, slice(w, l2, "weight")?, slice(b, l3, "bias")?, d)),
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(forward(slice(x, l1, "input")?, slice(w, l2, "weight")?, slice(b, l3, "bias")?, d)),
-            _ => candle_core::bail!("conv2d_same: f32 or f64, the same for input, weight and bias"),
+            _ => candle_core::bail!("conv2d: f32 or f64, the same for input, weight and bias"),
         };
         Ok((out, shape))
     }
 
     fn bwd(&self, x: &Tensor, weight: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let flat = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &ConvSameBwd)?;
+        let flat = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &ConvBwd { stride: self.stride, pad: self.pad })?;
         let (xn, wn) = (x.elem_count(), weight.elem_count());
         let dx = flat.narrow(0, 0, xn)?.reshape(x.shape())?;
         let dw = flat.narrow(0, xn, wn)?.reshape(weight.shape())?;
@@ -247,18 +267,18 @@ impl CustomOp3 for ConvSame {
     }
 }
 
-impl CustomOp3 for ConvSameBwd {
+impl CustomOp3 for ConvBwd {
     fn name(&self) -> &'static str {
-        "conv2d-same-bwd"
+        "conv2d-bwd"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1.shape(), l2.shape())?;
+        let d = Dims::of(l1.shape(), l2.shape(), self.stride, self.pad)?;
         let len = d.n * d.x_len() + d.w_len() + d.cout;
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(backward(slice(x, l1, "input")?, slice(w, l2, "weight")?, slice(g, l3, "gradient")?, d)),
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(backward(slice(x, l1, "input")?, slice(w, l2, "weight")?, slice(g, l3, "gradient")?, d)),
-            _ => candle_core::bail!("conv2d_same backward: f32 or f64, the same for input, weight and gradient"),
+            _ => candle_core::bail!("conv2d backward: f32 or f64, the same for input, weight and gradient"),
         };
         Ok((out, Shape::from(len)))
     }
@@ -274,19 +294,34 @@ mod tests {
         Var::from_tensor(&t).unwrap()
     }
 
-    /// The op against candle's own `conv2d` + bias, values and the gradients of x, weight and
-    /// bias: f64 to 1e-12 (the same products in another order), f32 to a few ulps of the
-    /// largest value; odd sizes, 1×1, 3×3 and 5×5 kernels, one image (gemm split over the
-    /// threads) and several (images in parallel).
+    /// The op against candle's own `conv2d` (after candle's zero padding) + bias, values and
+    /// the gradients of x, weight and bias: f64 to 1e-12 (the same products in another order),
+    /// f32 to a few ulps of the largest value. The U-Net's "same" convolutions (1×1, 3×3, 5×5),
+    /// and Inception's: stride 2 without padding, 1×7 and 7×1 with one-sided padding, 1×1
+    /// with stride; one image (gemm split over the threads) and several (images in parallel).
     #[test]
     fn equals_candles_conv2d_plus_bias() {
-        for (i, &(n, c, h, w, cout, k)) in [(2, 3, 5, 6, 4, 3), (1, 8, 7, 7, 16, 3), (5, 4, 4, 9, 3, 1), (3, 2, 6, 5, 2, 5), (4, 16, 8, 8, 8, 3)].iter().enumerate() {
+        let same = |k: usize| (k, k, 1, (k / 2, k / 2));
+        let cases = [
+            (2, 3, 5, 6, 4, same(3)),
+            (1, 8, 7, 7, 16, same(3)),
+            (5, 4, 4, 9, 3, same(1)),
+            (3, 2, 6, 5, 2, same(5)),
+            (4, 16, 8, 8, 8, same(3)),
+            (2, 3, 11, 9, 5, (3, 3, 2, (0, 0))),
+            (3, 4, 7, 8, 3, (1, 7, 1, (0, 3))),
+            (2, 4, 8, 7, 3, (7, 1, 1, (3, 0))),
+            (2, 5, 9, 9, 4, (1, 1, 2, (0, 0))),
+            (1, 3, 11, 9, 2, (3, 3, 2, (1, 1))),
+        ];
+        for (i, &(n, c, h, w, cout, (kh, kw, stride, pad))) in cases.iter().enumerate() {
             for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
                 let x = normal("x", &[n, c, h, w], dtype);
-                let wt = normal("w", &[cout, c, k, k], dtype);
+                let wt = normal("w", &[cout, c, kh, kw], dtype);
                 let b = normal("b", &[cout], dtype);
-                let ours = conv2d_same(&x, &wt, &b).unwrap();
-                let theirs = x.conv2d(&wt, k / 2, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap()).unwrap();
+                let ours = if stride == 1 && kh == kw && pad == (kh / 2, kh / 2) { conv2d_same(&x, &wt, &b).unwrap() } else { conv2d(&x, &wt, &b, stride, pad).unwrap() };
+                let padded = x.pad_with_zeros(2, pad.0, pad.0).unwrap().pad_with_zeros(3, pad.1, pad.1).unwrap();
+                let theirs = padded.conv2d(&wt, 0, stride, 1, 1).unwrap().broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap()).unwrap();
                 let r = normal("r", ours.dims(), dtype);
                 let g1 = ours.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
                 let g2 = theirs.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -299,6 +334,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A stride that leaves input rows unused (candle's backward pass gets the input
+    /// gradient's shape wrong there, so values only; the backward pass is col2im, tested as
+    /// im2col's adjoint for such geometries in `im2col.rs`).
+    #[test]
+    fn strides_that_leave_rows_unused() {
+        let x = normal("x", &[2, 3, 10, 9], DType::F64);
+        let (wt, b) = (normal("w", &[4, 3, 3, 3], DType::F64), normal("b", &[4], DType::F64));
+        let ours = conv2d(&x, &wt, &b, 2, (1, 1)).unwrap();
+        let theirs = x.pad_with_zeros(2, 1, 1).unwrap().pad_with_zeros(3, 1, 1).unwrap().conv2d(&wt, 0, 2, 1, 1).unwrap().broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap()).unwrap();
+        assert_eq!(ours.dims(), [2, 4, 5, 5]);
+        let diff = (&ours - &theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-12, "{diff}");
+        let g = ours.sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(&x).unwrap().dims(), x.dims());
     }
 
     /// The weight and bias gradients do not depend on how many threads computed them (the
@@ -328,6 +379,11 @@ mod tests {
         let x = normal("x", &[1, 3, 4, 4], DType::F32);
         for (w, b) in [(&[2, 4, 3, 3][..], 2), (&[2, 3, 2, 2][..], 2), (&[2, 3, 3, 3][..], 3)] {
             let e = conv2d_same(&x, &normal("w", w, DType::F32), &normal("b", &[b], DType::F32)).unwrap_err().to_string();
+            assert!(e.contains("do not fit"), "{e}");
+        }
+        let (w, b) = (normal("w", &[2, 3, 5, 5], DType::F32), normal("b", &[2], DType::F32));
+        for (stride, pad) in [(1, (0, 0)), (0, (2, 2))] {
+            let e = conv2d(&x, &w, &b, stride, pad).unwrap_err().to_string();
             assert!(e.contains("do not fit"), "{e}");
         }
     }

@@ -388,7 +388,7 @@ fn bench_inception(device: &str, n: usize) -> Result<Row> {
         1.0 / ours,
         1.0 / ref_time
     ));
-    Ok(Row { what: format!("FID Inception-v3, one image ({where_})"), ours: ("candle, BN folded".into(), ours), reference: (format!("pytorch-fid (torch {where_})"), ref_time), peak_mib: dev.is_cpu().then_some((ours_peak, ref_peak)) })
+    Ok(Row { what: format!("FID Inception-v3, one image ({where_})"), ours: ("ctpipe conv op, BN folded".into(), ours), reference: (format!("pytorch-fid (torch {where_})"), ref_time), peak_mib: dev.is_cpu().then_some((ours_peak, ref_peak)) })
 }
 
 /// The in-domain classifier: its features (inference) and its training step (cross-entropy,
