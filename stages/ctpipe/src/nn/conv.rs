@@ -15,6 +15,7 @@
 //! order, so the result does not depend on the thread count. Other devices use candle's
 //! `conv2d`.
 
+use super::contiguous_slice;
 use super::im2col::{col2im_plane, im2col_plane, Geometry};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use gemm::Parallelism;
@@ -46,16 +47,14 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, stride: usize, pad: (u
     x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv { stride, pad })
 }
 
+#[derive(Clone, Copy)]
 struct Conv {
     stride: usize,
     pad: (usize, usize),
 }
 
-/// The gradients of [`Conv`] for (x, weight, dL/dout), as one flat [dx | dw | db].
-struct ConvBwd {
-    stride: usize,
-    pad: (usize, usize),
-}
+/// The gradients of a [`Conv`] for (x, weight, dL/dout), as one flat [dx | dw | db].
+struct ConvBwd(Conv);
 
 /// The shapes of one call.
 #[derive(Clone, Copy)]
@@ -201,7 +200,7 @@ fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims) -> Vec<T> {
         .zip(part_b.par_chunks_mut(d.cout))
         .enumerate()
         .for_each_init(
-            || (vec![T::zero(); if d.g.is_identity() { 0 } else { ckk * hw }], d.scratch::<T>()),
+            || (d.scratch::<T>(), d.scratch::<T>()),
             |(dcols, scratch), (i, ((dxi, dwi), dbi))| {
                 let dyi = &dy[i * d.y_len()..(i + 1) * d.y_len()];
                 let image = &x[i * d.x_len()..(i + 1) * d.x_len()];
@@ -234,13 +233,6 @@ fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims) -> Vec<T> {
     out
 }
 
-fn slice<'a, T: WithDType>(v: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("conv2d: {what} must be contiguous"),
-    }
-}
-
 impl CustomOp3 for Conv {
     fn name(&self) -> &'static str {
         "conv2d"
@@ -250,15 +242,15 @@ impl CustomOp3 for Conv {
         let d = Dims::of(l1.shape(), l2.shape(), self.stride, self.pad)?;
         let shape = Shape::from((d.n, d.cout, d.g.out_h().unwrap_or(0), d.g.out_w().unwrap_or(0)));
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(forward(slice(x, l1, "input")?, slice(w, l2, "weight")?, slice(b, l3, "bias")?, d)),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(forward(slice(x, l1, "input")?, slice(w, l2, "weight")?, slice(b, l3, "bias")?, d)),
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(forward(contiguous_slice(x, l1, "conv2d", "input")?, contiguous_slice(w, l2, "conv2d", "weight")?, contiguous_slice(b, l3, "conv2d", "bias")?, d)),
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(forward(contiguous_slice(x, l1, "conv2d", "input")?, contiguous_slice(w, l2, "conv2d", "weight")?, contiguous_slice(b, l3, "conv2d", "bias")?, d)),
             _ => candle_core::bail!("conv2d: f32 or f64, the same for input, weight and bias"),
         };
         Ok((out, shape))
     }
 
     fn bwd(&self, x: &Tensor, weight: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let flat = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &ConvBwd { stride: self.stride, pad: self.pad })?;
+        let flat = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &ConvBwd(*self))?;
         let (xn, wn) = (x.elem_count(), weight.elem_count());
         let dx = flat.narrow(0, 0, xn)?.reshape(x.shape())?;
         let dw = flat.narrow(0, xn, wn)?.reshape(weight.shape())?;
@@ -273,11 +265,11 @@ impl CustomOp3 for ConvBwd {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1.shape(), l2.shape(), self.stride, self.pad)?;
+        let d = Dims::of(l1.shape(), l2.shape(), self.0.stride, self.0.pad)?;
         let len = d.n * d.x_len() + d.w_len() + d.cout;
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(backward(slice(x, l1, "input")?, slice(w, l2, "weight")?, slice(g, l3, "gradient")?, d)),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(backward(slice(x, l1, "input")?, slice(w, l2, "weight")?, slice(g, l3, "gradient")?, d)),
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(backward(contiguous_slice(x, l1, "conv2d", "input")?, contiguous_slice(w, l2, "conv2d", "weight")?, contiguous_slice(g, l3, "conv2d", "gradient")?, d)),
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(backward(contiguous_slice(x, l1, "conv2d", "input")?, contiguous_slice(w, l2, "conv2d", "weight")?, contiguous_slice(g, l3, "conv2d", "gradient")?, d)),
             _ => candle_core::bail!("conv2d backward: f32 or f64, the same for input, weight and gradient"),
         };
         Ok((out, Shape::from(len)))

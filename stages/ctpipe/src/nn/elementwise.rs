@@ -49,10 +49,7 @@ struct AddPerPlane;
 struct PlaneSums;
 
 fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("element-wise op: input must be contiguous"),
-    }
+    super::contiguous_slice(v, l, "element-wise op", "input")
 }
 
 fn map1<T: WithDType>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {

@@ -52,10 +52,7 @@ impl Dims {
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("group_norm_silu: {what} must be f32") };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("group_norm_silu: {what} must be contiguous"),
-    }
+    super::contiguous_slice(v, l, "group_norm_silu", what)
 }
 
 /// Σ f(v) over a block in f64, with eight interleaved partial sums (so that the compiler can

@@ -60,22 +60,22 @@ pub enum Resample {
 /// Convolution with optional 2× resampling before it (EDM's Conv2d, non-fused path).
 /// `kernel = 0` gives a resampling-only layer without parameters.
 pub struct Conv2d {
-    weight: Option<Tensor>,
-    bias: Option<Tensor>,
+    /// Weight and bias; none for a resampling-only layer.
+    params: Option<(Tensor, Tensor)>,
     resample: Resample,
 }
 
 impl Conv2d {
     pub fn new(vb: VarBuilder, cin: usize, cout: usize, kernel: usize, resample: Resample, scale: f64) -> Result<Conv2d> {
-        let (weight, bias) = if kernel > 0 {
+        let params = if kernel > 0 {
             let init = xavier_uniform(cin * kernel * kernel, cout * kernel * kernel, scale);
             let w = vb.get_with_hints((cout, cin, kernel, kernel), "weight", init)?;
             let b = vb.get_with_hints(cout, "bias", Init::Const(0.0))?;
-            (Some(w), Some(b))
+            Some((w, b))
         } else {
-            (None, None)
+            None
         };
-        Ok(Conv2d { weight, bias, resample })
+        Ok(Conv2d { params, resample })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -84,9 +84,9 @@ impl Conv2d {
             Resample::Up => upsample2x(x)?,
             Resample::Down => downsample2x(x)?,
         };
-        match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => super::conv::conv2d_same(&x, w, b),
-            _ => Ok(x),
+        match &self.params {
+            Some((w, b)) => super::conv::conv2d_same(&x, w, b),
+            None => Ok(x),
         }
     }
 }

@@ -23,6 +23,15 @@ use mlp::{Mlp, MlpConfig};
 use serde::{Deserialize, Serialize};
 use unet::{SongUnet, UnetConfig};
 
+/// The elements a custom op's CPU kernel reads: those of `v` that layout `l` covers, which
+/// must be contiguous. `op` and `what` name the op and the operand in the error.
+pub(crate) fn contiguous_slice<'a, T>(v: &'a [T], l: &candle_core::Layout, op: &str, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{op}: {what} must be contiguous"),
+    }
+}
+
 /// A network's architecture and size, as stored in a model artifact's `model.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "arch", rename_all = "kebab-case")]

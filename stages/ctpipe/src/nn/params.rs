@@ -22,6 +22,13 @@ struct Inner {
     frozen: bool,
 }
 
+impl Inner {
+    /// What the network gets for a parameter: the variable itself, or a detached view of it.
+    fn hand_out(&self, var: &Var) -> Tensor {
+        if self.frozen { var.as_tensor().detach() } else { var.as_tensor().clone() }
+    }
+}
+
 /// A set of trainable parameters by name.
 #[derive(Clone, Default)]
 pub struct ParamStore {
@@ -139,7 +146,7 @@ impl SimpleBackend for ParamStore {
             if v.shape() != &s {
                 candle_core::bail!("parameter `{name}` requested as {s:?} but exists as {:?}", v.shape());
             }
-            return Ok(if inner.frozen { v.as_tensor().detach() } else { v.as_tensor().clone() });
+            return Ok(inner.hand_out(v));
         }
         let value = match &inner.source {
             Some(src) => {
@@ -152,7 +159,7 @@ impl SimpleBackend for ParamStore {
             None => init_value(inner.seed, &inner.namespace, name, &s, h, dtype, dev)?,
         };
         let var = Var::from_tensor(&value)?;
-        let t = if inner.frozen { var.as_tensor().detach() } else { var.as_tensor().clone() };
+        let t = inner.hand_out(&var);
         inner.vars.insert(name.to_string(), var);
         Ok(t)
     }

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     if on_cpu(x) {
-        return x.contiguous()?.apply_op1(Up);
+        return x.contiguous()?.apply_op1(Op::Up);
     }
     // Broadcasts rather than candle's `upsample_nearest2d`, whose backward overwrites rather
     // than accumulates the gradient of its input, and whose CUDA path is a naive transposed
@@ -27,7 +27,7 @@ pub fn downsample2x(x: &Tensor) -> Result<Tensor> {
         candle_core::bail!("cannot halve a {h}×{w} feature map: every resolution level must be even");
     }
     if on_cpu(x) {
-        return x.contiguous()?.apply_op1(Down);
+        return x.contiguous()?.apply_op1(Op::Down);
     }
     x.reshape((n, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)
 }
@@ -36,20 +36,22 @@ fn on_cpu(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
 }
 
-/// Upsampling, and the adjoint of [`Down`] up to its factor ¼.
-struct Up;
-/// Downsampling (the box average), and the adjoint of [`Up`] up to the factor.
-struct Down;
-/// Gradients: of `Up`, the 2×2 block sums (scale 1); of `Down`, each value spread over its
-/// block times ¼.
-struct BlockSum;
-struct Spread;
+/// The four CPU kernels: the two resamplings and their gradients.
+#[derive(Clone, Copy)]
+enum Op {
+    Up,
+    /// The box average.
+    Down,
+    /// The gradient of `Up`: each 2×2 block summed.
+    BlockSum,
+    /// The gradient of `Down`: each value spread over its block times ¼.
+    Spread,
+}
 
 /// Each small plane (h, w) and its 2× plane (2h, 2w): `f(small, big)` for every pair, planes
 /// in parallel, the output zero-initialised and `out_small` saying which side it is.
 fn planes<T: WithDType>(src: &[T], l: &Layout, out_small: bool, f: impl Fn(&mut [T], &[T], usize) + Sync) -> Result<(Vec<T>, Shape)> {
-    let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("resample: input must be contiguous") };
-    let src = &src[a..b];
+    let src = super::contiguous_slice(src, l, "resample", "input")?;
     let (n, c, h, w) = l.shape().dims4()?;
     let (oh, ow) = if out_small { (h / 2, w / 2) } else { (2 * h, 2 * w) };
     let mut out = vec![T::zero(); n * c * oh * ow];
@@ -107,45 +109,33 @@ fn spread_plane<T: WithDType>(big: &mut [T], small: &[T], sw: usize) {
     big.iter_mut().for_each(|v| *v *= quarter);
 }
 
-impl CustomOp1 for Up {
+impl CustomOp1 for Op {
     fn name(&self) -> &'static str {
-        "upsample2x"
+        match self {
+            Op::Up => "upsample2x",
+            Op::Down => "downsample2x",
+            Op::BlockSum => "upsample2x-bwd",
+            Op::Spread => "downsample2x-bwd",
+        }
     }
+
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s, l, false, up_plane)
+        match self {
+            Op::Up => dispatch!(s, l, false, up_plane),
+            Op::Down => dispatch!(s, l, true, down_plane),
+            Op::BlockSum => dispatch!(s, l, true, sum_plane),
+            Op::Spread => dispatch!(s, l, false, spread_plane),
+        }
     }
+
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&BlockSum)?))
-    }
-}
-
-impl CustomOp1 for Down {
-    fn name(&self) -> &'static str {
-        "downsample2x"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s, l, true, down_plane)
-    }
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Spread)?))
-    }
-}
-
-impl CustomOp1 for BlockSum {
-    fn name(&self) -> &'static str {
-        "upsample2x-bwd"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s, l, true, sum_plane)
-    }
-}
-
-impl CustomOp1 for Spread {
-    fn name(&self) -> &'static str {
-        "downsample2x-bwd"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s, l, false, spread_plane)
+        let gradient = match self {
+            Op::Up => Op::BlockSum,
+            Op::Down => Op::Spread,
+            // Applied without a backward pass (apply_op1_no_bwd); as candle's default says.
+            Op::BlockSum | Op::Spread => return Err(candle_core::Error::BackwardNotSupported { op: self.name() }),
+        };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&gradient)?))
     }
 }
 
