@@ -109,7 +109,12 @@ fn gradient_check(cfg: &NetworkConfig, x_shape: &[usize]) {
 
 fn finite_difference(var: &Var, j: usize, f: &dyn Fn() -> f64) -> f64 {
     let orig: Vec<f64> = var.flatten_all().unwrap().to_vec1().unwrap();
-    let eps = 1e-5;
+    // Central differences err by O(eps²) (truncation) plus the objective's rounding over 2·eps.
+    // The objective is a sum of a few hundred products of size ~30: at eps = 1e-5 its last bits,
+    // which move with gemm's kernels (AVX2 against AVX-512), were 1.5e-9 of a 1.7e-5 gradient
+    // (docs/perf.md, change 8); from eps = 1e-3 to 1e-4 the difference agreed with both builds'
+    // backward to 3e-7 relative.
+    let eps = 1e-4;
     let set = |delta: f64| {
         let mut v = orig.clone();
         v[j] += delta;

@@ -17,7 +17,7 @@ impl Stage for Distill {
     // 4: pictures drawn with plotters in the embedded font: titled grids, loss.svg restyled.
     // 5: the CPU convolution (with its bias) as one op, images in parallel (issue 18): same
     //    function, other rounding of the gradients.
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
     const HANDLES_SIGNALS: bool = true;
     const DATA_PARALLEL: bool = true;
     const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];

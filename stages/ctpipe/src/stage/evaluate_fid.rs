@@ -22,7 +22,7 @@ impl Stage for EvaluateFid {
     //    with axes, the SVG plots restyled with legends.
     // 9: the CPU convolution (with its bias) as one op, images in parallel (issue 18): same
     //    function, other rounding.
-    const VERSION: u32 = 9;
+    const VERSION: u32 = 10;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {

@@ -13,7 +13,7 @@ pub struct PrecomputeEncoder;
 impl Stage for PrecomputeEncoder {
     const NAME: &'static str = "precompute-encoder";
     // 2: the classifier's CPU convolution as one op (issue 18): same function, other rounding.
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     type Config = PrecomputeConfig;
 
     fn validate(config: &PrecomputeConfig) -> Result<()> {

@@ -19,7 +19,7 @@ impl Stage for TrainCt {
     //    with axes, loss.svg restyled.
     // 7: the CPU convolution (with its bias) as one op, images in parallel (issue 18): same
     //    function, other rounding of the gradients.
-    const VERSION: u32 = 7;
+    const VERSION: u32 = 8;
     const HANDLES_SIGNALS: bool = true;
     const DATA_PARALLEL: bool = true;
     const KEY_EXCLUDES: &'static [&'static str] = &["max_skipped_steps"];
