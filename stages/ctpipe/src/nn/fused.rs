@@ -7,6 +7,7 @@
 //! composition ([`group_norm_silu`] decides), which is also what the tests compare against.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use super::simd::{WithSimd, dispatch, sigmoid};
 use rayon::prelude::*;
 
 /// GroupNorm over `groups` channel groups with per-channel affine `weight`, `bias`, then SiLU
@@ -57,6 +58,7 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
 
 /// Σ f(v) over a block in f64, with eight interleaved partial sums (so that the compiler can
 /// vectorise it; a fixed order, so the same bits every run).
+#[inline(always)]
 fn sum8(block: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0f64; 8];
     let chunks = block.chunks_exact(8);
@@ -69,8 +71,23 @@ fn sum8(block: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     acc.iter().sum::<f64>() + rest
 }
 
+/// Σ f(aᵢ, bᵢ) in f64, each term rounded to f32 first; the partial sums as [`sum8`]'s.
+#[inline(always)]
+fn sum8_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    let mut acc = [0f64; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f64 = a8.remainder().iter().zip(b8.remainder()).map(|(&x, &y)| f(x, y) as f64).sum();
+    for (ca, cb) in a8.zip(b8) {
+        for (acc, (&x, &y)) in acc.iter_mut().zip(ca.iter().zip(cb)) {
+            *acc += f(x, y) as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
 /// Mean and 1/√(var + ε) of a block (f64 accumulation; the variance is the biased one, as
 /// GroupNorm's).
+#[inline(always)]
 fn stats(block: &[f32], eps: f64) -> (f64, f64) {
     let len = block.len() as f64;
     let mean = sum8(block, |v| v) / len;
@@ -78,10 +95,97 @@ fn stats(block: &[f32], eps: f64) -> (f64, f64) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-/// The logistic function in f32 (`expf`: a third of f64 `exp`'s time, and the op's result is
-/// f32 anyway).
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
+/// One (image, group) block of the forward pass: `gamma`, `beta` are the group's channels.
+struct Forward<'a, const SILU: bool> {
+    out: &'a mut [f32],
+    x: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    hw: usize,
+    eps: f64,
+}
+
+impl<const SILU: bool> Forward<'_, SILU> {
+    #[inline(always)]
+    fn run(self) {
+        let (mean, rstd) = stats(self.x, self.eps);
+        // Per channel, y = x·scale + shift, the normalisation and the affine folded.
+        let channels = self.out.chunks_mut(self.hw).zip(self.x.chunks(self.hw)).zip(self.gamma.iter().zip(self.beta));
+        for ((oc, xc), (&g, &b)) in channels {
+            let (scale, shift) = ((rstd * g as f64) as f32, (b as f64 - mean * rstd * g as f64) as f32);
+            for (o, &x) in oc.iter_mut().zip(xc) {
+                let y = x * scale + shift;
+                *o = if SILU { y * sigmoid(y) } else { y };
+            }
+        }
+    }
+}
+
+impl<const SILU: bool> WithSimd for Forward<'_, SILU> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        self.run()
+    }
+}
+
+/// One (image, group) block of the backward pass: dx into `dx`, this image's dγ and dβ of the
+/// group's channels into `dg`, `db`. Element-wise work in f32 as plain maps, sums in f64 by
+/// [`sum8`]: both vectorise.
+struct Backward<'a, const SILU: bool> {
+    dx: &'a mut [f32],
+    dg: &'a mut [f64],
+    db: &'a mut [f64],
+    x: &'a [f32],
+    dout: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    hw: usize,
+    eps: f64,
+}
+
+impl<const SILU: bool> Backward<'_, SILU> {
+    #[inline(always)]
+    fn run(self) {
+        let (mean, rstd) = stats(self.x, self.eps);
+        let (mean32, rstd32) = (mean as f32, rstd as f32);
+        let x_hat = |x: f32| (x - mean32) * rstd32;
+        // Per channel, dy = dL/d(γ·x̂ + β) (kept in dx for now), dβ = Σ dy and dγ = Σ dy·x̂; the
+        // normalisation's gradient needs Σ dL/dx̂ = Σ_c γ_c·dβ_c and Σ dL/dx̂·x̂ = Σ_c γ_c·dγ_c.
+        let (mut sum_dxh, mut sum_dxh_xh) = (0.0, 0.0);
+        let channels = self.dx.chunks_mut(self.hw).zip(self.x.chunks(self.hw)).zip(self.dout.chunks(self.hw));
+        for (ch, ((dyc, xc), gc)) in channels.enumerate() {
+            let (g, bt) = (self.gamma[ch], self.beta[ch]);
+            for ((dy, &x), &gy) in dyc.iter_mut().zip(xc).zip(gc) {
+                *dy = if SILU {
+                    let y = x_hat(x) * g + bt;
+                    let s = sigmoid(y);
+                    gy * s * (1.0 + y * (1.0 - s))
+                } else {
+                    gy
+                };
+            }
+            let (dg, db) = (sum8_pairs(dyc, xc, |dy, x| dy * x_hat(x)), sum8(dyc, |v| v));
+            (self.dg[ch], self.db[ch]) = (dg, db);
+            sum_dxh += g as f64 * db;
+            sum_dxh_xh += g as f64 * dg;
+        }
+        let len = self.x.len() as f64;
+        let (m1, m2) = ((sum_dxh / len) as f32, (sum_dxh_xh / len) as f32);
+        for ((dxc, xc), &g) in self.dx.chunks_mut(self.hw).zip(self.x.chunks(self.hw)).zip(self.gamma) {
+            for (dx, &x) in dxc.iter_mut().zip(xc) {
+                *dx = rstd32 * (*dx * g - m1 - x_hat(x) * m2);
+            }
+        }
+    }
+}
+
+impl<const SILU: bool> WithSimd for Backward<'_, SILU> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        self.run()
+    }
 }
 
 impl CustomOp3 for GroupNormSilu {
@@ -94,20 +198,11 @@ impl CustomOp3 for GroupNormSilu {
         let (x, gamma, beta) = (f32s(s1, l1, "input")?, f32s(s2, l2, "weight")?, f32s(s3, l3, "bias")?);
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(d.block()).zip(x.par_chunks(d.block())).enumerate().for_each(|(b, (o, xb))| {
-            let (mean, rstd) = stats(xb, self.eps);
-            let c0 = (b % self.groups) * d.cg;
-            // Per channel, y = x·scale + shift, the normalisation and the affine folded.
-            for (ch, (oc, xc)) in o.chunks_mut(d.hw).zip(xb.chunks(d.hw)).enumerate() {
-                let g = gamma[c0 + ch] as f64;
-                let (scale, shift) = ((rstd * g) as f32, (beta[c0 + ch] as f64 - mean * rstd * g) as f32);
-                if self.silu {
-                    oc.iter_mut().zip(xc).for_each(|(o, &x)| {
-                        let y = x * scale + shift;
-                        *o = y * sigmoid(y);
-                    });
-                } else {
-                    oc.iter_mut().zip(xc).for_each(|(o, &x)| *o = x * scale + shift);
-                }
+            let c = (b % self.groups) * d.cg..(b % self.groups + 1) * d.cg;
+            let (gamma, beta, hw, eps) = (&gamma[c.clone()], &beta[c], d.hw, self.eps);
+            match self.silu {
+                true => dispatch(Forward::<true> { out: o, x: xb, gamma, beta, hw, eps }),
+                false => dispatch(Forward::<false> { out: o, x: xb, gamma, beta, hw, eps }),
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -162,42 +257,13 @@ impl CustomOp3 for GroupNormSiluBwd {
             .zip(part_b.par_chunks_mut(d.cg))
             .enumerate()
             .for_each(|(b, ((dxb, pg), pb))| {
-                let xb = &x[b * d.block()..(b + 1) * d.block()];
-                let gb = &dout[b * d.block()..(b + 1) * d.block()];
-                let (mean, rstd) = stats(xb, self.eps);
-                let c0 = (b % self.groups) * d.cg;
-                // dL/dx̂ and x̂ per element; then the two group means the normalisation's
-                // gradient needs.
-                let mut sum_dxh = 0.0;
-                let mut sum_dxh_xh = 0.0;
-                let (xs, gs) = (xb.chunks(d.hw), gb.chunks(d.hw));
-                for (ch, ((dxc, xc), gc)) in dxb.chunks_mut(d.hw).zip(xs).zip(gs).enumerate() {
-                    let (g, bt) = (gamma[c0 + ch] as f64, beta[c0 + ch] as f64);
-                    let (mut sg, mut sb) = (0.0, 0.0);
-                    for ((dx, &x), &gy) in dxc.iter_mut().zip(xc).zip(gc) {
-                        let xh = (x as f64 - mean) * rstd;
-                        let y = xh * g + bt;
-                        let dy = if self.silu {
-                            let s = sigmoid(y as f32) as f64;
-                            gy as f64 * s * (1.0 + y * (1.0 - s))
-                        } else {
-                            gy as f64
-                        };
-                        sg += dy * xh;
-                        sb += dy;
-                        let dxh = dy * g;
-                        sum_dxh += dxh;
-                        sum_dxh_xh += dxh * xh;
-                        *dx = dxh as f32;
-                    }
-                    pg[ch] = sg;
-                    pb[ch] = sb;
-                }
-                let len = xb.len() as f64;
-                let (m1, m2) = (sum_dxh / len, sum_dxh_xh / len);
-                for (dx, &x) in dxb.iter_mut().zip(xb) {
-                    let xh = (x as f64 - mean) * rstd;
-                    *dx = (rstd * (*dx as f64 - m1 - xh * m2)) as f32;
+                let block = b * d.block()..(b + 1) * d.block();
+                let (xb, gb) = (&x[block.clone()], &dout[block]);
+                let c = (b % self.groups) * d.cg..(b % self.groups + 1) * d.cg;
+                let (gamma, beta, hw, eps) = (&gamma[c.clone()], &beta[c], d.hw, self.eps);
+                match self.silu {
+                    true => dispatch(Backward::<true> { dx: dxb, dg: pg, db: pb, x: xb, dout: gb, gamma, beta, hw, eps }),
+                    false => dispatch(Backward::<false> { dx: dxb, dg: pg, db: pb, x: xb, dout: gb, gamma, beta, hw, eps }),
                 }
             });
         let mut out = dx;
@@ -223,6 +289,43 @@ mod tests {
     use super::*;
     use crate::nn::layers::GroupNorm;
     use candle_core::{DType, Device, Var};
+
+    /// The kernels compiled for this CPU's widest vectors (AVX-512 here and on CI) give the
+    /// baseline build's bits: nothing is reordered or fused with the lane width. A block whose
+    /// channels (37 positions) leave a remainder after the eight lanes.
+    #[test]
+    fn vector_width_does_not_change_the_bits() {
+        let (cg, hw) = (3, 37);
+        let v = |purpose: &str, len: usize, scale: f32, shift: f32| -> Vec<f32> {
+            let t = crate::rng::normal(&mut crate::rng::stream(7, purpose, 0), len, DType::F32, &Device::Cpu).unwrap();
+            t.to_vec1::<f32>().unwrap().into_iter().map(|v| v * scale + shift).collect()
+        };
+        let (x, dout, gamma, beta) = (v("x", cg * hw, 3.0, 0.4), v("dout", cg * hw, 1.0, 0.0), v("g", cg, 0.5, 1.0), v("b", cg, 0.3, 0.0));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let bits64 = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for silu in [true, false] {
+            let run = |wide: bool| {
+                let (mut y, mut dx, mut dg, mut db) = (vec![0f32; x.len()], vec![0f32; x.len()], vec![0f64; cg], vec![0f64; cg]);
+                let (gamma, beta, dout, hw, eps) = (&gamma[..], &beta[..], &dout[..], hw, 1e-5);
+                let fwd = |out: &mut [f32], silu: bool| match (silu, wide) {
+                    (true, true) => dispatch(Forward::<true> { out, x: &x, gamma, beta, hw, eps }),
+                    (true, false) => Forward::<true> { out, x: &x, gamma, beta, hw, eps }.run(),
+                    (false, true) => dispatch(Forward::<false> { out, x: &x, gamma, beta, hw, eps }),
+                    (false, false) => Forward::<false> { out, x: &x, gamma, beta, hw, eps }.run(),
+                };
+                fwd(&mut y, silu);
+                let (dx, dg, db) = (&mut dx[..], &mut dg[..], &mut db[..]);
+                match (silu, wide) {
+                    (true, true) => dispatch(Backward::<true> { dx, dg, db, x: &x, dout, gamma, beta, hw, eps }),
+                    (true, false) => Backward::<true> { dx, dg, db, x: &x, dout, gamma, beta, hw, eps }.run(),
+                    (false, true) => dispatch(Backward::<false> { dx, dg, db, x: &x, dout, gamma, beta, hw, eps }),
+                    (false, false) => Backward::<false> { dx, dg, db, x: &x, dout, gamma, beta, hw, eps }.run(),
+                }
+                (bits(&y), bits(dx), bits64(dg), bits64(db))
+            };
+            assert!(run(false) == run(true), "silu {silu}: the vectorised kernels' bits differ from the baseline's");
+        }
+    }
 
     /// The fused op against the composition it replaces: values and the gradients of x, γ, β,
     /// with and without SiLU, for several group sizes.

@@ -12,6 +12,7 @@ pub mod mlp;
 pub mod ops;
 pub mod params;
 mod resample;
+mod simd;
 pub mod unet;
 
 use crate::data::schema::SampleKind;
