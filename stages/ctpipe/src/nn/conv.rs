@@ -19,6 +19,7 @@ use super::contiguous_slice;
 use super::im2col::{col2im_plane, im2col_plane, Geometry};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use gemm::Parallelism;
+use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 /// `conv2d(x, w) + bias`: x (n, c, h, w), weight (cout, c, k, k) with k odd, bias (cout),
@@ -101,6 +102,12 @@ impl Dims {
         if self.n < threads { Parallelism::Rayon(threads) } else { Parallelism::None }
     }
 
+    /// Images per parallel job: one contiguous run per thread, so that each thread builds its
+    /// scratch once (rayon's `for_each_init` builds one per split, several per thread).
+    fn run_len(&self) -> usize {
+        self.n.div_ceil(rayon::current_num_threads()).max(1)
+    }
+
     /// A zeroed column scratch (im2col leaves the padding taps untouched, so they stay zero).
     fn scratch<T: WithDType>(&self) -> Vec<T> {
         if self.g.is_identity() { Vec::new() } else { vec![T::zero(); self.ckk() * self.hw()] }
@@ -143,16 +150,18 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
-/// `dst = a · b`, dst row-major (a.rows × b.cols).
-fn matmul_into<T: WithDType>(dst: &mut [T], a: Mat<T>, b: Mat<T>, par: Parallelism) {
+/// `dst = a · b`, dst row-major (a.rows × b.cols). gemm writes every element of dst without
+/// reading it, so dst may be uninitialised; the same memory, initialised, is returned.
+fn matmul_into<'d, T: WithDType>(dst: &'d mut [MaybeUninit<T>], a: Mat<T>, b: Mat<T>, par: Parallelism) -> &'d mut [T] {
     assert!(a.cols == b.rows && dst.len() == a.rows * b.cols && a.in_bounds() && b.in_bounds(), "conv: matrix shapes do not fit");
-    // SAFETY: the assertion keeps every index gemm forms inside its slice; dst is exclusive.
+    // SAFETY: the assertion keeps every index gemm forms inside its slice; dst is exclusive, and
+    // with read_dst false gemm only writes it (`dst := a·b`, every element).
     unsafe {
         gemm::gemm(
             a.rows,
             b.cols,
             a.cols,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr() as *mut T,
             1,
             b.cols as isize,
             false,
@@ -168,68 +177,80 @@ fn matmul_into<T: WithDType>(dst: &mut [T], a: Mat<T>, b: Mat<T>, par: Paralleli
             false,
             false,
             par,
-        )
+        );
+        &mut *(dst as *mut [MaybeUninit<T>] as *mut [T])
     }
 }
 
+/// An initialised slice seen as possibly uninitialised, to be overwritten by [`matmul_into`]
+/// (sound: nothing uninitialised is ever written into it).
+fn as_uninit<T>(v: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: MaybeUninit<T> has T's layout, and the only writes through it are values of T.
+    unsafe { &mut *(v as *mut [T] as *mut [MaybeUninit<T>]) }
+}
+
 fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], d: Dims) -> Vec<T> {
-    let (hw, ckk, par) = (d.hw(), d.ckk(), d.gemm_parallelism());
-    let mut out = vec![T::zero(); d.n * d.y_len()];
-    out.par_chunks_mut(d.y_len()).zip(x.par_chunks(d.x_len())).for_each_init(
-        || d.scratch::<T>(),
-        |scratch, (y, image)| {
-            let cols = d.columns(image, scratch);
-            matmul_into(y, Mat::row_major(weight, d.cout, ckk), Mat::row_major(cols, ckk, hw), par);
+    let (hw, ckk, par, run) = (d.hw(), d.ckk(), d.gemm_parallelism(), d.run_len());
+    let len = d.n * d.y_len();
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(run * d.y_len()).zip(x.par_chunks(run * d.x_len())).for_each(|(ys, images)| {
+        let mut scratch = d.scratch::<T>();
+        for (y, image) in ys.chunks_mut(d.y_len()).zip(images.chunks(d.x_len())) {
+            let cols = d.columns(image, &mut scratch);
+            let y = matmul_into(y, Mat::row_major(weight, d.cout, ckk), Mat::row_major(cols, ckk, hw), par);
             for (row, &b) in y.chunks_mut(hw).zip(bias) {
                 row.iter_mut().for_each(|v| *v += b);
             }
-        },
-    );
+        }
+    });
+    // SAFETY: the chunks cover all `len` elements, and matmul_into wrote each.
+    unsafe { out.set_len(len) };
     out
 }
 
 /// [dx | dw | db] for input x, weight and the output's gradient dy.
 fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims) -> Vec<T> {
-    let (hw, ckk, par) = (d.hw(), d.ckk(), d.gemm_parallelism());
-    let mut dx = vec![T::zero(); d.n * d.x_len()];
+    let (hw, ckk, par, run) = (d.hw(), d.ckk(), d.gemm_parallelism(), d.run_len());
+    let dx_len = d.n * d.x_len();
+    // The result at its full size at once; dx zeroed (col2im adds into it).
+    let mut out = Vec::with_capacity(dx_len + d.w_len() + d.cout);
+    out.resize(dx_len, T::zero());
     // Per-image weight and bias gradients, summed over images in order below.
-    let mut part_w = vec![T::zero(); d.n * d.w_len()];
+    let mut part_w: Vec<T> = Vec::with_capacity(d.n * d.w_len());
     let mut part_b = vec![T::zero(); d.n * d.cout];
-    dx.par_chunks_mut(d.x_len())
-        .zip(part_w.par_chunks_mut(d.w_len()))
-        .zip(part_b.par_chunks_mut(d.cout))
-        .enumerate()
-        .for_each_init(
-            || (d.scratch::<T>(), d.scratch::<T>()),
-            |(dcols, scratch), (i, ((dxi, dwi), dbi))| {
-                let dyi = &dy[i * d.y_len()..(i + 1) * d.y_len()];
-                let image = &x[i * d.x_len()..(i + 1) * d.x_len()];
+    out.par_chunks_mut(run * d.x_len())
+        .zip(part_w.spare_capacity_mut()[..d.n * d.w_len()].par_chunks_mut(run * d.w_len()))
+        .zip(part_b.par_chunks_mut(run * d.cout))
+        .zip(x.par_chunks(run * d.x_len()).zip(dy.par_chunks(run * d.y_len())))
+        .for_each(|(((dxs, dws), dbs), (images, dys))| {
+            let (mut dcols, mut scratch) = (d.scratch::<T>(), d.scratch::<T>());
+            let per_image = dxs.chunks_mut(d.x_len()).zip(dws.chunks_mut(d.w_len())).zip(dbs.chunks_mut(d.cout)).zip(images.chunks(d.x_len()).zip(dys.chunks(d.y_len())));
+            for (((dxi, dwi), dbi), (image, dyi)) in per_image {
                 // dx = col2im(Wᵀ · dy); where the columns are the image, the product is dx.
                 let w_t = Mat::row_major(weight, d.cout, ckk).t();
                 if d.g.is_identity() {
-                    matmul_into(dxi, w_t, Mat::row_major(dyi, d.cout, hw), par);
+                    matmul_into(as_uninit(dxi), w_t, Mat::row_major(dyi, d.cout, hw), par);
                 } else {
-                    matmul_into(dcols, w_t, Mat::row_major(dyi, d.cout, hw), par);
+                    let dcols = matmul_into(as_uninit(&mut dcols), w_t, Mat::row_major(dyi, d.cout, hw), par);
                     for (plane, cols) in dxi.chunks_mut(d.g.h * d.g.w).zip(dcols.chunks(d.g.cols_len())) {
                         col2im_plane(cols, plane, &d.g);
                     }
                 }
                 // dW = dy · colsᵀ, db = Σ over positions of dy.
-                let cols = d.columns(image, scratch);
+                let cols = d.columns(image, &mut scratch);
                 matmul_into(dwi, Mat::row_major(dyi, d.cout, hw), Mat::row_major(cols, ckk, hw).t(), par);
                 for (b, row) in dbi.iter_mut().zip(dyi.chunks(hw)) {
                     *b = row.iter().fold(T::zero(), |s, &v| s + v);
                 }
-            },
-        );
+            }
+        });
+    // SAFETY: the chunks cover all n·w_len elements, and matmul_into wrote each.
+    unsafe { part_w.set_len(d.n * d.w_len()) };
     let sum_images = |parts: &[T], len: usize| -> Vec<T> {
         (0..len).into_par_iter().map(|j| (0..d.n).fold(T::zero(), |s, i| s + parts[i * len + j])).collect()
     };
-    let (dw, db) = (sum_images(&part_w, d.w_len()), sum_images(&part_b, d.cout));
-    drop(part_w);
-    let mut out = dx;
-    out.extend_from_slice(&dw);
-    out.extend_from_slice(&db);
+    out.extend_from_slice(&sum_images(&part_w, d.w_len()));
+    out.extend_from_slice(&sum_images(&part_b, d.cout));
     out
 }
 
