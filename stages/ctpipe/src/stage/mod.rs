@@ -200,6 +200,19 @@ pub fn pin_thread_count() {
     }
 }
 
+/// candle (0.11.1) runs its element-wise ops on a pool of its own beside rayon's (which gemm
+/// and our ops use), whose workers spin up to 25 000 `pause`s after each op before they park:
+/// on a 2-core machine that spinning took a core from the convolution that followed. 2 000
+/// still catches back-to-back element-wise ops (docs/perf.md, issue 18 change 11: the `tiny`
+/// and `fmnist` training steps about 8–10 % faster, no row slower). A value set by the user
+/// stays.
+pub fn tune_candle_pool() {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // SAFETY: called at the start of `main`, before this process starts any thread.
+        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "2000") };
+    }
+}
+
 /// Keep freed memory in the heap instead of returning it to the OS. Training allocates and frees
 /// tensors of tens of megabytes every step; by default glibc serves those with fresh `mmap`s
 /// whose pages the kernel must zero on first touch (measured: a quarter of a CPU step of the
@@ -220,6 +233,7 @@ pub fn main<S: Stage>() -> ExitCode {
         Err(e) => return crate::error::exit_code(S::NAME, Err(anyhow::Error::new(e).context("installing signal handlers"))),
     };
     pin_thread_count();
+    tune_candle_pool();
     tune_allocator();
     let spec = stage_spec(S::NAME).unwrap_or_else(|| panic!("stage {} is missing from the registry", S::NAME));
     // The flags first: their struct's doc comment would otherwise replace the stage's about.

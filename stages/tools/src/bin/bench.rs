@@ -99,6 +99,7 @@ mod peak {
 fn main() -> Result<()> {
     // What every stage binary does first (stage::main): measure the settings users run with.
     ctpipe::stage::pin_thread_count();
+    ctpipe::stage::tune_candle_pool();
     ctpipe::stage::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
