@@ -10,6 +10,7 @@
 use crate::data::schema::{SampleKind, Samples, Split};
 use crate::error::usage;
 use crate::nn::conv::conv2d_same;
+use crate::nn::pool::relu_max_pool2;
 use crate::nn::layers::Linear;
 use crate::nn::params::ParamStore;
 use crate::progress::Progress;
@@ -97,12 +98,8 @@ impl Classifier {
 
     /// Penultimate features (after ReLU), N × 128.
     pub fn penultimate(&self, x: &Tensor) -> Result<Tensor> {
-        let block = |x: &Tensor, (w, b): &(Tensor, Tensor)| -> Result<Tensor> {
-            let y = conv2d_same(x, w, b)?.relu()?;
-            let (_, _, h, wd) = y.dims4()?;
-            // Floor, as PyTorch's max_pool2d(2): drop an odd last row/column.
-            Ok(y.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, wd / 2 * 2)?.max_pool2d(2)?)
-        };
+        // ReLU then max_pool2d(2), floor as PyTorch's (an odd last row/column dropped).
+        let block = |x: &Tensor, (w, b): &(Tensor, Tensor)| -> Result<Tensor> { Ok(relu_max_pool2(&conv2d_same(x, w, b)?)?) };
         let y = block(&block(x, &self.conv1)?, &self.conv2)?;
         Ok(self.fc1.forward(&y.flatten_from(1)?)?.relu()?)
     }

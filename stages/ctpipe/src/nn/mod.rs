@@ -11,6 +11,7 @@ pub mod layers;
 pub mod mlp;
 pub mod ops;
 pub mod params;
+pub mod pool;
 mod resample;
 mod simd;
 pub mod unet;
