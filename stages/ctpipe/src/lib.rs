@@ -23,6 +23,7 @@
 //! - [`report`]   — sample grids, scatter plots, loss curves
 //! - [`device`]   — choosing CPU or CUDA
 //! - [`cuda`]     — our own CUDA kernels (fused GroupNorm+SiLU, optimiser, EMA) and their switch
+//! - [`simd`]     — CPU kernels compiled for the CPU's vector width (run-time dispatch), a vector `exp`
 //! - [`error`]    — failure kinds and exit codes; one-line messages
 //! - [`progress`] — progress bars on a terminal, plain lines in logs
 //! - [`parallel`] — data-parallel training: shards, gradient averaging, MPI
@@ -53,6 +54,7 @@ pub mod report;
 pub mod rng;
 pub mod sample;
 pub mod schedule;
+pub mod simd;
 pub mod stage;
 pub mod store;
 pub mod train;

@@ -7,7 +7,7 @@
 //! composition ([`group_norm_silu`] decides), which is also what the tests compare against.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use super::simd::{WithSimd, dispatch, sigmoid};
+use crate::simd::{WithSimd, dispatch, sigmoid};
 use rayon::prelude::*;
 
 /// GroupNorm over `groups` channel groups with per-channel affine `weight`, `bias`, then SiLU

@@ -13,7 +13,6 @@ pub mod ops;
 pub mod params;
 pub mod pool;
 mod resample;
-mod simd;
 pub mod unet;
 
 use crate::data::schema::SampleKind;
