@@ -5,6 +5,7 @@
 //! initialisation (see docs/networks.md for why not EDM's).
 
 use super::dropout::Dropout;
+use super::elementwise::silu;
 use super::layers::{positional_embedding, Linear};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -55,12 +56,12 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor, c_noise: &Tensor, labels: Option<&Tensor>, drop: &mut Dropout) -> Result<Tensor> {
         let emb = positional_embedding(c_noise, self.cfg.width)?.to_dtype(x.dtype())?;
         let emb = super::add_label_embedding(emb, self.map_label.as_ref(), labels)?;
-        let emb = self.map_noise.forward(&emb)?.silu()?;
+        let emb = silu(&self.map_noise.forward(&emb)?)?;
         let cn = c_noise.reshape((c_noise.elem_count(), 1))?.to_dtype(x.dtype())?;
-        let h = self.input.forward(&Tensor::cat(&[x, &cn], 1)?)?.silu()?;
-        let h = self.hidden0.forward(&Tensor::cat(&[&h, &emb], 1)?)?.silu()?;
+        let h = silu(&self.input.forward(&Tensor::cat(&[x, &cn], 1)?)?)?;
+        let h = silu(&self.hidden0.forward(&Tensor::cat(&[&h, &emb], 1)?)?)?;
         let h = drop.apply(&h, self.cfg.dropout)?;
-        let h = self.hidden1.forward(&h)?.silu()?;
+        let h = silu(&self.hidden1.forward(&h)?)?;
         let h = drop.apply(&h, self.cfg.dropout)?;
         self.output.forward(&h)
     }

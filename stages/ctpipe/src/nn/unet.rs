@@ -8,6 +8,7 @@
 //! the lowest resolution (the first always with attention), and a GroupNorm + 3×3 conv output.
 
 use super::dropout::Dropout;
+use super::elementwise::silu;
 use super::layers::{positional_embedding, BlockSpec, Conv2d, GroupNorm, Linear, Resample, UNetBlock};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -148,8 +149,8 @@ impl SongUnet {
     pub fn forward(&self, x: &Tensor, c_noise: &Tensor, labels: Option<&Tensor>, drop: &mut Dropout) -> Result<Tensor> {
         let emb = positional_embedding(c_noise, self.cfg.model_channels)?.to_dtype(x.dtype())?;
         let emb = super::add_label_embedding(emb, self.map_label.as_ref(), labels)?;
-        let emb = self.map_layer0.forward(&emb)?.silu()?;
-        let emb = self.map_layer1.forward(&emb)?.silu()?;
+        let emb = silu(&self.map_layer0.forward(&emb)?)?;
+        let emb = silu(&self.map_layer1.forward(&emb)?)?;
 
         let mut skips = Vec::with_capacity(self.enc.len());
         let mut x = x.clone();
