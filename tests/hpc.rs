@@ -439,8 +439,11 @@ fn job_log(sb: &Sandbox, id: &str) -> String {
 fn slurm_time_limit_requeues_and_resumes() {
     let sb = Sandbox::new();
     let cluster = Cluster::start(&sb);
-    // One minute, warned 40 s ahead: the warning comes 20-50 s in (slurmctld looks every 30 s).
-    let profile = long_profile(9000, "{ time = \"1\", signal = \"B:USR1@40\" }");
+    // One minute, warned 40 s ahead: the warning comes 20-50 s in (slurmctld looks every 30 s),
+    // so the run must outlast 50 s with room for a faster machine: 40 000 steps of `mlp-toy` at
+    // batch 64 are about 90 s of training on the development machine (2026-11-30; 9 000 steps,
+    // enough before issue 18's speed-ups, ended in 21 s, before any warning).
+    let profile = long_profile(40000, "{ time = \"1\", signal = \"B:USR1@40\" }");
     let id = submit_long(&sb, &cluster, &profile);
     cluster.wait_until("the requeue after the time-limit warning", Duration::from_secs(120), || cluster.job(&sb, &id).get("Restarts").is_some_and(|r| r != "0"));
     // Each one-minute slice ends in a warning and a requeue until the run is done.
@@ -472,7 +475,8 @@ fn resumed_like_uninterrupted(sb: &Sandbox, cluster: &Cluster, id: &str, profile
 #[test]
 #[ignore = "needs Open MPI, slurm-wlm and the mpi build: make test-hpc"]
 fn slurm_preemption_requeues_and_resumes() {
-    let profile = long_profile(3000, "{ partition = \"low\", time = \"10\", cpus-per-task = 2 }");
+    // About 18 s of training (2026-11-30): the preemption, 2 s after training starts, lands in it.
+    let profile = long_profile(8000, "{ partition = \"low\", time = \"10\", cpus-per-task = 2 }");
     let (sb, cluster, id) = long_job_training(&profile);
     let high = run(&mut cluster.cmd(&sb, "sbatch").args(["--parsable", "-p", "high", "-c", "2", "--mem", "100M", "-o", "/dev/null", "--wrap", "sleep 3"])).expect_code(0).stdout.trim().to_string();
     cluster.wait_until("the preempted job to be requeued", Duration::from_secs(90), || cluster.job(&sb, &id).get("Restarts").is_some_and(|r| r != "0"));
