@@ -22,6 +22,36 @@ pub fn dispatch<K: WithSimd>(kernel: K) -> K::Output {
     pulp::Arch::new().dispatch(kernel)
 }
 
+/// Σ f(v) over `values` in f64, in eight interleaved partial sums (element i in lane i mod 8,
+/// so that the compiler can keep them in one vector register), added at the end, then the
+/// remainder's: a fixed order, so the same bits every run and at every vector width.
+#[inline(always)]
+pub fn sum8(values: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
+/// Σ f(aᵢ, bᵢ) in f64, in [`sum8`]'s order.
+#[inline(always)]
+pub fn sum8_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f64 = a8.remainder().iter().zip(b8.remainder()).map(|(&x, &y)| f(x, y)).sum();
+    for (ca, cb) in a8.zip(b8) {
+        for (acc, (&x, &y)) in acc.iter_mut().zip(ca.iter().zip(cb)) {
+            *acc += f(x, y);
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
 /// e^x in f32, within 2 ulp of the exact value on [-87, 88] (tested against f64's `exp`).
 /// Outside that range the argument is clamped: e^88 ≈ 1.7e38 is the largest result, e^-87 the
 /// smallest, which is all the logistic function needs.

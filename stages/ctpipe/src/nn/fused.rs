@@ -7,7 +7,7 @@
 //! composition ([`group_norm_silu`] decides), which is also what the tests compare against.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use crate::simd::{WithSimd, dispatch, sigmoid};
+use crate::simd::{WithSimd, dispatch, sigmoid, sum8, sum8_pairs};
 use rayon::prelude::*;
 
 /// GroupNorm over `groups` channel groups with per-channel affine `weight`, `bias`, then SiLU
@@ -56,42 +56,13 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     super::contiguous_slice(v, l, "group_norm_silu", what)
 }
 
-/// Σ f(v) over a block in f64, with eight interleaved partial sums (so that the compiler can
-/// vectorise it; a fixed order, so the same bits every run).
-#[inline(always)]
-fn sum8(block: &[f32], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0f64; 8];
-    let chunks = block.chunks_exact(8);
-    let rest: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v as f64);
-        }
-    }
-    acc.iter().sum::<f64>() + rest
-}
-
-/// Σ f(aᵢ, bᵢ) in f64, each term rounded to f32 first; the partial sums as [`sum8`]'s.
-#[inline(always)]
-fn sum8_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut acc = [0f64; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let rest: f64 = a8.remainder().iter().zip(b8.remainder()).map(|(&x, &y)| f(x, y) as f64).sum();
-    for (ca, cb) in a8.zip(b8) {
-        for (acc, (&x, &y)) in acc.iter_mut().zip(ca.iter().zip(cb)) {
-            *acc += f(x, y) as f64;
-        }
-    }
-    acc.iter().sum::<f64>() + rest
-}
-
 /// Mean and 1/√(var + ε) of a block (f64 accumulation; the variance is the biased one, as
 /// GroupNorm's).
 #[inline(always)]
 fn stats(block: &[f32], eps: f64) -> (f64, f64) {
     let len = block.len() as f64;
-    let mean = sum8(block, |v| v) / len;
-    let var = sum8(block, |v| (v - mean) * (v - mean)) / len;
+    let mean = sum8(block, |v| v as f64) / len;
+    let var = sum8(block, |v| (v as f64 - mean) * (v as f64 - mean)) / len;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -165,7 +136,7 @@ impl<const SILU: bool> Backward<'_, SILU> {
                     gy
                 };
             }
-            let (dg, db) = (sum8_pairs(dyc, xc, |dy, x| dy * x_hat(x)), sum8(dyc, |v| v));
+            let (dg, db) = (sum8_pairs(dyc, xc, |dy, x| (dy * x_hat(x)) as f64), sum8(dyc, |v| v as f64));
             (self.dg[ch], self.db[ch]) = (dg, db);
             sum_dxh += g as f64 * db;
             sum_dxh_xh += g as f64 * dg;

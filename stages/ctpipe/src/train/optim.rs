@@ -5,7 +5,7 @@
 //! `torch.optim.Adam`/`RAdam` and the Lion paper (Chen et al. 2023), elementwise per parameter.
 
 use crate::error::usage;
-use crate::simd::{WithSimd, dispatch};
+use crate::simd::{WithSimd, dispatch, sum8};
 use candle_core::{Result, Tensor, Var};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -77,6 +77,7 @@ pub fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     Ok(f(&v))
 }
 
+#[inline(always)]
 fn clean(g: f32) -> f32 {
     if g.is_nan() { 0.0 } else { g.clamp(-GRAD_LIMIT, GRAD_LIMIT) }
 }
@@ -250,8 +251,8 @@ impl StepScalars {
 /// gradient norm's partial sums, and so its bits, do not depend on the thread count.
 const CHUNK: usize = 1 << 14;
 
-/// Σ clean(g)² in f64: per chunk of [`CHUNK`] in eight interleaved lanes, chunks in parallel,
-/// their sums added in order.
+/// Σ clean(g)² in f64: per chunk of [`CHUNK`] by `simd::sum8`, chunks in parallel, their sums
+/// added in order.
 fn host_sumsq(g: &[f32]) -> f64 {
     let parts: Vec<f64> = g.par_chunks(CHUNK).map(|c| dispatch(SumSq(c))).collect();
     parts.iter().sum()
@@ -263,16 +264,7 @@ impl WithSimd for SumSq<'_> {
     type Output = f64;
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) -> f64 {
-        let mut acc = [0f64; 8];
-        let c8 = self.0.chunks_exact(8);
-        let rest: f64 = c8.remainder().iter().map(|&x| (clean(x) as f64) * (clean(x) as f64)).sum();
-        for c in c8 {
-            for (a, &x) in acc.iter_mut().zip(c) {
-                let x = clean(x) as f64;
-                *a += x * x;
-            }
-        }
-        acc.iter().sum::<f64>() + rest
+        sum8(self.0, |x| (clean(x) as f64) * (clean(x) as f64))
     }
 }
 
