@@ -253,9 +253,14 @@ impl Cluster {
 
     /// SLURM holds a requeued job for about two minutes (BeginTime) before it may start again;
     /// the tests have it start as soon as the node is free.
+    /// Starts a requeued job soon rather than after SLURM's own wait (the credential lifetime,
+    /// about two minutes). Not at once: slurmd counts a credential created in the second its
+    /// predecessor was revoked as revoked too and kills the job ("Job credential revoked";
+    /// slurmd/req.c, at `slurm_cred_revoked`), which failed CI when a requeue and its release
+    /// fell in one second. Three seconds clear that second.
     fn release(&self, sb: &Sandbox, id: &str) {
         // It may have started meanwhile, when scontrol refuses: nothing to release then.
-        run(&mut self.cmd(sb, "scontrol").args(["update", &format!("JobId={id}"), "StartTime=now"]));
+        run(&mut self.cmd(sb, "scontrol").args(["update", &format!("JobId={id}"), "StartTime=now+3"]));
     }
 
     /// What SLURM says of a job and the controller's last log lines, for a failure message.
@@ -447,10 +452,14 @@ fn slurm_time_limit_requeues_and_resumes() {
     let id = submit_long(&sb, &cluster, &profile);
     cluster.wait_until("the requeue after the time-limit warning", Duration::from_secs(120), || cluster.job(&sb, &id).get("Restarts").is_some_and(|r| r != "0"));
     // Each one-minute slice ends in a warning and a requeue until the run is done.
+    // Released once per requeue: each release moves the start three seconds on.
+    let mut released_restarts = String::new();
     cluster.wait_until("the requeued job to finish", Duration::from_secs(400), || {
         let job = cluster.job(&sb, &id);
-        if job.get("Reason").is_some_and(|r| r == "BeginTime") {
+        let restarts = job.get("Restarts").cloned().unwrap_or_default();
+        if job.get("Reason").is_some_and(|r| r == "BeginTime") && restarts != released_restarts {
             cluster.release(&sb, &id);
+            released_restarts = restarts;
         }
         matches!(job.get("JobState").map(String::as_str), Some("COMPLETED" | "FAILED"))
     });
