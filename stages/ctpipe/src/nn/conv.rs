@@ -16,10 +16,10 @@
 //! `conv2d`.
 
 use super::contiguous_slice;
+use super::gemm::{as_uninit, matmul_into, Mat};
 use super::im2col::{col2im_plane, im2col_plane, Geometry};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use gemm::Parallelism;
-use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 /// `conv2d(x, w) + bias`: x (n, c, h, w), weight (cout, c, k, k) with k odd, bias (cout),
@@ -54,8 +54,12 @@ struct Conv {
     pad: (usize, usize),
 }
 
-/// The gradients of a [`Conv`] for (x, weight, dL/dout), as one flat [dx | dw | db].
-struct ConvBwd(Conv);
+/// The gradients of a [`Conv`] for (x, weight, dL/dout), as one flat [dx | dw | db], or
+/// [dw | db] where the input needs no gradient.
+struct ConvBwd {
+    conv: Conv,
+    need_dx: bool,
+}
 
 /// The shapes of one call.
 #[derive(Clone, Copy)]
@@ -126,69 +130,6 @@ impl Dims {
     }
 }
 
-/// A matrix inside a slice: element (r, c) at `r * rs + c * cs`.
-#[derive(Clone, Copy)]
-struct Mat<'a, T> {
-    data: &'a [T],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a, T> Mat<'a, T> {
-    fn row_major(data: &'a [T], rows: usize, cols: usize) -> Mat<'a, T> {
-        Mat { data, rows, cols, rs: cols, cs: 1 }
-    }
-
-    fn t(self) -> Mat<'a, T> {
-        Mat { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
-    }
-
-    fn in_bounds(&self) -> bool {
-        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
-    }
-}
-
-/// `dst = a · b`, dst row-major (a.rows × b.cols). gemm writes every element of dst without
-/// reading it, so dst may be uninitialised; the same memory, initialised, is returned.
-fn matmul_into<'d, T: WithDType>(dst: &'d mut [MaybeUninit<T>], a: Mat<T>, b: Mat<T>, par: Parallelism) -> &'d mut [T] {
-    assert!(a.cols == b.rows && dst.len() == a.rows * b.cols && a.in_bounds() && b.in_bounds(), "conv: matrix shapes do not fit");
-    // SAFETY: the assertion keeps every index gemm forms inside its slice; dst is exclusive, and
-    // with read_dst false gemm only writes it (`dst := a·b`, every element).
-    unsafe {
-        gemm::gemm(
-            a.rows,
-            b.cols,
-            a.cols,
-            dst.as_mut_ptr() as *mut T,
-            1,
-            b.cols as isize,
-            false,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            T::zero(),
-            T::one(),
-            false,
-            false,
-            false,
-            par,
-        );
-        &mut *(dst as *mut [MaybeUninit<T>] as *mut [T])
-    }
-}
-
-/// An initialised slice seen as possibly uninitialised, to be overwritten by [`matmul_into`]
-/// (sound: nothing uninitialised is ever written into it).
-fn as_uninit<T>(v: &mut [T]) -> &mut [MaybeUninit<T>] {
-    // SAFETY: MaybeUninit<T> has T's layout, and the only writes through it are values of T.
-    unsafe { &mut *(v as *mut [T] as *mut [MaybeUninit<T>]) }
-}
-
 fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], d: Dims) -> Vec<T> {
     let (hw, ckk, par, run) = (d.hw(), d.ckk(), d.gemm_parallelism(), d.run_len());
     let len = d.n * d.y_len();
@@ -208,32 +149,39 @@ fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], d: Dims) -> Vec<T> {
     out
 }
 
-/// [dx | dw | db] for input x, weight and the output's gradient dy.
-fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims) -> Vec<T> {
+/// [dx | dw | db] for input x, weight and the output's gradient dy; [dw | db] without
+/// `need_dx` (an input no gradient flows to, such as the data entering the first layer).
+fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims, need_dx: bool) -> Vec<T> {
     let (hw, ckk, par, run) = (d.hw(), d.ckk(), d.gemm_parallelism(), d.run_len());
-    let dx_len = d.n * d.x_len();
+    let dx_len = if need_dx { d.n * d.x_len() } else { 0 };
     // The result at its full size at once; dx zeroed (col2im adds into it).
     let mut out = Vec::with_capacity(dx_len + d.w_len() + d.cout);
     out.resize(dx_len, T::zero());
+    let mut dx_runs: Vec<Option<&mut [T]>> = if need_dx { out.chunks_mut(run * d.x_len()).map(Some).collect() } else { (0..d.n.div_ceil(run)).map(|_| None).collect() };
     // Per-image weight and bias gradients, summed over images in order below.
     let mut part_w: Vec<T> = Vec::with_capacity(d.n * d.w_len());
     let mut part_b = vec![T::zero(); d.n * d.cout];
-    out.par_chunks_mut(run * d.x_len())
+    dx_runs
+        .par_iter_mut()
         .zip(part_w.spare_capacity_mut()[..d.n * d.w_len()].par_chunks_mut(run * d.w_len()))
         .zip(part_b.par_chunks_mut(run * d.cout))
         .zip(x.par_chunks(run * d.x_len()).zip(dy.par_chunks(run * d.y_len())))
         .for_each(|(((dxs, dws), dbs), (images, dys))| {
-            let (mut dcols, mut scratch) = (d.scratch::<T>(), d.scratch::<T>());
-            let per_image = dxs.chunks_mut(d.x_len()).zip(dws.chunks_mut(d.w_len())).zip(dbs.chunks_mut(d.cout)).zip(images.chunks(d.x_len()).zip(dys.chunks(d.y_len())));
-            for (((dxi, dwi), dbi), (image, dyi)) in per_image {
-                // dx = col2im(Wᵀ · dy); where the columns are the image, the product is dx.
-                let w_t = Mat::row_major(weight, d.cout, ckk).t();
-                if d.g.is_identity() {
-                    matmul_into(as_uninit(dxi), w_t, Mat::row_major(dyi, d.cout, hw), par);
-                } else {
-                    let dcols = matmul_into(as_uninit(&mut dcols), w_t, Mat::row_major(dyi, d.cout, hw), par);
-                    for (plane, cols) in dxi.chunks_mut(d.g.h * d.g.w).zip(dcols.chunks(d.g.cols_len())) {
-                        col2im_plane(cols, plane, &d.g);
+            let mut dcols = if dxs.is_some() { d.scratch::<T>() } else { Vec::new() };
+            let mut scratch = d.scratch::<T>();
+            let mut dx_images = dxs.as_deref_mut().map(|dxs| dxs.chunks_mut(d.x_len()));
+            let per_image = dws.chunks_mut(d.w_len()).zip(dbs.chunks_mut(d.cout)).zip(images.chunks(d.x_len()).zip(dys.chunks(d.y_len())));
+            for ((dwi, dbi), (image, dyi)) in per_image {
+                if let Some(dxi) = dx_images.as_mut().and_then(|it| it.next()) {
+                    // dx = col2im(Wᵀ · dy); where the columns are the image, the product is dx.
+                    let w_t = Mat::row_major(weight, d.cout, ckk).t();
+                    if d.g.is_identity() {
+                        matmul_into(as_uninit(dxi), w_t, Mat::row_major(dyi, d.cout, hw), par);
+                    } else {
+                        let dcols = matmul_into(as_uninit(&mut dcols), w_t, Mat::row_major(dyi, d.cout, hw), par);
+                        for (plane, cols) in dxi.chunks_mut(d.g.h * d.g.w).zip(dcols.chunks(d.g.cols_len())) {
+                            col2im_plane(cols, plane, &d.g);
+                        }
                     }
                 }
                 // dW = dy · colsᵀ, db = Σ over positions of dy.
@@ -271,12 +219,14 @@ impl CustomOp3 for Conv {
     }
 
     fn bwd(&self, x: &Tensor, weight: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let flat = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &ConvBwd(*self))?;
-        let (xn, wn) = (x.elem_count(), weight.elem_count());
-        let dx = flat.narrow(0, 0, xn)?.reshape(x.shape())?;
+        // candle asks for every input's gradient; one that reaches no variable is not computed.
+        let need_dx = x.track_op();
+        let flat = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &ConvBwd { conv: *self, need_dx })?;
+        let (xn, wn) = (if need_dx { x.elem_count() } else { 0 }, weight.elem_count());
+        let dx = if need_dx { Some(flat.narrow(0, 0, xn)?.reshape(x.shape())?) } else { None };
         let dw = flat.narrow(0, xn, wn)?.reshape(weight.shape())?;
         let db = flat.narrow(0, xn + wn, bias.elem_count())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, Some(dw), Some(db)))
     }
 }
 
@@ -286,11 +236,11 @@ impl CustomOp3 for ConvBwd {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1.shape(), l2.shape(), self.0.stride, self.0.pad)?;
-        let len = d.n * d.x_len() + d.w_len() + d.cout;
+        let d = Dims::of(l1.shape(), l2.shape(), self.conv.stride, self.conv.pad)?;
+        let len = if self.need_dx { d.n * d.x_len() } else { 0 } + d.w_len() + d.cout;
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(backward(contiguous_slice(x, l1, "conv2d", "input")?, contiguous_slice(w, l2, "conv2d", "weight")?, contiguous_slice(g, l3, "conv2d", "gradient")?, d)),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(backward(contiguous_slice(x, l1, "conv2d", "input")?, contiguous_slice(w, l2, "conv2d", "weight")?, contiguous_slice(g, l3, "conv2d", "gradient")?, d)),
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(backward(contiguous_slice(x, l1, "conv2d", "input")?, contiguous_slice(w, l2, "conv2d", "weight")?, contiguous_slice(g, l3, "conv2d", "gradient")?, d, self.need_dx)),
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(backward(contiguous_slice(x, l1, "conv2d", "input")?, contiguous_slice(w, l2, "conv2d", "weight")?, contiguous_slice(g, l3, "conv2d", "gradient")?, d, self.need_dx)),
             _ => candle_core::bail!("conv2d backward: f32 or f64, the same for input, weight and gradient"),
         };
         Ok((out, Shape::from(len)))
@@ -319,6 +269,7 @@ mod tests {
             (2, 3, 5, 6, 4, same(3)),
             (1, 8, 7, 7, 16, same(3)),
             (5, 4, 4, 9, 3, same(1)),
+            (2, 3, 5, 4, 6, same(1)),
             (3, 2, 6, 5, 2, same(5)),
             (4, 16, 8, 8, 8, same(3)),
             (2, 3, 11, 9, 5, (3, 3, 2, (0, 0))),
@@ -363,6 +314,25 @@ mod tests {
         assert!(diff < 1e-12, "{diff}");
         let g = ours.sum_all().unwrap().backward().unwrap();
         assert_eq!(g.get(&x).unwrap().dims(), x.dims());
+    }
+
+    /// An input that reaches no variable (the data entering the first layer) gets no
+    /// gradient, and the weight's and bias's are the same bits as when it does.
+    #[test]
+    fn an_untracked_input_skips_its_gradient() {
+        for (c, cout) in [(1, 16), (8, 4)] {
+            let x = normal("x", &[3, c, 7, 6], DType::F32);
+            let (wt, b) = (normal("w", &[cout, c, 3, 3], DType::F32), normal("b", &[cout], DType::F32));
+            let r = normal("r", &[3, cout, 7, 6], DType::F32);
+            let grads = |x: &Tensor| conv2d_same(x, &wt, &b).unwrap().mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            let detached = x.as_tensor().detach();
+            let (tracked, untracked) = (grads(x.as_tensor()), grads(&detached));
+            assert!(tracked.get(&x).is_some() && untracked.get(&detached).is_none(), "the untracked input got a gradient");
+            for v in [&wt, &b] {
+                let bits = |g: &candle_core::backprop::GradStore| g.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert!(bits(&tracked) == bits(&untracked), "{c} → {cout}: a parameter's gradient changed");
+            }
+        }
     }
 
     /// The weight and bias gradients do not depend on how many threads computed them (the

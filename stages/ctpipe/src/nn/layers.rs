@@ -41,10 +41,9 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+            Some(b) => super::linear::linear(x, &self.weight, b),
+            None => x.matmul(&self.weight.t()?),
         }
     }
 }
