@@ -225,6 +225,21 @@ pub fn tune_allocator() {
     }
 }
 
+/// Make this thread one of the workers of rayon's global pool (the first; the pool adds the
+/// others). A parallel op (gemm, our kernels) called from a thread outside the pool is queued
+/// into it while the caller sleeps until a worker has done it: two thread wake-ups per op, and
+/// a training step of a small model is hundreds of ops. On a worker the op starts at once on
+/// the calling thread, and the other workers steal from it (docs/perf.md, issue 18 change 18:
+/// the `tiny` step −12 %, the `mlp-toy` step −23 %). The work stays on the main thread, so
+/// its tensors keep coming from glibc's main arena, which `tune_allocator` keeps (running the
+/// stage on a pool thread instead put them in a per-thread arena that returns its memory:
+/// page faults, the classifier step 40 % slower), and MPI is called from the thread that
+/// initialised it. Call at the start of `main`, after [`pin_thread_count`], which sizes the
+/// pool; if the pool exists already it is left as it is.
+pub fn join_compute_pool() {
+    let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
+}
+
 /// Entry point of every stage binary.
 pub fn main<S: Stage>() -> ExitCode {
     crate::error::install_panic_hook();
@@ -235,6 +250,7 @@ pub fn main<S: Stage>() -> ExitCode {
     pin_thread_count();
     tune_candle_pool();
     tune_allocator();
+    join_compute_pool();
     let spec = stage_spec(S::NAME).unwrap_or_else(|| panic!("stage {} is missing from the registry", S::NAME));
     // The flags first: their struct's doc comment would otherwise replace the stage's about.
     let cmd = CommonArgs::augment_args(Command::new(S::NAME))

@@ -101,6 +101,7 @@ fn main() -> Result<()> {
     ctpipe::stage::pin_thread_count();
     ctpipe::stage::tune_candle_pool();
     ctpipe::stage::tune_allocator();
+    ctpipe::stage::join_compute_pool();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("-h" | "--help" | "help") => {
