@@ -250,11 +250,11 @@ impl CustomOp3 for ConvBwd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use super::super::op_checks::{assert_matches_reference, assert_thread_independent, assert_untracked_input_skips_its_gradient};
+    use candle_core::{DType, Var};
 
     fn normal(purpose: &str, shape: &[usize], dtype: DType) -> Var {
-        let t = crate::rng::normal(&mut crate::rng::stream(7, purpose, shape.iter().product::<usize>() as u64), shape, dtype, &Device::Cpu).unwrap();
-        Var::from_tensor(&t).unwrap()
+        super::super::op_checks::normal(7, purpose, shape, dtype)
     }
 
     /// The op against candle's own `conv2d` (after candle's zero padding) + bias, values and
@@ -287,15 +287,7 @@ mod tests {
                 let padded = x.pad_with_zeros(2, pad.0, pad.0).unwrap().pad_with_zeros(3, pad.1, pad.1).unwrap();
                 let theirs = padded.conv2d(&wt, 0, stride, 1, 1).unwrap().broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap()).unwrap();
                 let r = normal("r", ours.dims(), dtype);
-                let g1 = ours.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-                let g2 = theirs.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-                let pairs = [(&ours, &theirs, "output"), (g1.get(&x).unwrap(), g2.get(&x).unwrap(), "dx"), (g1.get(&wt).unwrap(), g2.get(&wt).unwrap(), "dw"), (g1.get(&b).unwrap(), g2.get(&b).unwrap(), "db")];
-                for (a, e, what) in pairs {
-                    assert_eq!(a.dims(), e.dims(), "case {i} {dtype:?}: {what} shape");
-                    let scale = e.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap().max(1e-30);
-                    let diff = (a - e).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
-                    assert!(diff <= tol * scale, "case {i} {dtype:?}: {what} differs by {diff:.3e} of {scale:.3e}");
-                }
+                assert_matches_reference(&ours, &theirs, &r, [&x, &wt, &b], tol, &format!("case {i} {dtype:?}"));
             }
         }
     }
@@ -324,14 +316,7 @@ mod tests {
             let x = normal("x", &[3, c, 7, 6], DType::F32);
             let (wt, b) = (normal("w", &[cout, c, 3, 3], DType::F32), normal("b", &[cout], DType::F32));
             let r = normal("r", &[3, cout, 7, 6], DType::F32);
-            let grads = |x: &Tensor| conv2d_same(x, &wt, &b).unwrap().mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-            let detached = x.as_tensor().detach();
-            let (tracked, untracked) = (grads(x.as_tensor()), grads(&detached));
-            assert!(tracked.get(&x).is_some() && untracked.get(&detached).is_none(), "the untracked input got a gradient");
-            for v in [&wt, &b] {
-                let bits = |g: &candle_core::backprop::GradStore| g.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                assert!(bits(&tracked) == bits(&untracked), "{c} → {cout}: a parameter's gradient changed");
-            }
+            assert_untracked_input_skips_its_gradient(|x| conv2d_same(x, &wt, &b).unwrap(), &r, &x, [&wt, &b], &format!("{c} → {cout}"));
         }
     }
 
@@ -343,18 +328,7 @@ mod tests {
         let wt = normal("w", &[16, 8, 3, 3], DType::F32);
         let b = normal("b", &[16], DType::F32);
         let r = normal("r", &[6, 16, 9, 9], DType::F32);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| {
-                let y = conv2d_same(&x, &wt, &b).unwrap();
-                let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-                [y, g.get(&x).unwrap().clone(), g.get(&wt).unwrap().clone(), g.get(&b).unwrap().clone()].map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
-            })
-        };
-        let (one, three, eight) = (run(1), run(3), run(8));
-        for (i, what) in ["output", "dx", "dw", "db"].iter().enumerate() {
-            assert!(one[i] == three[i] && one[i] == eight[i], "{what} depends on the thread count");
-        }
+        assert_thread_independent(|| conv2d_same(&x, &wt, &b).unwrap(), &r, [&x, &wt, &b]);
     }
 
     #[test]

@@ -134,11 +134,11 @@ impl CustomOp3 for LinearBwd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use super::super::op_checks::{assert_matches_reference, assert_thread_independent, assert_untracked_input_skips_its_gradient};
+    use candle_core::Var;
 
     fn normal(purpose: &str, shape: &[usize], dtype: DType) -> Var {
-        let t = crate::rng::normal(&mut crate::rng::stream(11, purpose, shape.iter().product::<usize>() as u64), shape, dtype, &Device::Cpu).unwrap();
-        Var::from_tensor(&t).unwrap()
+        super::super::op_checks::normal(11, purpose, shape, dtype)
     }
 
     /// The op against candle's composition (matmul with the transposed weight, broadcast add):
@@ -157,15 +157,7 @@ mod tests {
                 let ours = linear(&x, &w, &b).unwrap();
                 let theirs = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
                 let r = normal("r", ours.dims(), dtype);
-                let g1 = ours.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-                let g2 = theirs.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-                let pairs = [(&ours, &theirs, "output"), (g1.get(&x).unwrap(), g2.get(&x).unwrap(), "dx"), (g1.get(&wt).unwrap(), g2.get(&wt).unwrap(), "dw"), (g1.get(&b).unwrap(), g2.get(&b).unwrap(), "db")];
-                for (a, e, what) in pairs {
-                    assert_eq!(a.dims(), e.dims(), "case {i} {dtype:?}: {what} shape");
-                    let scale = e.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap().max(1e-30);
-                    let diff = (a - e).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
-                    assert!(diff <= tol * scale, "case {i} {dtype:?}: {what} differs by {diff:.3e} of {scale:.3e}");
-                }
+                assert_matches_reference(&ours, &theirs, &r, [&x, &wt, &b], tol, &format!("case {i} {dtype:?}"));
             }
         }
     }
@@ -185,14 +177,7 @@ mod tests {
         let x = normal("x", &[9, 5], DType::F32);
         let (w, b) = (normal("w", &[3, 5], DType::F32), normal("b", &[3], DType::F32));
         let r = normal("r", &[9, 3], DType::F32);
-        let grads = |x: &Tensor| linear(x, &w, &b).unwrap().mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        let detached = x.as_tensor().detach();
-        let (tracked, untracked) = (grads(x.as_tensor()), grads(&detached));
-        assert!(tracked.get(&x).is_some() && untracked.get(&detached).is_none(), "the untracked input got a gradient");
-        for v in [&w, &b] {
-            let bits = |g: &candle_core::backprop::GradStore| g.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert!(bits(&tracked) == bits(&untracked), "a parameter's gradient changed");
-        }
+        assert_untracked_input_skips_its_gradient(|x| linear(x, &w, &b).unwrap(), &r, &x, [&w, &b], "linear");
     }
 
     /// Output and gradients are the same bits under 1, 3 and 8 threads.
@@ -201,17 +186,7 @@ mod tests {
         let x = normal("x", &[200, 96], DType::F32);
         let (w, b) = (normal("w", &[80, 96], DType::F32), normal("b", &[80], DType::F32));
         let r = normal("r", &[200, 80], DType::F32);
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-                let y = linear(&x, &w, &b).unwrap();
-                let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-                [y, g.get(&x).unwrap().clone(), g.get(&w).unwrap().clone(), g.get(&b).unwrap().clone()].map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
-            })
-        };
-        let (one, three, eight) = (run(1), run(3), run(8));
-        for (i, what) in ["output", "dx", "dw", "db"].iter().enumerate() {
-            assert!(one[i] == three[i] && one[i] == eight[i], "{what} depends on the thread count");
-        }
+        assert_thread_independent(|| linear(&x, &w, &b).unwrap(), &r, [&x, &w, &b]);
     }
 
     #[test]

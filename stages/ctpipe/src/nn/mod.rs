@@ -11,6 +11,8 @@ mod im2col;
 pub mod layers;
 mod linear;
 pub mod mlp;
+#[cfg(test)]
+mod op_checks;
 pub mod ops;
 pub mod params;
 pub mod pool;
