@@ -12,10 +12,12 @@
 //! in a scattered order: a third of Inception's time). Here images run in parallel, each with
 //! one single-threaded gemm and a per-thread column scratch; the backward pass recomputes the
 //! columns instead of storing them and sums the per-image weight and bias gradients in image
-//! order, so the result does not depend on the thread count. Other devices use candle's
-//! `conv2d`.
+//! order, so the result does not depend on the thread count. The U-Net's 3×3 convolutions of
+//! few channels skip the columns altogether: `direct_conv.rs` computes them from a padded copy
+//! of each image, forward and backward. Other devices use candle's `conv2d`.
 
 use super::contiguous_slice;
+use super::direct_conv::{self, Elem, Plan};
 use super::gemm::{as_uninit, matmul_into, Mat};
 use super::im2col::{col2im_plane, im2col_plane, Geometry};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
@@ -77,6 +79,13 @@ impl Dims {
         Ok(Dims { n, c, cout, g: Geometry { h, w, kh, kw, stride, pad } })
     }
 
+    /// The direct kernel's plan where it applies (`direct_conv.rs`: odd square kernels above
+    /// 1×1 at stride 1 with "same" padding).
+    fn direct(&self) -> Option<Plan> {
+        let g = &self.g;
+        (Plan::applies(g.kh, g.kw, g.stride, g.pad) && Plan::pays(self.c, self.cout, g.h, g.w, g.kh)).then(|| Plan::new(self.c, self.cout, g.h, g.w, g.kh))
+    }
+
     /// Output positions of one plane (oh·ow).
     fn hw(&self) -> usize {
         self.g.out_len()
@@ -130,7 +139,10 @@ impl Dims {
     }
 }
 
-fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], d: Dims) -> Vec<T> {
+fn forward<T: Elem>(x: &[T], weight: &[T], bias: &[T], d: Dims) -> Vec<T> {
+    if let Some(plan) = d.direct() {
+        return direct_conv::forward(x, weight, bias, d.n, &plan);
+    }
     let (hw, ckk, par, run) = (d.hw(), d.ckk(), d.gemm_parallelism(), d.run_len());
     let len = d.n * d.y_len();
     let mut out: Vec<T> = Vec::with_capacity(len);
@@ -151,19 +163,56 @@ fn forward<T: WithDType>(x: &[T], weight: &[T], bias: &[T], d: Dims) -> Vec<T> {
 
 /// [dx | dw | db] for input x, weight and the output's gradient dy; [dw | db] without
 /// `need_dx` (an input no gradient flows to, such as the data entering the first layer).
-fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims, need_dx: bool) -> Vec<T> {
-    let (hw, ckk, par, run) = (d.hw(), d.ckk(), d.gemm_parallelism(), d.run_len());
+fn backward<T: Elem>(x: &[T], weight: &[T], dy: &[T], d: Dims, need_dx: bool) -> Vec<T> {
+    if let Some(plan) = d.direct() {
+        return direct_conv::backward(x, weight, dy, d.n, &plan, need_dx);
+    }
+    let run = d.run_len();
     let dx_len = if need_dx { d.n * d.x_len() } else { 0 };
-    // The result at its full size at once; dx zeroed (col2im adds into it).
+    // The result at its full size at once; dx zeroed (col2im adds into it). The images are
+    // split into one run per thread.
     let mut out = Vec::with_capacity(dx_len + d.w_len() + d.cout);
     out.resize(dx_len, T::zero());
     let mut dx_runs: Vec<Option<&mut [T]>> = if need_dx { out.chunks_mut(run * d.x_len()).map(Some).collect() } else { (0..d.n.div_ceil(run)).map(|_| None).collect() };
     // Per-image weight and bias gradients, summed over images in order below.
-    let mut part_w: Vec<T> = Vec::with_capacity(d.n * d.w_len());
+    let mut part_w = vec![T::zero(); d.n * d.w_len()];
     let mut part_b = vec![T::zero(); d.n * d.cout];
+    backward_by_columns(x, weight, dy, d, &mut dx_runs, &mut part_w, &mut part_b);
+    out.extend_from_slice(&sum_parts(&part_w, d.w_len()));
+    out.extend_from_slice(&sum_parts(&part_b, d.cout));
+    out
+}
+
+/// Σ over the rows of `parts` (rows of `len`: per image or group of images), in row order.
+pub(super) fn sum_parts<T: WithDType>(parts: &[T], len: usize) -> Vec<T> {
+    let rows = parts.len().checked_div(len).unwrap_or(0);
+    (0..len).into_par_iter().map(|j| (0..rows).fold(T::zero(), |s, i| s + parts[i * len + j])).collect()
+}
+
+/// The bias gradient of one image: Σ over positions of dy, per channel, in 16 interleaved
+/// partial sums (position i in sum i mod 16, which the compiler keeps in vector registers; one
+/// running sum was a chain of dependent adds, a tenth of the U-Net's backward convolutions),
+/// added in order at the end, then the remainder: a fixed order at every vector width.
+pub(super) fn bias_gradient<T: WithDType>(dy: &[T], db: &mut [T]) {
+    let hw = dy.len() / db.len();
+    for (b, row) in db.iter_mut().zip(dy.chunks(hw)) {
+        let mut acc = [T::zero(); 16];
+        let chunks = row.chunks_exact(16);
+        let rest = chunks.remainder().iter().fold(T::zero(), |s, &v| s + v);
+        for c in chunks {
+            acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v);
+        }
+        *b = acc.iter().fold(T::zero(), |s, &v| s + v) + rest;
+    }
+}
+
+/// Per image: dx (into each run of `dx_runs` where given) through im2col and gemm, its
+/// weight and bias gradients into `part_w` and `part_b`.
+fn backward_by_columns<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims, dx_runs: &mut [Option<&mut [T]>], part_w: &mut [T], part_b: &mut [T]) {
+    let (hw, ckk, par, run) = (d.hw(), d.ckk(), d.gemm_parallelism(), d.run_len());
     dx_runs
         .par_iter_mut()
-        .zip(part_w.spare_capacity_mut()[..d.n * d.w_len()].par_chunks_mut(run * d.w_len()))
+        .zip(part_w.par_chunks_mut(run * d.w_len()))
         .zip(part_b.par_chunks_mut(run * d.cout))
         .zip(x.par_chunks(run * d.x_len()).zip(dy.par_chunks(run * d.y_len())))
         .for_each(|(((dxs, dws), dbs), (images, dys))| {
@@ -186,20 +235,10 @@ fn backward<T: WithDType>(x: &[T], weight: &[T], dy: &[T], d: Dims, need_dx: boo
                 }
                 // dW = dy · colsᵀ, db = Σ over positions of dy.
                 let cols = d.columns(image, &mut scratch);
-                matmul_into(dwi, Mat::row_major(dyi, d.cout, hw), Mat::row_major(cols, ckk, hw).t(), par);
-                for (b, row) in dbi.iter_mut().zip(dyi.chunks(hw)) {
-                    *b = row.iter().fold(T::zero(), |s, &v| s + v);
-                }
+                matmul_into(as_uninit(dwi), Mat::row_major(dyi, d.cout, hw), Mat::row_major(cols, ckk, hw).t(), par);
+                bias_gradient(dyi, dbi);
             }
         });
-    // SAFETY: the chunks cover all n·w_len elements, and matmul_into wrote each.
-    unsafe { part_w.set_len(d.n * d.w_len()) };
-    let sum_images = |parts: &[T], len: usize| -> Vec<T> {
-        (0..len).into_par_iter().map(|j| (0..d.n).fold(T::zero(), |s, i| s + parts[i * len + j])).collect()
-    };
-    out.extend_from_slice(&sum_images(&part_w, d.w_len()));
-    out.extend_from_slice(&sum_images(&part_b, d.cout));
-    out
 }
 
 impl CustomOp3 for Conv {
@@ -261,7 +300,9 @@ mod tests {
     /// the gradients of x, weight and bias: f64 to 1e-12 (the same products in another order),
     /// f32 to a few ulps of the largest value. The U-Net's "same" convolutions (1×1, 3×3, 5×5),
     /// and Inception's: stride 2 without padding, 1×7 and 7×1 with one-sided padding, 1×1
-    /// with stride; one image (gemm split over the threads) and several (images in parallel).
+    /// with stride; one image (gemm split over the threads) and several (images in parallel);
+    /// the last three through the direct kernel (checked: the cases before it go through
+    /// columns, so that both paths stay covered).
     #[test]
     fn equals_candles_conv2d_plus_bias() {
         let same = |k: usize| (k, k, 1, (k / 2, k / 2));
@@ -277,9 +318,15 @@ mod tests {
             (2, 4, 8, 7, 3, (7, 1, 1, (3, 0))),
             (2, 5, 9, 9, 4, (1, 1, 2, (0, 0))),
             (1, 3, 11, 9, 2, (3, 3, 2, (1, 1))),
+            // The direct kernel's (`direct_conv.rs`): one image, and a group of 4 plus 1.
+            (1, 3, 14, 14, 8, same(3)),
+            (5, 6, 16, 15, 10, same(3)),
+            (2, 4, 20, 18, 3, same(5)),
         ];
         for (i, &(n, c, h, w, cout, (kh, kw, stride, pad))) in cases.iter().enumerate() {
             for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+                let direct = Dims::of(&Shape::from((n, c, h, w)), &Shape::from((cout, c, kh, kw)), stride, pad).unwrap().direct().is_some();
+                assert_eq!(direct, i >= 11, "case {i}: which path");
                 let x = normal("x", &[n, c, h, w], dtype);
                 let wt = normal("w", &[cout, c, kh, kw], dtype);
                 let b = normal("b", &[cout], dtype);
@@ -309,26 +356,30 @@ mod tests {
     }
 
     /// An input that reaches no variable (the data entering the first layer) gets no
-    /// gradient, and the weight's and bias's are the same bits as when it does.
+    /// gradient, and the weight's and bias's are the same bits as when it does; through
+    /// columns (7×13) and the direct kernel (14×20).
     #[test]
     fn an_untracked_input_skips_its_gradient() {
-        for (c, cout) in [(1, 16), (8, 4)] {
-            let x = normal("x", &[3, c, 7, 6], DType::F32);
+        for (c, cout, h) in [(1, 16, 7), (8, 4, 7), (1, 16, 14)] {
+            let x = normal("x", &[3, c, h, 6 + h], DType::F32);
             let (wt, b) = (normal("w", &[cout, c, 3, 3], DType::F32), normal("b", &[cout], DType::F32));
-            let r = normal("r", &[3, cout, 7, 6], DType::F32);
+            let r = normal("r", &[3, cout, h, 6 + h], DType::F32);
             assert_untracked_input_skips_its_gradient(|x| conv2d_same(x, &wt, &b).unwrap(), &r, &x, [&wt, &b], &format!("{c} → {cout}"));
         }
     }
 
     /// The weight and bias gradients do not depend on how many threads computed them (the
-    /// per-image parts are summed in image order), nor does the output.
+    /// per-image parts, or the direct kernel's per-group parts, are summed in order), nor does
+    /// the output; through columns (9×9) and the direct kernel (14×14).
     #[test]
     fn independent_of_the_thread_count() {
-        let x = normal("x", &[6, 8, 9, 9], DType::F32);
-        let wt = normal("w", &[16, 8, 3, 3], DType::F32);
-        let b = normal("b", &[16], DType::F32);
-        let r = normal("r", &[6, 16, 9, 9], DType::F32);
-        assert_thread_independent(|| conv2d_same(&x, &wt, &b).unwrap(), &r, [&x, &wt, &b]);
+        for side in [9, 14] {
+            let x = normal("x", &[6, 8, side, side], DType::F32);
+            let wt = normal("w", &[16, 8, 3, 3], DType::F32);
+            let b = normal("b", &[16], DType::F32);
+            let r = normal("r", &[6, 16, side, side], DType::F32);
+            assert_thread_independent(|| conv2d_same(&x, &wt, &b).unwrap(), &r, [&x, &wt, &b]);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! F(x, c_noise) of EDM; preconditioning (c_skip, c_out, c_in, c_noise) lives in `precond.rs`.
 
 pub mod conv;
+mod direct_conv;
 pub mod dropout;
 mod elementwise;
 pub(crate) mod fused;

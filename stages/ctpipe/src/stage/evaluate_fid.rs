@@ -22,7 +22,10 @@ impl Stage for EvaluateFid {
     //    with axes, the SVG plots restyled with legends.
     // 9: the CPU convolution (with its bias) as one op, images in parallel (issue 18): same
     //    function, other rounding.
-    const VERSION: u32 = 10;
+    // 10: gemm's AVX-512 kernels (issue 18 change 8): other rounding.
+    // 11: 3×3 convolutions of few channels by the direct kernel (issue 18 change 19): other
+    //     rounding of the samples and of Inception's 3×3 convolutions of 32 → 64 channels.
+    const VERSION: u32 = 11;
     type Config = EvalConfig;
 
     fn validate(config: &EvalConfig) -> Result<()> {

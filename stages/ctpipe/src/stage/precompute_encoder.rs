@@ -13,7 +13,10 @@ pub struct PrecomputeEncoder;
 impl Stage for PrecomputeEncoder {
     const NAME: &'static str = "precompute-encoder";
     // 2: the classifier's CPU convolution as one op (issue 18): same function, other rounding.
-    const VERSION: u32 = 3;
+    // 3: gemm's AVX-512 kernels (issue 18 change 8): other rounding.
+    // 4: 3×3 convolutions of few channels by the direct kernel (issue 18 change 19): other
+    //    rounding.
+    const VERSION: u32 = 4;
     type Config = PrecomputeConfig;
 
     fn validate(config: &PrecomputeConfig) -> Result<()> {
