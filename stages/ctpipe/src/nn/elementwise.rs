@@ -6,7 +6,9 @@
 
 use crate::simd::{WithSimd, dispatch, sigmoid};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+use super::written;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements per parallel task: large enough that scheduling costs little, small enough that
 /// a few U-Net activations still spread over every core.
@@ -60,7 +62,7 @@ struct SiluBwd;
 /// One chunk of SiLU (`grad` empty) or of its gradient, compiled for the CPU's vector width.
 /// (An x with no elements has no chunk, so an empty `grad` only ever means the forward pass.)
 struct SiluChunk<'a> {
-    out: &'a mut [f32],
+    out: &'a mut [MaybeUninit<f32>],
     x: &'a [f32],
     grad: &'a [f32],
 }
@@ -71,12 +73,12 @@ impl WithSimd for SiluChunk<'_> {
     fn with_simd<S: pulp::Simd>(self, _: S) {
         if self.grad.is_empty() {
             for (o, &x) in self.out.iter_mut().zip(self.x) {
-                *o = x * sigmoid(x);
+                o.write(x * sigmoid(x));
             }
         } else {
             for ((o, &x), &g) in self.out.iter_mut().zip(self.x).zip(self.grad) {
                 let s = sigmoid(x);
-                *o = g * s * (1.0 + x * (1.0 - s));
+                o.write(g * s * (1.0 + x * (1.0 - s)));
             }
         }
     }
@@ -84,13 +86,17 @@ impl WithSimd for SiluChunk<'_> {
 
 /// SiLU of x, or with `grad` its gradient.
 fn silu_cpu(x: &[f32], grad: Option<&[f32]>) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    let chunks = out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK));
-    match grad {
-        None => chunks.for_each(|(out, x)| dispatch(SiluChunk { out, x, grad: &[] })),
-        Some(g) => chunks.zip(g.par_chunks(CHUNK)).for_each(|((out, x), grad)| dispatch(SiluChunk { out, x, grad })),
+    // SAFETY: the chunks cover the output, and SiluChunk writes each element of its chunk
+    // (x and grad have the output's length: checked by the backward op).
+    unsafe {
+        written(x.len(), |out| {
+            let chunks = out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK));
+            match grad {
+                None => chunks.for_each(|(out, x)| dispatch(SiluChunk { out, x, grad: &[] })),
+                Some(g) => chunks.zip(g.par_chunks(CHUNK)).for_each(|((out, x), grad)| dispatch(SiluChunk { out, x, grad })),
+            }
+        })
     }
-    out
 }
 
 impl CustomOp1 for Silu {
@@ -134,17 +140,29 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
 }
 
 fn map1<T: WithDType>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
-    out
+    // SAFETY: the chunks cover the output, and each of its elements is written.
+    unsafe {
+        written(x.len(), |out| {
+            out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
+                o.iter_mut().zip(x).for_each(|(o, &x)| {
+                    o.write(f(x));
+                })
+            })
+        })
+    }
 }
 
 fn map2<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); a.len()];
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
-        o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| *o = f(a, b));
-    });
-    out
+    // SAFETY: as in `map1`; a and b have the same length (the ops' callers check the shapes).
+    unsafe {
+        written(a.len(), |out| {
+            out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
+                o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| {
+                    o.write(f(a, b));
+                });
+            })
+        })
+    }
 }
 
 impl CustomOp1 for Scale {
@@ -200,11 +218,16 @@ impl CustomOp2 for AddPerPlane {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         fn add<T: WithDType>(x: &[T], shift: &[T]) -> Vec<T> {
             let plane = x.len() / shift.len().max(1);
-            let mut out = vec![T::zero(); x.len()];
-            out.par_chunks_mut(plane).zip(x.par_chunks(plane)).zip(shift.par_iter()).for_each(|((o, x), &s)| {
-                o.iter_mut().zip(x).for_each(|(o, &x)| *o = x + s);
-            });
-            out
+            // SAFETY: the planes cover the output, and each element is written.
+            unsafe {
+                written(x.len(), |out| {
+                    out.par_chunks_mut(plane).zip(x.par_chunks(plane)).zip(shift.par_iter()).for_each(|((o, x), &s)| {
+                        o.iter_mut().zip(x).for_each(|(o, &x)| {
+                            o.write(x + s);
+                        });
+                    })
+                })
+            }
         }
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(s)) => CpuStorage::F32(add(contiguous(x, l1)?, contiguous(s, l2)?)),

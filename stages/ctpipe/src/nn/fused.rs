@@ -9,6 +9,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use crate::simd::{WithSimd, dispatch, sigmoid, sum8, sum8_pairs};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// GroupNorm over `groups` channel groups with per-channel affine `weight`, `bias`, then SiLU
 /// when `silu` is set. f32 on the CPU, or on a GPU with our kernels on: the fused op;
@@ -68,7 +69,7 @@ fn stats(block: &[f32], eps: f64) -> (f64, f64) {
 
 /// One (image, group) block of the forward pass: `gamma`, `beta` are the group's channels.
 struct Forward<'a, const SILU: bool> {
-    out: &'a mut [f32],
+    out: &'a mut [MaybeUninit<f32>],
     x: &'a [f32],
     gamma: &'a [f32],
     beta: &'a [f32],
@@ -86,7 +87,7 @@ impl<const SILU: bool> Forward<'_, SILU> {
             let (scale, shift) = ((rstd * g as f64) as f32, (b as f64 - mean * rstd * g as f64) as f32);
             for (o, &x) in oc.iter_mut().zip(xc) {
                 let y = x * scale + shift;
-                *o = if SILU { y * sigmoid(y) } else { y };
+                o.write(if SILU { y * sigmoid(y) } else { y });
             }
         }
     }
@@ -104,7 +105,8 @@ impl<const SILU: bool> WithSimd for Forward<'_, SILU> {
 /// group's channels into `dg`, `db`. Element-wise work in f32 as plain maps, sums in f64 by
 /// [`sum8`]: both vectorise.
 struct Backward<'a, const SILU: bool> {
-    dx: &'a mut [f32],
+    /// Written whole by the first pass, then read and rewritten by the second.
+    dx: &'a mut [MaybeUninit<f32>],
     dg: &'a mut [f64],
     db: &'a mut [f64],
     x: &'a [f32],
@@ -128,14 +130,16 @@ impl<const SILU: bool> Backward<'_, SILU> {
         for (ch, ((dyc, xc), gc)) in channels.enumerate() {
             let (g, bt) = (self.gamma[ch], self.beta[ch]);
             for ((dy, &x), &gy) in dyc.iter_mut().zip(xc).zip(gc) {
-                *dy = if SILU {
+                dy.write(if SILU {
                     let y = x_hat(x) * g + bt;
                     let s = sigmoid(y);
                     gy * s * (1.0 + y * (1.0 - s))
                 } else {
                     gy
-                };
+                });
             }
+            // SAFETY: the loop above wrote every element of this channel.
+            let dyc = unsafe { &*(dyc as *const [MaybeUninit<f32>] as *const [f32]) };
             let (dg, db) = (sum8_pairs(dyc, xc, |dy, x| (dy * x_hat(x)) as f64), sum8(dyc, |v| v as f64));
             (self.dg[ch], self.db[ch]) = (dg, db);
             sum_dxh += g as f64 * db;
@@ -143,7 +147,9 @@ impl<const SILU: bool> Backward<'_, SILU> {
         }
         let len = self.x.len() as f64;
         let (m1, m2) = ((sum_dxh / len) as f32, (sum_dxh_xh / len) as f32);
-        for ((dxc, xc), &g) in self.dx.chunks_mut(self.hw).zip(self.x.chunks(self.hw)).zip(self.gamma) {
+        // SAFETY: the first pass wrote every element of dx.
+        let dx = unsafe { &mut *(self.dx as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        for ((dxc, xc), &g) in dx.chunks_mut(self.hw).zip(self.x.chunks(self.hw)).zip(self.gamma) {
             for (dx, &x) in dxc.iter_mut().zip(xc) {
                 *dx = rstd32 * (*dx * g - m1 - x_hat(x) * m2);
             }
@@ -167,15 +173,19 @@ impl CustomOp3 for GroupNormSilu {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let d = Dims::of(l1.shape(), self.groups)?;
         let (x, gamma, beta) = (f32s(s1, l1, "input")?, f32s(s2, l2, "weight")?, f32s(s3, l3, "bias")?);
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(d.block()).zip(x.par_chunks(d.block())).enumerate().for_each(|(b, (o, xb))| {
-            let c = (b % self.groups) * d.cg..(b % self.groups + 1) * d.cg;
-            let (gamma, beta, hw, eps) = (&gamma[c.clone()], &beta[c], d.hw, self.eps);
-            match self.silu {
-                true => dispatch(Forward::<true> { out: o, x: xb, gamma, beta, hw, eps }),
-                false => dispatch(Forward::<false> { out: o, x: xb, gamma, beta, hw, eps }),
-            }
-        });
+        // SAFETY: the blocks cover the output, and Forward writes every element of its block.
+        let out = unsafe {
+            super::written(x.len(), |out| {
+                out.par_chunks_mut(d.block()).zip(x.par_chunks(d.block())).enumerate().for_each(|(b, (o, xb))| {
+                    let c = (b % self.groups) * d.cg..(b % self.groups + 1) * d.cg;
+                    let (gamma, beta, hw, eps) = (&gamma[c.clone()], &beta[c], d.hw, self.eps);
+                    match self.silu {
+                        true => dispatch(Forward::<true> { out: o, x: xb, gamma, beta, hw, eps }),
+                        false => dispatch(Forward::<false> { out: o, x: xb, gamma, beta, hw, eps }),
+                    }
+                })
+            })
+        };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -218,25 +228,29 @@ impl CustomOp3 for GroupNormSiluBwd {
         let d = Dims::of(l1.shape(), self.groups)?;
         let (x, affine, dout) = (f32s(s1, l1, "input")?, f32s(s2, l2, "weight/bias")?, f32s(s3, l3, "gradient")?);
         let (gamma, beta) = affine.split_at(d.c);
-        let mut dx = vec![0f32; x.len()];
         // Per-image partial sums of dγ and dβ, [n][c], reduced over images in a fixed order
         // below so that the result does not depend on the thread schedule.
         let mut part_g = vec![0f64; d.n * d.c];
         let mut part_b = vec![0f64; d.n * d.c];
-        dx.par_chunks_mut(d.block())
-            .zip(part_g.par_chunks_mut(d.cg))
-            .zip(part_b.par_chunks_mut(d.cg))
-            .enumerate()
-            .for_each(|(b, ((dxb, pg), pb))| {
-                let block = b * d.block()..(b + 1) * d.block();
-                let (xb, gb) = (&x[block.clone()], &dout[block]);
-                let c = (b % self.groups) * d.cg..(b % self.groups + 1) * d.cg;
-                let (gamma, beta, hw, eps) = (&gamma[c.clone()], &beta[c], d.hw, self.eps);
-                match self.silu {
-                    true => dispatch(Backward::<true> { dx: dxb, dg: pg, db: pb, x: xb, dout: gb, gamma, beta, hw, eps }),
-                    false => dispatch(Backward::<false> { dx: dxb, dg: pg, db: pb, x: xb, dout: gb, gamma, beta, hw, eps }),
-                }
-            });
+        // SAFETY: the blocks cover dx, and Backward writes every element of its block.
+        let dx = unsafe {
+            super::written(x.len(), |dx| {
+                dx.par_chunks_mut(d.block())
+                    .zip(part_g.par_chunks_mut(d.cg))
+                    .zip(part_b.par_chunks_mut(d.cg))
+                    .enumerate()
+                    .for_each(|(b, ((dxb, pg), pb))| {
+                        let block = b * d.block()..(b + 1) * d.block();
+                        let (xb, gb) = (&x[block.clone()], &dout[block]);
+                        let c = (b % self.groups) * d.cg..(b % self.groups + 1) * d.cg;
+                        let (gamma, beta, hw, eps) = (&gamma[c.clone()], &beta[c], d.hw, self.eps);
+                        match self.silu {
+                            true => dispatch(Backward::<true> { dx: dxb, dg: pg, db: pb, x: xb, dout: gb, gamma, beta, hw, eps }),
+                            false => dispatch(Backward::<false> { dx: dxb, dg: pg, db: pb, x: xb, dout: gb, gamma, beta, hw, eps }),
+                        }
+                    })
+            })
+        };
         let mut out = dx;
         out.reserve(2 * d.c);
         for part in [&part_g, &part_b] {
@@ -279,20 +293,20 @@ mod tests {
                 let (mut y, mut dx, mut dg, mut db) = (vec![0f32; x.len()], vec![0f32; x.len()], vec![0f64; cg], vec![0f64; cg]);
                 let (gamma, beta, dout, hw, eps) = (&gamma[..], &beta[..], &dout[..], hw, 1e-5);
                 let fwd = |out: &mut [f32], silu: bool| match (silu, wide) {
-                    (true, true) => dispatch(Forward::<true> { out, x: &x, gamma, beta, hw, eps }),
-                    (true, false) => Forward::<true> { out, x: &x, gamma, beta, hw, eps }.run(),
-                    (false, true) => dispatch(Forward::<false> { out, x: &x, gamma, beta, hw, eps }),
-                    (false, false) => Forward::<false> { out, x: &x, gamma, beta, hw, eps }.run(),
+                    (true, true) => dispatch(Forward::<true> { out: super::super::gemm::as_uninit(out), x: &x, gamma, beta, hw, eps }),
+                    (true, false) => Forward::<true> { out: super::super::gemm::as_uninit(out), x: &x, gamma, beta, hw, eps }.run(),
+                    (false, true) => dispatch(Forward::<false> { out: super::super::gemm::as_uninit(out), x: &x, gamma, beta, hw, eps }),
+                    (false, false) => Forward::<false> { out: super::super::gemm::as_uninit(out), x: &x, gamma, beta, hw, eps }.run(),
                 };
                 fwd(&mut y, silu);
-                let (dx, dg, db) = (&mut dx[..], &mut dg[..], &mut db[..]);
+                let (dxu, dg, db) = (super::super::gemm::as_uninit(&mut dx[..]), &mut dg[..], &mut db[..]);
                 match (silu, wide) {
-                    (true, true) => dispatch(Backward::<true> { dx, dg, db, x: &x, dout, gamma, beta, hw, eps }),
-                    (true, false) => Backward::<true> { dx, dg, db, x: &x, dout, gamma, beta, hw, eps }.run(),
-                    (false, true) => dispatch(Backward::<false> { dx, dg, db, x: &x, dout, gamma, beta, hw, eps }),
-                    (false, false) => Backward::<false> { dx, dg, db, x: &x, dout, gamma, beta, hw, eps }.run(),
+                    (true, true) => dispatch(Backward::<true> { dx: dxu, dg, db, x: &x, dout, gamma, beta, hw, eps }),
+                    (true, false) => Backward::<true> { dx: dxu, dg, db, x: &x, dout, gamma, beta, hw, eps }.run(),
+                    (false, true) => dispatch(Backward::<false> { dx: dxu, dg, db, x: &x, dout, gamma, beta, hw, eps }),
+                    (false, false) => Backward::<false> { dx: dxu, dg, db, x: &x, dout, gamma, beta, hw, eps }.run(),
                 }
-                (bits(&y), bits(dx), bits64(dg), bits64(db))
+                (bits(&y), bits(&dx), bits64(dg), bits64(db))
             };
             assert!(run(false) == run(true), "silu {silu}: the vectorised kernels' bits differ from the baseline's");
         }
