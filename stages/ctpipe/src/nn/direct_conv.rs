@@ -49,12 +49,21 @@ pub(super) struct Plan {
     wp: usize,
     /// Output positions computed per channel: h·wp rounded up to [`BLOCK`].
     qr: usize,
-    /// Elements per padded input plane: every position any tap of any block reads.
+    /// Elements per padded input plane: every position any tap of any block reads, rounded up
+    /// to [`ALIGN`].
     ps: usize,
+    /// Zeros before each plane's padded image, so that the output gradient's grid (which the
+    /// weight gradient reads from the plane's element `lead` + (k/2)·(wp + 1) on) starts on a
+    /// cache line: its loads are then aligned (split across two cache lines they cost the
+    /// weight gradient a quarter of its time, docs/perf.md change 21).
+    lead: usize,
     /// Planes of the padded input: c rounded up to [`WG_CHANNELS`], so that the weight
     /// gradient's blocks of channels never run past them (the extra planes stay zero).
     c_pad: usize,
 }
+
+/// Elements per cache line of f32 (64 bytes; two lines of f64): planes start on one.
+const ALIGN: usize = 16;
 
 /// Input and output channels per register block of the weight gradient.
 const WG_CHANNELS: usize = 4;
@@ -66,7 +75,9 @@ impl Plan {
     pub fn new(c: usize, cout: usize, h: usize, w: usize, k: usize) -> Plan {
         let wp = w + k - 1;
         let qr = (h * wp).next_multiple_of(BLOCK);
-        Plan { c, cout, h, w, k, cout_pad: cout.next_multiple_of(NR_MAX), wp, qr, ps: qr + (k - 1) * (wp + 1), c_pad: c.next_multiple_of(WG_CHANNELS) }
+        let lead = (ALIGN - (k / 2) * (wp + 1) % ALIGN) % ALIGN;
+        let ps = (lead + qr + (k - 1) * (wp + 1)).next_multiple_of(ALIGN);
+        Plan { c, cout, h, w, k, cout_pad: cout.next_multiple_of(NR_MAX), wp, qr, ps, lead, c_pad: c.next_multiple_of(WG_CHANNELS) }
     }
 
     /// Whether a convolution of this shape runs here: odd k > 1 (1×1 needs no columns), stride
@@ -106,7 +117,7 @@ impl Plan {
         let (p, hw) = (self.k / 2, self.h * self.w);
         for (plane, dst) in image.chunks_exact(hw).zip(padded.chunks_exact_mut(self.ps)) {
             for (row, src) in plane.chunks_exact(self.w).enumerate() {
-                let at = (row + p) * self.wp + p;
+                let at = self.lead + (row + p) * self.wp + p;
                 dst[at..at + self.w].copy_from_slice(src);
             }
         }
@@ -169,7 +180,7 @@ impl Plan {
     pub fn weight_gradient<T: Elem>(&self, padded: &[T], padded_dy: &[T], dw: &mut [T]) {
         let t = self.transposed();
         let images = padded.len() / self.padded_len();
-        assert!(padded.len() == images * self.padded_len() && padded_dy.len() == images * t.padded_len() && self.ps == t.ps);
+        assert!(padded.len() == images * self.padded_len() && padded_dy.len() == images * t.padded_len() && (self.ps, self.lead) == (t.ps, t.lead));
         assert!(dw.len() == self.cout * self.c * self.k * self.k);
         dispatch(WeightGradient { plan: self, x: padded, dy: padded_dy, images, dw, offsets: &self.offsets(), dy_shift: (self.k / 2) * (self.wp + 1) });
     }
@@ -245,11 +256,11 @@ impl<T: Elem> Kernel<'_, T> {
                         a[o] = b;
                     }
                 }
-                // SAFETY: `run` asserted c padded planes (each reading at most ps − qr past the
-                // last block's start: the largest tap offset), c·k² rows of weights of
-                // cout_pad ≥ co0 + NR, and the output rows this block writes.
+                // SAFETY: `run` asserted c padded planes (each read from `lead` on, at most the
+                // largest tap offset, ps − lead − qr or less, past the last block), c·k² rows
+                // of weights of cout_pad ≥ co0 + NR, and the output rows this block writes.
                 for ch in 0..p.c {
-                    let plane = unsafe { self.padded.as_ptr().add(ch * p.ps + q0) };
+                    let plane = unsafe { self.padded.as_ptr().add(ch * p.ps + p.lead + q0) };
                     let wts = unsafe { self.wt.as_ptr().add(ch * self.offsets.len() * p.cout_pad + co0) };
                     for (t, &off) in self.offsets.iter().enumerate() {
                         let x: [T::V<S>; MR] = std::array::from_fn(|j| unsafe { T::load_ptr::<S>(plane.add(off + j * lanes)) });
@@ -302,27 +313,36 @@ impl<T: Elem> WeightGradient<'_, T> {
         let (kk, ps) = (self.offsets.len(), p.ps);
         let (x_stride, dy_stride) = (p.c_pad * ps, p.transposed().c_pad * ps);
         debug_assert!(p.qr.is_multiple_of(lanes) && WG_CHANNELS.is_multiple_of(R));
-        for (t, &off) in self.offsets.iter().enumerate() {
-            for o0 in (0..p.cout).step_by(R) {
-                for i0 in (0..p.c).step_by(C) {
-                    let mut acc = [[T::splat(simd, T::zero()); C]; R];
-                    for image in 0..self.images {
-                        // SAFETY: `weight_gradient` asserted `images` padded images, each of
-                        // c_pad ≥ i0 + C planes of x and as many of dy as its plan pads (cout
-                        // rounded up to a multiple of C, so o0 + R fits); a plane is read from
-                        // offset ≤ ps − qr up to qr further.
-                        let xs: [*const T; C] = std::array::from_fn(|c| unsafe { self.x.as_ptr().add(image * x_stride + (i0 + c) * ps + off) });
-                        let ds: [*const T; R] = std::array::from_fn(|r| unsafe { self.dy.as_ptr().add(image * dy_stride + (o0 + r) * ps + self.dy_shift) });
+        // Per block of channels, each image's planes (8 of them, tens of kilobytes) stay in L1
+        // while every tap sweeps them, the taps' accumulators parked in `per_tap` between
+        // images; with the taps outermost, every sweep streamed the group's planes from L2.
+        let mut per_tap = vec![[[T::splat(simd, T::zero()); C]; R]; kk];
+        for o0 in (0..p.cout).step_by(R) {
+            for i0 in (0..p.c).step_by(C) {
+                per_tap.iter_mut().for_each(|a| *a = [[T::splat(simd, T::zero()); C]; R]);
+                for image in 0..self.images {
+                    // SAFETY: `weight_gradient` asserted `images` padded images, each of
+                    // c_pad ≥ i0 + C planes of x and as many of dy as its plan pads (cout
+                    // rounded up to a multiple of C, so o0 + R fits); a plane is read from
+                    // lead + an offset ≤ ps − lead − qr, up to qr further.
+                    let xs: [*const T; C] = std::array::from_fn(|c| unsafe { self.x.as_ptr().add(image * x_stride + (i0 + c) * ps + p.lead) });
+                    let ds: [*const T; R] = std::array::from_fn(|r| unsafe { self.dy.as_ptr().add(image * dy_stride + (o0 + r) * ps + p.lead + self.dy_shift) });
+                    for (acc, &off) in per_tap.iter_mut().zip(self.offsets) {
+                        let mut a = *acc;
+                        let xs: [*const T; C] = std::array::from_fn(|c| unsafe { xs[c].add(off) });
                         for q in (0..p.qr).step_by(lanes) {
                             let x: [T::V<S>; C] = std::array::from_fn(|c| unsafe { T::load_ptr::<S>(xs[c].add(q)) });
-                            for (r, acc) in acc.iter_mut().enumerate() {
+                            for (r, a) in a.iter_mut().enumerate() {
                                 let d = unsafe { T::load_ptr::<S>(ds[r].add(q)) };
                                 for c in 0..C {
-                                    acc[c] = T::fma(simd, d, x[c], acc[c]);
+                                    a[c] = T::fma(simd, d, x[c], a[c]);
                                 }
                             }
                         }
+                        *acc = a;
                     }
+                }
+                for (t, acc) in per_tap.iter().enumerate() {
                     for (r, acc) in acc.iter().enumerate().take(p.cout - o0) {
                         for (c, &v) in acc.iter().enumerate().take(p.c - i0) {
                             self.dw[((o0 + r) * p.c + i0 + c) * kk + t] = T::reduce_sum(simd, v);
@@ -441,6 +461,31 @@ fn convolve<T: Elem>(x: &[T], wt: &[T], bias: &[T], n: usize, plan: &Plan) -> Ve
     out
 }
 
+/// A zeroed buffer of `len` elements starting on a cache line (a `Vec`'s start is only as
+/// aligned as the allocator makes it: 16 bytes with glibc), so that the planes of a padded
+/// image, each a multiple of [`ALIGN`] long, all start on one.
+struct Aligned<T> {
+    buf: Vec<T>,
+    at: usize,
+    len: usize,
+}
+
+impl<T: WithDType> Aligned<T> {
+    fn zeros(len: usize) -> Aligned<T> {
+        let buf = vec![T::zero(); len + ALIGN];
+        let at = buf.as_ptr().align_offset(64).min(ALIGN);
+        Aligned { buf, at, len }
+    }
+
+    fn get(&self) -> &[T] {
+        &self.buf[self.at..self.at + self.len]
+    }
+
+    fn get_mut(&mut self) -> &mut [T] {
+        &mut self.buf[self.at..self.at + self.len]
+    }
+}
+
 /// Images whose weight gradient is summed in one pass (`Plan::weight_gradient`): fixed, so
 /// that the sums do not depend on the thread count.
 const GROUP: usize = 4;
@@ -466,7 +511,7 @@ pub(super) fn backward<T: Elem>(x: &[T], weight: &[T], dy: &[T], n: usize, plan:
         .zip(part_w.par_chunks_mut(run * w_len).zip(part_b.par_chunks_mut(run * plan.cout)))
         .zip(x.par_chunks(run * GROUP * x_len).zip(dy.par_chunks(run * GROUP * y_len)))
         .for_each(|((dxs, (dws, dbs)), (xs, dys))| {
-            let (mut padded, mut padded_dy) = (vec![T::zero(); GROUP * plan.padded_len()], vec![T::zero(); GROUP * t.padded_len()]);
+            let (mut padded, mut padded_dy) = (Aligned::<T>::zeros(GROUP * plan.padded_len()), Aligned::<T>::zeros(GROUP * t.padded_len()));
             let mut grid = if dxs.is_some() { vec![T::zero(); t.grid_len()] } else { Vec::new() };
             let mut db = vec![T::zero(); plan.cout];
             let mut dx_groups = dxs.as_deref_mut().map(|dxs| dxs.chunks_mut(GROUP * x_len));
@@ -475,17 +520,17 @@ pub(super) fn backward<T: Elem>(x: &[T], weight: &[T], dy: &[T], n: usize, plan:
                 let g = images.len() / x_len;
                 let mut dx_images = dx_groups.as_mut().and_then(|it| it.next()).map(|d| d.chunks_exact_mut(x_len));
                 for (i, (image, dyi)) in images.chunks_exact(x_len).zip(dyg.chunks_exact(y_len)).enumerate() {
-                    let pdy = &mut padded_dy[i * t.padded_len()..(i + 1) * t.padded_len()];
+                    let pdy = &mut padded_dy.get_mut()[i * t.padded_len()..(i + 1) * t.padded_len()];
                     t.pad(dyi, pdy);
                     if let Some(dxi) = dx_images.as_mut().and_then(|it| it.next()) {
                         t.run(pdy, &wt, &zero, &mut grid, 0);
                         t.unpad(&grid, dxi);
                     }
-                    plan.pad(image, &mut padded[i * plan.padded_len()..(i + 1) * plan.padded_len()]);
+                    plan.pad(image, &mut padded.get_mut()[i * plan.padded_len()..(i + 1) * plan.padded_len()]);
                     super::conv::bias_gradient(dyi, &mut db);
                     dbg.iter_mut().zip(&db).for_each(|(s, &v)| *s += v);
                 }
-                plan.weight_gradient(&padded[..g * plan.padded_len()], &padded_dy[..g * t.padded_len()], dw);
+                plan.weight_gradient(&padded.get()[..g * plan.padded_len()], &padded_dy.get()[..g * t.padded_len()], dw);
             }
         });
     // SAFETY: the chunks cover all dx_len elements, and `unpad` wrote each.
