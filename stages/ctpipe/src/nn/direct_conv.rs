@@ -171,7 +171,10 @@ impl Plan {
         wt
     }
 
-    /// The weight gradient (cout, c, k, k) of a group of images, this being the forward plan:
+    /// The weight gradient (cout, c, k, k) of a group of images, this being the forward plan
+    /// (the discarded grid positions, where dy is zero, multiply real inputs: an infinite
+    /// input there makes its taps NaN, where a convolution without them stays finite; it
+    /// takes a run that has already diverged):
     /// dW[o][i][t] = Σ over images, then output positions q, of dy[o][q]·x[i][q + offset of
     /// tap t], from the images padded back to back and their output gradients padded by the
     /// [`transposed`](Self::transposed) plan (whose border puts zeros at the padded grid's
@@ -435,6 +438,9 @@ pub(super) fn forward<T: Elem>(x: &[T], weight: &[T], bias: &[T], n: usize, plan
 /// The convolution of n images with kernel-layout weights `wt`, as (n, cout, h, w).
 fn convolve<T: Elem>(x: &[T], wt: &[T], bias: &[T], n: usize, plan: &Plan) -> Vec<T> {
     let (x_len, y_len) = (plan.c * plan.h * plan.w, plan.cout * plan.h * plan.w);
+    // The zips below stop at the shorter side: every output element is written only if x
+    // holds all n images.
+    assert_eq!(x.len(), n * x_len, "direct convolution: input length");
     let mut out = Vec::with_capacity(n * y_len);
     let threads = rayon::current_num_threads();
     if n >= threads {
@@ -498,6 +504,8 @@ pub(super) fn backward<T: Elem>(x: &[T], weight: &[T], dy: &[T], n: usize, plan:
     let wt = if need_dx { t.input_gradient_weights(weight) } else { Vec::new() };
     let zero = t.bias::<T>(None);
     let (x_len, y_len, w_len) = (plan.c * plan.h * plan.w, plan.cout * plan.h * plan.w, plan.cout * plan.c * plan.k * plan.k);
+    // As in `convolve`: dx is written whole only if x and dy hold all n images.
+    assert!(x.len() == n * x_len && dy.len() == n * y_len && weight.len() == w_len, "direct convolution backward: operand lengths");
     let groups = n.div_ceil(GROUP);
     let dx_len = if need_dx { n * x_len } else { 0 };
     let mut out = Vec::with_capacity(dx_len + w_len + plan.cout);

@@ -153,7 +153,9 @@ fn map1<T: WithDType>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
 }
 
 fn map2<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    // SAFETY: as in `map1`; a and b have the same length (the ops' callers check the shapes).
+    // The zip stops at the shorter side, so every element is written only if they match.
+    assert_eq!(a.len(), b.len(), "element-wise op: operand lengths");
+    // SAFETY: as in `map1`, a and b being of the same length.
     unsafe {
         written(a.len(), |out| {
             out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
@@ -217,7 +219,9 @@ impl CustomOp2 for AddPerPlane {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         fn add<T: WithDType>(x: &[T], shift: &[T]) -> Vec<T> {
-            let plane = x.len() / shift.len().max(1);
+            // Every element is written only if the shifts cover whole planes.
+            assert!(!shift.is_empty() && x.len().is_multiple_of(shift.len()), "add_per_plane: {} values, {} shifts", x.len(), shift.len());
+            let plane = x.len() / shift.len();
             // SAFETY: the planes cover the output, and each element is written.
             unsafe {
                 written(x.len(), |out| {
