@@ -83,7 +83,7 @@ impl Dims {
     /// 1×1 at stride 1 with "same" padding).
     fn direct(&self) -> Option<Plan> {
         let g = &self.g;
-        (Plan::applies(g.kh, g.kw, g.stride, g.pad) && Plan::pays(self.c, self.cout, g.h, g.w, g.kh)).then(|| Plan::new(self.c, self.cout, g.h, g.w, g.kh))
+        Plan::applies(g.kh, g.kw, g.stride, g.pad).then(|| Plan::new(self.c, self.cout, g.h, g.w, g.kh)).filter(Plan::pays)
     }
 
     /// Output positions of one plane (oh·ow).

@@ -91,9 +91,8 @@ impl Plan {
     /// per block of outputs, so beyond about 2 048 channel pairs (64 → 32) gemm's cache
     /// blocking wins; and on planes so small that the padded grid's rounding up to whole
     /// blocks adds more than a third (7×7: 96 positions for 49), the wasted work does.
-    pub fn pays(c: usize, cout: usize, h: usize, w: usize, k: usize) -> bool {
-        let p = Plan::new(c, cout, h, w, k);
-        c * cout <= 2048 && 3 * p.qr <= 4 * h * w
+    pub fn pays(&self) -> bool {
+        self.c * self.cout <= 2048 && 3 * self.qr <= 4 * self.h * self.w
     }
 
     /// Length of the padded copy of one image.
@@ -430,41 +429,37 @@ impl Elem for f64 {
 /// `conv2d(x, weight) + bias` of n images (x (n, c, h, w), weight (cout, c, k, k)): images in
 /// parallel, or with fewer images than threads each image's output channel blocks.
 pub(super) fn forward<T: Elem>(x: &[T], weight: &[T], bias: &[T], n: usize, plan: &Plan) -> Vec<T> {
-    let wt = plan.forward_weights(weight);
-    let bias = plan.bias(Some(bias));
-    convolve(x, &wt, &bias, n, plan)
-}
-
-/// The convolution of n images with kernel-layout weights `wt`, as (n, cout, h, w).
-fn convolve<T: Elem>(x: &[T], wt: &[T], bias: &[T], n: usize, plan: &Plan) -> Vec<T> {
+    let (wt, bias) = (plan.forward_weights(weight), plan.bias(Some(bias)));
+    let (wt, bias) = (&wt[..], &bias[..]);
     let (x_len, y_len) = (plan.c * plan.h * plan.w, plan.cout * plan.h * plan.w);
     // The zips below stop at the shorter side: every output element is written only if x
     // holds all n images.
     assert_eq!(x.len(), n * x_len, "direct convolution: input length");
-    let mut out = Vec::with_capacity(n * y_len);
     let threads = rayon::current_num_threads();
-    if n >= threads {
-        let run = n.div_ceil(threads);
-        out.spare_capacity_mut()[..n * y_len].par_chunks_mut(run * y_len).zip(x.par_chunks(run * x_len)).for_each(|(ys, xs)| {
-            let mut padded = vec![T::zero(); plan.padded_len()];
-            let mut grid = vec![T::zero(); plan.grid_len()];
-            for (y, image) in ys.chunks_exact_mut(y_len).zip(xs.chunks_exact(x_len)) {
-                plan.pad(image, &mut padded);
-                plan.run(&padded, wt, bias, &mut grid, 0);
-                plan.unpad(&grid, y);
+    // SAFETY: the chunks cover all n·y_len elements, and `unpad` writes each of its image.
+    unsafe {
+        super::written(n * y_len, |out| {
+            if n >= threads {
+                let run = n.div_ceil(threads);
+                out.par_chunks_mut(run * y_len).zip(x.par_chunks(run * x_len)).for_each(|(ys, xs)| {
+                    let mut padded = vec![T::zero(); plan.padded_len()];
+                    let mut grid = vec![T::zero(); plan.grid_len()];
+                    for (y, image) in ys.chunks_exact_mut(y_len).zip(xs.chunks_exact(x_len)) {
+                        plan.pad(image, &mut padded);
+                        plan.run(&padded, wt, bias, &mut grid, 0);
+                        plan.unpad(&grid, y);
+                    }
+                });
+            } else {
+                let (mut padded, mut grid) = (vec![T::zero(); plan.padded_len()], vec![T::zero(); plan.grid_len()]);
+                for (y, image) in out.chunks_exact_mut(y_len).zip(x.chunks_exact(x_len)) {
+                    plan.pad(image, &mut padded);
+                    grid.par_chunks_mut(NR_MAX * plan.qr).enumerate().for_each(|(b, g)| plan.run(&padded, wt, bias, g, b));
+                    plan.unpad(&grid, y);
+                }
             }
-        });
-    } else {
-        let (mut padded, mut grid) = (vec![T::zero(); plan.padded_len()], vec![T::zero(); plan.grid_len()]);
-        for (y, image) in out.spare_capacity_mut()[..n * y_len].chunks_exact_mut(y_len).zip(x.chunks_exact(x_len)) {
-            plan.pad(image, &mut padded);
-            grid.par_chunks_mut(NR_MAX * plan.qr).enumerate().for_each(|(b, g)| plan.run(&padded, wt, bias, g, b));
-            plan.unpad(&grid, y);
-        }
+        })
     }
-    // SAFETY: the chunks cover all n·y_len elements, and `unpad` wrote each.
-    unsafe { out.set_len(n * y_len) };
-    out
 }
 
 /// A zeroed buffer of `len` elements starting on a cache line (a `Vec`'s start is only as
@@ -504,45 +499,49 @@ pub(super) fn backward<T: Elem>(x: &[T], weight: &[T], dy: &[T], n: usize, plan:
     let wt = if need_dx { t.input_gradient_weights(weight) } else { Vec::new() };
     let zero = t.bias::<T>(None);
     let (x_len, y_len, w_len) = (plan.c * plan.h * plan.w, plan.cout * plan.h * plan.w, plan.cout * plan.c * plan.k * plan.k);
-    // As in `convolve`: dx is written whole only if x and dy hold all n images.
+    // As in `forward`: dx is written whole only if x and dy hold all n images.
     assert!(x.len() == n * x_len && dy.len() == n * y_len && weight.len() == w_len, "direct convolution backward: operand lengths");
     let groups = n.div_ceil(GROUP);
     let dx_len = if need_dx { n * x_len } else { 0 };
-    let mut out = Vec::with_capacity(dx_len + w_len + plan.cout);
     let mut part_w = vec![T::zero(); groups * w_len];
     let mut part_b = vec![T::zero(); groups * plan.cout];
     // One contiguous run of groups per thread, so that each thread zeroes its buffers once.
     let run = groups.div_ceil(rayon::current_num_threads()).max(1);
-    let mut dx_runs: Vec<Option<&mut [MaybeUninit<T>]>> = if need_dx { out.spare_capacity_mut()[..dx_len].chunks_mut(run * GROUP * x_len).map(Some).collect() } else { (0..groups.div_ceil(run)).map(|_| None).collect() };
-    dx_runs
-        .par_iter_mut()
-        .zip(part_w.par_chunks_mut(run * w_len).zip(part_b.par_chunks_mut(run * plan.cout)))
-        .zip(x.par_chunks(run * GROUP * x_len).zip(dy.par_chunks(run * GROUP * y_len)))
-        .for_each(|((dxs, (dws, dbs)), (xs, dys))| {
-            let (mut padded, mut padded_dy) = (Aligned::<T>::zeros(GROUP * plan.padded_len()), Aligned::<T>::zeros(GROUP * t.padded_len()));
-            let mut grid = if dxs.is_some() { vec![T::zero(); t.grid_len()] } else { Vec::new() };
-            let mut db = vec![T::zero(); plan.cout];
-            let mut dx_groups = dxs.as_deref_mut().map(|dxs| dxs.chunks_mut(GROUP * x_len));
-            let per_group = dws.chunks_exact_mut(w_len).zip(dbs.chunks_exact_mut(plan.cout)).zip(xs.chunks(GROUP * x_len).zip(dys.chunks(GROUP * y_len)));
-            for ((dw, dbg), (images, dyg)) in per_group {
-                let g = images.len() / x_len;
-                let mut dx_images = dx_groups.as_mut().and_then(|it| it.next()).map(|d| d.chunks_exact_mut(x_len));
-                for (i, (image, dyi)) in images.chunks_exact(x_len).zip(dyg.chunks_exact(y_len)).enumerate() {
-                    let pdy = &mut padded_dy.get_mut()[i * t.padded_len()..(i + 1) * t.padded_len()];
-                    t.pad(dyi, pdy);
-                    if let Some(dxi) = dx_images.as_mut().and_then(|it| it.next()) {
-                        t.run(pdy, &wt, &zero, &mut grid, 0);
-                        t.unpad(&grid, dxi);
+    // SAFETY: with need_dx the chunks cover all dx_len elements, and `unpad` writes each of
+    // its image; without, dx is empty.
+    let mut out = unsafe {
+        super::written(dx_len, |dx| {
+            let mut dx_runs: Vec<Option<&mut [MaybeUninit<T>]>> = if need_dx { dx.chunks_mut(run * GROUP * x_len).map(Some).collect() } else { (0..groups.div_ceil(run)).map(|_| None).collect() };
+            dx_runs
+                .par_iter_mut()
+                .zip(part_w.par_chunks_mut(run * w_len).zip(part_b.par_chunks_mut(run * plan.cout)))
+                .zip(x.par_chunks(run * GROUP * x_len).zip(dy.par_chunks(run * GROUP * y_len)))
+                .for_each(|((dxs, (dws, dbs)), (xs, dys))| {
+                    let (mut padded, mut padded_dy) = (Aligned::<T>::zeros(GROUP * plan.padded_len()), Aligned::<T>::zeros(GROUP * t.padded_len()));
+                    let mut grid = if dxs.is_some() { vec![T::zero(); t.grid_len()] } else { Vec::new() };
+                    let mut db = vec![T::zero(); plan.cout];
+                    let mut dx_groups = dxs.as_deref_mut().map(|dxs| dxs.chunks_mut(GROUP * x_len));
+                    let per_group = dws.chunks_exact_mut(w_len).zip(dbs.chunks_exact_mut(plan.cout)).zip(xs.chunks(GROUP * x_len).zip(dys.chunks(GROUP * y_len)));
+                    for ((dw, dbg), (images, dyg)) in per_group {
+                        let g = images.len() / x_len;
+                        let mut dx_images = dx_groups.as_mut().and_then(|it| it.next()).map(|d| d.chunks_exact_mut(x_len));
+                        for (i, (image, dyi)) in images.chunks_exact(x_len).zip(dyg.chunks_exact(y_len)).enumerate() {
+                            let pdy = &mut padded_dy.get_mut()[i * t.padded_len()..(i + 1) * t.padded_len()];
+                            t.pad(dyi, pdy);
+                            if let Some(dxi) = dx_images.as_mut().and_then(|it| it.next()) {
+                                t.run(pdy, &wt, &zero, &mut grid, 0);
+                                t.unpad(&grid, dxi);
+                            }
+                            plan.pad(image, &mut padded.get_mut()[i * plan.padded_len()..(i + 1) * plan.padded_len()]);
+                            super::conv::bias_gradient(dyi, &mut db);
+                            dbg.iter_mut().zip(&db).for_each(|(s, &v)| *s += v);
+                        }
+                        plan.weight_gradient(&padded.get()[..g * plan.padded_len()], &padded_dy.get()[..g * t.padded_len()], dw);
                     }
-                    plan.pad(image, &mut padded.get_mut()[i * plan.padded_len()..(i + 1) * plan.padded_len()]);
-                    super::conv::bias_gradient(dyi, &mut db);
-                    dbg.iter_mut().zip(&db).for_each(|(s, &v)| *s += v);
-                }
-                plan.weight_gradient(&padded.get()[..g * plan.padded_len()], &padded_dy.get()[..g * t.padded_len()], dw);
-            }
-        });
-    // SAFETY: the chunks cover all dx_len elements, and `unpad` wrote each.
-    unsafe { out.set_len(dx_len) };
+                })
+        })
+    };
+    out.reserve(w_len + plan.cout);
     out.extend_from_slice(&super::conv::sum_parts(&part_w, w_len));
     out.extend_from_slice(&super::conv::sum_parts(&part_b, plan.cout));
     out
@@ -636,9 +635,10 @@ mod tests {
     /// not inflate by more than a third.
     #[test]
     fn pays_on_small_channels_and_planes_that_fill_the_grid() {
-        assert!(Plan::pays(16, 16, 28, 28, 3) && Plan::pays(64, 32, 14, 14, 3) && Plan::pays(1, 128, 28, 28, 3));
-        assert!(!Plan::pays(128, 128, 28, 28, 3) && !Plan::pays(64, 64, 14, 14, 3));
-        assert!(!Plan::pays(32, 32, 7, 7, 3) && !Plan::pays(16, 16, 8, 8, 3));
+        let pays = |c, cout, h, w, k| Plan::new(c, cout, h, w, k).pays();
+        assert!(pays(16, 16, 28, 28, 3) && pays(64, 32, 14, 14, 3) && pays(1, 128, 28, 28, 3));
+        assert!(!pays(128, 128, 28, 28, 3) && !pays(64, 64, 14, 14, 3));
+        assert!(!pays(32, 32, 7, 7, 3) && !pays(16, 16, 8, 8, 3));
         assert!(Plan::applies(3, 3, 1, (1, 1)) && Plan::applies(5, 5, 1, (2, 2)));
         assert!(!Plan::applies(1, 1, 1, (0, 0)) && !Plan::applies(3, 3, 2, (1, 1)) && !Plan::applies(1, 7, 1, (0, 3)) && !Plan::applies(3, 3, 1, (0, 0)));
     }
